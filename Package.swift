@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Release builds are what we time; keep the hot loops free of overflow and bounds traps there.
+let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "Charter",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "charter", targets: ["Charter"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // libzmq from Debian's libzmq3-dev; used by the Cluster modules.
+        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ"),
+        // OpenBLAS is not linked: Engine/BLAS.swift opens it with dlopen after choosing the
+        // kernel type, because OpenBLAS picks its kernels in a load-time constructor.
+        .target(name: "Engine", swiftSettings: fast, linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "Tokenizer", swiftSettings: fast),
+        .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: fast),
+        .executableTarget(
+            name: "Charter",
+            dependencies: [
+                "Engine", "Formats", "Tokenizer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: fast),
+        .testTarget(name: "EngineTests", dependencies: ["Engine"]),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats", "Engine"]),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "Formats"]),
+        .testTarget(name: "ReferenceTests", dependencies: ["Engine", "Formats", "Tokenizer"]),
+    ]
+)

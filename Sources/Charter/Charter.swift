@@ -1,0 +1,11 @@
+import ArgumentParser
+import Engine
+
+@main
+struct Charter: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "charter",
+        abstract: "Constitutional AI / RLAIF training on Llama-architecture models.",
+        version: "charter 0.1.0; \(BLAS.summary)",
+        subcommands: [ModelCommand.self, TokenizeCommand.self, GenerateCommand.self, BenchCommand.self])
+}

@@ -1,0 +1,25 @@
+import ArgumentParser
+import Formats
+import Foundation
+
+/// `--model`, shared by every command that loads a model.
+struct ModelOptions: ParsableArguments {
+    static let defaultPath = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    @Option(name: .long, help: "A GGUF model file (default: \(ModelOptions.defaultPath), from scripts/fetch-model.sh).")
+    var model: String = ModelOptions.defaultPath
+
+    func load() throws -> LoadedModel {
+        guard FileManager.default.fileExists(atPath: model) else {
+            let hint = model == Self.defaultPath ? "; run `charter model fetch` or scripts/fetch-model.sh first" : ""
+            throw CLIError("model file \(model) not found\(hint)")
+        }
+        return try GGUFModel.load(URL(fileURLWithPath: model))
+    }
+}
+
+/// An error for the command line: printed as one line.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
+}

@@ -1,0 +1,53 @@
+/// The shape of a Llama-architecture model.
+///
+/// Shape letters used across the engine: B batch, T time, C width, L layers, H query heads,
+/// K key/value heads, D head size, F feed-forward width, V vocabulary.
+public struct ModelConfig: Equatable, Sendable, Codable {
+    public var layers: Int          // L
+    public var width: Int           // C
+    public var heads: Int           // H
+    public var kvHeads: Int         // K
+    public var headDim: Int         // D
+    public var ffnWidth: Int        // F
+    public var vocab: Int           // V
+    public var ropeTheta: Float
+    public var rmsEps: Float
+    public var tiedEmbeddings: Bool
+    public var contextLength: Int
+
+    public init(layers: Int, width: Int, heads: Int, kvHeads: Int, headDim: Int? = nil, ffnWidth: Int,
+                vocab: Int, ropeTheta: Float = 10000, rmsEps: Float = 1e-5, tiedEmbeddings: Bool = true,
+                contextLength: Int = 2048) {
+        self.layers = layers; self.width = width; self.heads = heads; self.kvHeads = kvHeads
+        self.headDim = headDim ?? width / heads
+        self.ffnWidth = ffnWidth; self.vocab = vocab; self.ropeTheta = ropeTheta; self.rmsEps = rmsEps
+        self.tiedEmbeddings = tiedEmbeddings; self.contextLength = contextLength
+    }
+
+    /// Checks the relations the forward pass relies on; the message names the field.
+    public func validate() throws(EngineError) {
+        for (name, v) in [("layers", layers), ("width", width), ("heads", heads), ("kvHeads", kvHeads),
+                          ("headDim", headDim), ("ffnWidth", ffnWidth), ("vocab", vocab), ("contextLength", contextLength)] where v <= 0 {
+            throw .invalidConfig("\(name) must be positive, found \(v)")
+        }
+        if heads % kvHeads != 0 { throw .invalidConfig("heads (\(heads)) must be a multiple of kvHeads (\(kvHeads))") }
+        if headDim % 2 != 0 { throw .invalidConfig("headDim must be even for rotary embeddings, found \(headDim)") }
+    }
+
+    /// SmolLM2-135M: what the GGUF metadata of the default model says.
+    public static let smolLM2_135M = ModelConfig(
+        layers: 30, width: 576, heads: 9, kvHeads: 3, headDim: 64, ffnWidth: 1536, vocab: 49152,
+        ropeTheta: 100000, rmsEps: 1e-5, tiedEmbeddings: true, contextLength: 8192)
+}
+
+public enum EngineError: Error, Equatable, CustomStringConvertible {
+    case invalidConfig(String)
+    case invalidInput(String)
+
+    public var description: String {
+        switch self {
+        case .invalidConfig(let s): return "invalid model config: \(s)"
+        case .invalidInput(let s): return "invalid input: \(s)"
+        }
+    }
+}

@@ -1,0 +1,46 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Rotary position embeddings in the half-split layout (dimension i pairs with i + D/2), as
+/// Hugging Face checkpoints store attn_q/attn_k. Angles are computed in double once per model.
+public struct RotaryTable: Sendable {
+    public let headDim: Int
+    public let positions: Int
+    let cos: [Float] // (positions, D/2)
+    let sin: [Float] // (positions, D/2)
+
+    public init(headDim: Int, positions: Int, theta: Float) {
+        let half = headDim / 2
+        var c = [Float](repeating: 0, count: positions * half), s = c
+        for p in 0..<positions {
+            for i in 0..<half {
+                let angle = Double(p) * pow(Double(theta), -2 * Double(i) / Double(headDim))
+                c[p * half + i] = Float(Glibc.cos(angle))
+                s[p * half + i] = Float(Glibc.sin(angle))
+            }
+        }
+        self.headDim = headDim; self.positions = positions; cos = c; sin = s
+    }
+
+    /// Rotates `heads` vectors of size D stored back to back at `x`, all at position `pos`.
+    /// With `inverse` it rotates by -angle (the backward pass of the rotation).
+    @inline(__always)
+    public func apply(_ x: UnsafeMutablePointer<Float>, heads: Int, pos: Int, inverse: Bool = false) {
+        let half = headDim / 2
+        cos.withUnsafeBufferPointer { cb in
+            sin.withUnsafeBufferPointer { sb in
+                let c = cb.baseAddress! + pos * half, s = sb.baseAddress! + pos * half
+                let sign: Float = inverse ? -1 : 1
+                for h in 0..<heads {
+                    let v = x + h * headDim
+                    for i in 0..<half {
+                        let x0 = v[i], x1 = v[i + half], si = sign * s[i]
+                        v[i] = x0 * c[i] - x1 * si
+                        v[i + half] = x0 * si + x1 * c[i]
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+/// Inference forward pass for a batch of sequences of different lengths.
+///
+/// The new tokens of every sequence are packed into one (N, C) matrix, so each projection is one
+/// BLAS call for the whole batch; attention runs per sequence and head against that sequence's
+/// KV cache. No padding enters the arithmetic, so a sequence's logits do not depend on its batch.
+public final class Transformer: @unchecked Sendable {
+    public let weights: ModelWeights
+    public let rotary: RotaryTable
+    public var config: ModelConfig { weights.config }
+    private let layerOffsets: [ParameterLayout.LayerOffsets]
+
+    public init(weights: ModelWeights) throws(EngineError) {
+        try weights.config.validate()
+        self.weights = weights
+        rotary = RotaryTable(headDim: weights.config.headDim, positions: weights.config.contextLength,
+                             theta: weights.config.ropeTheta)
+        layerOffsets = (0..<weights.config.layers).map { weights.layout.layer($0) }
+    }
+
+    public func makeCache(capacity: Int) -> SequenceCache {
+        SequenceCache(config: config, capacity: min(capacity, config.contextLength))
+    }
+
+    public enum Outputs: Sendable { case lastPerSequence, everyToken }
+
+    /// One step: appends `tokens` of each item to its cache and returns logits, (rows, V) row-major:
+    /// one row per item (its last new token) or one per new token in item order.
+    public func forward(_ items: [(cache: SequenceCache, tokens: [Int32])], outputs: Outputs) throws(EngineError) -> [Float] {
+        let cfg = config
+        let C = cfg.width, H = cfg.heads, K = cfg.kvHeads, D = cfg.headDim, F = cfg.ffnWidth, V = cfg.vocab
+        let qkvWidth = (H + 2 * K) * D
+
+        // Token bookkeeping: where each item's tokens start in the packed batch.
+        var starts: [Int] = []
+        var n = 0
+        for (i, item) in items.enumerated() {
+            if item.tokens.isEmpty { throw .invalidInput("sequence \(i) has no new tokens") }
+            if item.cache.length + item.tokens.count > item.cache.capacity {
+                throw .invalidInput("sequence \(i) needs \(item.cache.length + item.tokens.count) positions, its cache holds \(item.cache.capacity)")
+            }
+            if let bad = item.tokens.first(where: { $0 < 0 || Int($0) >= V }) {
+                throw .invalidInput("token id \(bad) outside the vocabulary 0..<\(V)")
+            }
+            starts.append(n)
+            n += item.tokens.count
+        }
+        if n == 0 { return [] }
+
+        let w = weights.base
+        let x = UnsafeMutablePointer<Float>.allocate(capacity: n * C)          // (N, C) residual stream
+        let xn = UnsafeMutablePointer<Float>.allocate(capacity: n * C)         // (N, C) normed
+        let qkv = UnsafeMutablePointer<Float>.allocate(capacity: n * qkvWidth) // (N, (H + 2K) * D)
+        let att = UnsafeMutablePointer<Float>.allocate(capacity: n * H * D)    // (N, H * D)
+        let gateUp = UnsafeMutablePointer<Float>.allocate(capacity: n * 2 * F) // (N, 2F)
+        let hidden = UnsafeMutablePointer<Float>.allocate(capacity: n * F)     // (N, F)
+        defer { [x, xn, qkv, att, gateUp, hidden].forEach { $0.deallocate() } }
+
+        let embed = w + weights.layout.embedOffset
+        for (i, item) in items.enumerated() {
+            for (j, t) in item.tokens.enumerated() {
+                (x + (starts[i] + j) * C).update(from: embed + Int(t) * C, count: C)
+            }
+        }
+
+        for l in 0..<cfg.layers {
+            let o = layerOffsets[l]
+            VectorMath.rmsNorm(xn, x, w + o.attnNorm, rows: n, n: C, eps: cfg.rmsEps)
+            // wq, wk, wv are adjacent in the flat buffer: one product gives all three.
+            BLAS.gemm(m: n, n: qkvWidth, k: C, a: xn, lda: C, b: w + o.wq, ldb: C, transB: true, c: qkv, ldc: qkvWidth)
+            for (i, item) in items.enumerated() {
+                for j in 0..<item.tokens.count {
+                    let row = qkv + (starts[i] + j) * qkvWidth, pos = item.cache.length + j
+                    rotary.apply(row, heads: H + K, pos: pos) // queries and keys, not values
+                    for g in 0..<K {
+                        (item.cache.keys(layer: l, head: g) + pos * D).update(from: row + (H + g) * D, count: D)
+                        (item.cache.values(layer: l, head: g) + pos * D).update(from: row + (H + K + g) * D, count: D)
+                    }
+                }
+            }
+            attention(items: items, starts: starts, layer: l, qkv: qkv, qkvWidth: qkvWidth, out: att)
+            BLAS.gemm(m: n, n: C, k: H * D, a: att, lda: H * D, b: w + o.wo, ldb: H * D, transB: true, c: x, ldc: C, beta: 1)
+
+            VectorMath.rmsNorm(xn, x, w + o.ffnNorm, rows: n, n: C, eps: cfg.rmsEps)
+            // w_gate and w_up are adjacent too.
+            BLAS.gemm(m: n, n: 2 * F, k: C, a: xn, lda: C, b: w + o.wGate, ldb: C, transB: true, c: gateUp, ldc: 2 * F)
+            for r in 0..<n {
+                VectorMath.swiglu(hidden + r * F, gate: gateUp + r * 2 * F, up: gateUp + r * 2 * F + F, F)
+            }
+            BLAS.gemm(m: n, n: C, k: F, a: hidden, lda: F, b: w + o.wDown, ldb: F, transB: true, c: x, ldc: C, beta: 1)
+        }
+        for item in items { item.cache.length += item.tokens.count }
+
+        // Final norm and output projection, only for the rows asked for.
+        let rows: [Int] = outputs == .everyToken ? Array(0..<n) : items.indices.map { starts[$0] + items[$0].tokens.count - 1 }
+        for (r, src) in rows.enumerated() {
+            VectorMath.rmsNorm(xn + r * C, x + src * C, w + weights.layout.finalNormOffset, rows: 1, n: C, eps: cfg.rmsEps)
+        }
+        var logits = [Float](repeating: 0, count: rows.count * V)
+        logits.withUnsafeMutableBufferPointer { out in
+            BLAS.gemm(m: rows.count, n: V, k: C, a: xn, lda: C, b: w + weights.layout.lmHeadOffset, ldb: C,
+                      transB: true, c: out.baseAddress!, ldc: V)
+        }
+        return logits
+    }
+
+    /// Causal attention of each item's new queries against its cache (already holding the new keys).
+    private func attention(items: [(cache: SequenceCache, tokens: [Int32])], starts: [Int], layer: Int,
+                           qkv: UnsafeMutablePointer<Float>, qkvWidth: Int, out: UnsafeMutablePointer<Float>) {
+        let H = config.heads, D = config.headDim, group = config.heads / config.kvHeads
+        let scale = 1 / Float(D).squareRoot()
+        let units = items.count * H
+        let work = { (u: Int) in
+            let i = u / H, h = u % H, g = h / group
+            let item = items[i]
+            let past = item.cache.length, count = item.tokens.count
+            let keys = item.cache.keys(layer: layer, head: g), values = item.cache.values(layer: layer, head: g)
+            let total = past + count
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: total) { scores in
+                let s = scores.baseAddress!
+                for j in 0..<count {
+                    let q = qkv + (starts[i] + j) * qkvWidth + h * D
+                    let o = out + (starts[i] + j) * H * D + h * D
+                    let visible = past + j + 1
+                    for t in 0..<visible { s[t] = VectorMath.dot(q, keys + t * D, D) * scale }
+                    VectorMath.softmax(s, visible)
+                    o.update(repeating: 0, count: D)
+                    for t in 0..<visible { VectorMath.axpy(s[t], values + t * D, o, D) }
+                }
+            }
+        }
+        Parallel.forEach(units, work)
+    }
+}

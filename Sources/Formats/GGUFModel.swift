@@ -1,0 +1,114 @@
+import Engine
+import Foundation
+import Tokenizer
+
+/// A model ready to run: weights in the engine's layout and the tokenizer that goes with them.
+public struct LoadedModel: @unchecked Sendable {
+    public let weights: ModelWeights
+    public let tokenizer: BPETokenizer
+    public let source: URL
+    public var config: ModelConfig { weights.config }
+}
+
+/// Llama-architecture GGUF files into the engine.
+///
+/// The GGUF converter permutes the rows of attn_q and attn_k so that llama.cpp can rotate adjacent
+/// pairs (2i, 2i+1); the engine rotates half-split pairs (i, i + D/2) like Hugging Face, so those
+/// rows are put back here: within each head, file row 2i + j is engine row j * D/2 + i.
+public enum GGUFModel {
+    public static func load(_ url: URL) throws -> LoadedModel {
+        let file = try GGUFFile(url: url)
+        let config = try config(of: file)
+        let weights = ModelWeights(config: config)
+        for (engineName, fileName) in tensorNames(config) {
+            guard let info = file.tensor(fileName) else {
+                throw GGUFError(field: "tensor \"\(fileName)\"", offset: 0, problem: "missing from the file")
+            }
+            let slot = weights.layout.slot(engineName)!
+            guard info.shape == slot.shape else {
+                throw GGUFError(field: "tensor \"\(fileName)\"", offset: info.infoOffset,
+                                problem: "shape \(info.shape) does not match the config's \(slot.shape)")
+            }
+            let dst = weights.base + slot.offset
+            file.read(info, into: dst)
+            if fileName.hasSuffix("attn_q.weight") || fileName.hasSuffix("attn_k.weight") {
+                permuteRows(dst, rows: slot.shape[0], cols: slot.shape[1], headDim: config.headDim, toHalfSplit: true)
+            }
+        }
+        return LoadedModel(weights: weights, tokenizer: try tokenizer(of: file), source: url)
+    }
+
+    public static func config(of file: GGUFFile) throws(GGUFError) -> ModelConfig {
+        let arch = try file.string("general.architecture")
+        guard arch == "llama" else {
+            throw GGUFError(field: "metadata \"general.architecture\"", offset: 0, problem: "\"\(arch)\" is not supported (llama)")
+        }
+        let width = try file.int("llama.embedding_length"), heads = try file.int("llama.attention.head_count")
+        var vocab = file.metadata["llama.vocab_size"]?.int ?? 0
+        if vocab == 0 { vocab = try file.array("tokenizer.ggml.tokens").count }
+        let headDim = file.metadata["llama.rope.dimension_count"]?.int ?? width / max(heads, 1)
+        let config = ModelConfig(
+            layers: try file.int("llama.block_count"), width: width, heads: heads,
+            kvHeads: file.metadata["llama.attention.head_count_kv"]?.int ?? heads, headDim: headDim,
+            ffnWidth: try file.int("llama.feed_forward_length"), vocab: vocab,
+            ropeTheta: Float(file.metadata["llama.rope.freq_base"]?.double ?? 10000),
+            rmsEps: try file.float("llama.attention.layer_norm_rms_epsilon"),
+            tiedEmbeddings: file.tensor("output.weight") == nil,
+            contextLength: try file.int("llama.context_length"))
+        do { try config.validate() } catch {
+            throw GGUFError(field: "metadata", offset: 0, problem: error.description)
+        }
+        return config
+    }
+
+    /// Engine tensor name -> GGUF tensor name.
+    public static func tensorNames(_ config: ModelConfig) -> [(String, String)] {
+        var names = [("embed", "token_embd.weight"), ("final_norm", "output_norm.weight")]
+        if !config.tiedEmbeddings { names.append(("lm_head", "output.weight")) }
+        for l in 0..<config.layers {
+            for (e, g) in [("attn_norm", "attn_norm"), ("wq", "attn_q"), ("wk", "attn_k"), ("wv", "attn_v"),
+                           ("wo", "attn_output"), ("ffn_norm", "ffn_norm"), ("w_gate", "ffn_gate"),
+                           ("w_up", "ffn_up"), ("w_down", "ffn_down")] {
+                names.append(("layers.\(l).\(e)", "blk.\(l).\(g).weight"))
+            }
+        }
+        return names
+    }
+
+    /// Moves rows between llama.cpp's interleaved rotary layout and the half-split one, head by head.
+    public static func permuteRows(_ w: UnsafeMutablePointer<Float>, rows: Int, cols: Int, headDim: Int, toHalfSplit: Bool) {
+        let half = headDim / 2
+        let copy = [Float](UnsafeBufferPointer(start: w, count: rows * cols))
+        copy.withUnsafeBufferPointer { src in
+            for h in 0..<rows / headDim {
+                for i in 0..<half {
+                    for j in 0..<2 {
+                        let interleaved = h * headDim + 2 * i + j, split = h * headDim + j * half + i
+                        let (from, to) = toHalfSplit ? (interleaved, split) : (split, interleaved)
+                        (w + to * cols).update(from: src.baseAddress! + from * cols, count: cols)
+                    }
+                }
+            }
+        }
+    }
+
+    public static func tokenizer(of file: GGUFFile) throws -> BPETokenizer {
+        let model = try file.string("tokenizer.ggml.model")
+        guard model == "gpt2" else {
+            throw GGUFError(field: "metadata \"tokenizer.ggml.model\"", offset: 0, problem: "\"\(model)\" is not supported (gpt2 byte-level BPE)")
+        }
+        func strings(_ key: String) throws -> [String] {
+            try file.array(key).enumerated().map { i, v in
+                guard let s = v.stringValue else { throw GGUFError(field: "metadata \"\(key)\"[\(i)]", offset: 0, problem: "expected a string") }
+                return s
+            }
+        }
+        let types: [Int32]? = try file.metadata["tokenizer.ggml.token_type"].map { _ in
+            try file.array("tokenizer.ggml.token_type").map { Int32($0.int ?? 0) }
+        }
+        func id(_ key: String) -> Int32? { file.metadata[key]?.int.map(Int32.init) }
+        return try BPETokenizer(tokens: try strings("tokenizer.ggml.tokens"), merges: try strings("tokenizer.ggml.merges"),
+                                types: types, bos: id("tokenizer.ggml.bos_token_id"), eos: id("tokenizer.ggml.eos_token_id"),
+                                pad: id("tokenizer.ggml.padding_token_id"), unknown: id("tokenizer.ggml.unknown_token_id"))
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what Charter needs on a fresh Debian 12 machine (as root), builds it, fetches the model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+packages="libopenblas-dev libzmq3-dev pkg-config"
+python3 -m pip --version >/dev/null 2>&1 || packages="$packages python3-pip"
+missing=$(for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+scripts/fetch-model.sh
+swift build -c release
