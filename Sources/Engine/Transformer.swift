@@ -66,7 +66,7 @@ public final class Transformer: @unchecked Sendable {
             let o = layerOffsets[l]
             VectorMath.rmsNorm(xn, x, w + o.attnNorm, rows: n, n: C, eps: cfg.rmsEps)
             // wq, wk, wv are adjacent in the flat buffer: one product gives all three.
-            BLAS.gemm(m: n, n: qkvWidth, k: C, a: xn, lda: C, b: w + o.wq, ldb: C, transB: true, c: qkv, ldc: qkvWidth)
+            MatMul.linear(out: qkv, x: xn, m: n, w: w + o.wq, n: qkvWidth, k: C)
             for (i, item) in items.enumerated() {
                 for j in 0..<item.tokens.count {
                     let row = qkv + (starts[i] + j) * qkvWidth, pos = item.cache.length + j
@@ -78,15 +78,15 @@ public final class Transformer: @unchecked Sendable {
                 }
             }
             attention(items: items, starts: starts, layer: l, qkv: qkv, qkvWidth: qkvWidth, out: att)
-            BLAS.gemm(m: n, n: C, k: H * D, a: att, lda: H * D, b: w + o.wo, ldb: H * D, transB: true, c: x, ldc: C, beta: 1)
+            MatMul.linear(out: x, x: att, m: n, w: w + o.wo, n: C, k: H * D, accumulate: true)
 
             VectorMath.rmsNorm(xn, x, w + o.ffnNorm, rows: n, n: C, eps: cfg.rmsEps)
             // w_gate and w_up are adjacent too.
-            BLAS.gemm(m: n, n: 2 * F, k: C, a: xn, lda: C, b: w + o.wGate, ldb: C, transB: true, c: gateUp, ldc: 2 * F)
+            MatMul.linear(out: gateUp, x: xn, m: n, w: w + o.wGate, n: 2 * F, k: C)
             for r in 0..<n {
                 VectorMath.swiglu(hidden + r * F, gate: gateUp + r * 2 * F, up: gateUp + r * 2 * F + F, F)
             }
-            BLAS.gemm(m: n, n: C, k: F, a: hidden, lda: F, b: w + o.wDown, ldb: F, transB: true, c: x, ldc: C, beta: 1)
+            MatMul.linear(out: x, x: hidden, m: n, w: w + o.wDown, n: C, k: F, accumulate: true)
         }
         for item in items { item.cache.length += item.tokens.count }
 
@@ -97,8 +97,7 @@ public final class Transformer: @unchecked Sendable {
         }
         var logits = [Float](repeating: 0, count: rows.count * V)
         logits.withUnsafeMutableBufferPointer { out in
-            BLAS.gemm(m: rows.count, n: V, k: C, a: xn, lda: C, b: w + weights.layout.lmHeadOffset, ldb: C,
-                      transB: true, c: out.baseAddress!, ldc: V)
+            MatMul.linear(out: out.baseAddress!, x: xn, m: rows.count, w: w + weights.layout.lmHeadOffset, n: V, k: C)
         }
         return logits
     }
