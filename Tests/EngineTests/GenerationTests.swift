@@ -1,0 +1,66 @@
+import Engine
+import XCTest
+
+final class GenerationTests: XCTestCase {
+    func request(_ prompt: [Int32], seed: UInt64, maxNew: Int = 12, stops: Set<Int32> = []) -> GenerationRequest {
+        GenerationRequest(prompt: prompt, params: SamplingParams(temperature: 1, topK: 50, topP: 0.95, maxNewTokens: maxNew, stopTokens: stops, seed: seed))
+    }
+
+    func testFixedSeedRepeatsAndAnotherSeedDiffers() throws {
+        let gen = Generator(model: try TinyModel.make())
+        let p = TinyModel.tokens(5, seed: 1)
+        let a = try gen.generate([request(p, seed: 10)]), b = try gen.generate([request(p, seed: 10)])
+        let c = try gen.generate([request(p, seed: 11)])
+        XCTAssertEqual(a, b)
+        XCTAssertNotEqual(a[0].tokens, c[0].tokens)
+    }
+
+    func testSameSeedGivesSameTokensInAnyBatch() throws {
+        let gen = Generator(model: try TinyModel.make())
+        let target = request(TinyModel.tokens(4, seed: 2), seed: 77)
+        let alone = try gen.generate([target])[0]
+        let others = [request(TinyModel.tokens(9, seed: 3), seed: 1), request(TinyModel.tokens(2, seed: 4), seed: 2, maxNew: 3)]
+        let inBatch = try gen.generate([others[0], target, others[1]])[1]
+        XCTAssertEqual(alone, inBatch, "tokens and log-probs must not depend on the batch")
+        XCTAssertEqual(alone.tokens.count, 12)
+        XCTAssertEqual(alone.finishReason, .length)
+    }
+
+    func testStopTokenEndsTheSequenceAndIsKept() throws {
+        let gen = Generator(model: try TinyModel.make())
+        let p = TinyModel.tokens(5, seed: 1)
+        let free = try gen.generate([request(p, seed: 10, maxNew: 12)])[0]
+        let stop = free.tokens[3]
+        let firstStop = free.tokens.firstIndex(of: stop)!
+        let stopped = try gen.generate([request(p, seed: 10, maxNew: 12, stops: [stop])])[0]
+        XCTAssertEqual(stopped.tokens, Array(free.tokens[...firstStop]))
+        XCTAssertEqual(stopped.finishReason, .stop)
+    }
+
+    func testRecordedRawLogprobsEqualAFreshForwardPass() throws {
+        let net = try TinyModel.make()
+        let p = TinyModel.tokens(5, seed: 1)
+        let r = try Generator(model: net).generate([request(p, seed: 4)])[0]
+        let all = p + r.tokens
+        let logits = try net.forward([(net.makeCache(capacity: all.count), all)], outputs: .everyToken)
+        let V = net.config.vocab
+        for (i, t) in r.tokens.enumerated() {
+            let row = Array(logits[(p.count - 1 + i) * V ..< (p.count + i) * V])
+            let lse = row.withUnsafeBufferPointer { VectorMath.logSumExp($0.baseAddress!, V) }
+            XCTAssertEqual(r.rawLogprobs[i], row[Int(t)] - lse, accuracy: 1e-4, "token \(i)")
+            XCTAssertLessThanOrEqual(r.logprobs[i], 0)
+        }
+    }
+
+    func testBadRequestsAreRefused() throws {
+        let gen = Generator(model: try TinyModel.make())
+        XCTAssertThrowsError(try gen.generate([request([], seed: 1)])) { XCTAssertTrue("\($0)".contains("empty prompt")) }
+        XCTAssertThrowsError(try gen.generate([request(TinyModel.tokens(128, seed: 1), seed: 1)])) { XCTAssertTrue("\($0)".contains("context")) }
+    }
+
+    func testDerivedSeedsAreStableAndDistinct() {
+        XCTAssertEqual(SplitMix64.derive(1, 2, 3), SplitMix64.derive(1, 2, 3))
+        XCTAssertNotEqual(SplitMix64.derive(1, 2, 3), SplitMix64.derive(1, 3, 2))
+        XCTAssertNotEqual(SplitMix64.derive(1, 2), SplitMix64.derive(2, 2))
+    }
+}

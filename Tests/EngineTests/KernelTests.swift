@@ -1,0 +1,83 @@
+import Engine
+import Foundation
+import XCTest
+
+final class KernelTests: XCTestCase {
+    func randomArray(_ n: Int, seed: UInt64) -> [Float] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<n).map { _ in rng.nextNormal() }
+    }
+
+    func naive(_ x: [Float], _ w: [Float], m: Int, n: Int, k: Int) -> [Double] {
+        (0..<m * n).map { e in (0..<k).reduce(0.0) { $0 + Double(x[e / n * k + $1]) * Double(w[e % n * k + $1]) } }
+    }
+
+    /// Shapes with every kind of remainder: rows not a multiple of the tile, K not a multiple of 8.
+    func testProjectionMatchesDoubleReferenceOnRaggedShapes() {
+        for (m, n, k) in [(1, 1, 1), (5, 7, 13), (4, 48, 64), (9, 50, 100), (3, 97, 8), (33, 130, 576)] {
+            let x = randomArray(m * k, seed: 1), w = randomArray(n * k, seed: 2)
+            var out = [Float](repeating: 0, count: m * n)
+            MatMul.linear(out: &out, x: x, m: m, w: w, n: n, k: k)
+            let ref = naive(x, w, m: m, n: n, k: k)
+            let worst = zip(out, ref).map { abs(Double($0) - $1) / max(1, abs($1)) }.max()!
+            XCTAssertLessThanOrEqual(worst, 1e-5, "shape \(m)x\(n)x\(k): max relative error \(worst)")
+
+            var acc = [Float](repeating: 1, count: m * n)
+            MatMul.linear(out: &acc, x: x, m: m, w: w, n: n, k: k, accumulate: true)
+            let accWorst = zip(acc, ref).map { abs(Double($0) - ($1 + 1)) / max(1, abs($1)) }.max()!
+            XCTAssertLessThanOrEqual(accWorst, 1e-5, "accumulate, shape \(m)x\(n)x\(k)")
+        }
+    }
+
+    func testProjectionRowIsBitwiseIndependentOfOtherRows() {
+        let n = 101, k = 77
+        let w = randomArray(n * k, seed: 3), x = randomArray(13 * k, seed: 4)
+        var all = [Float](repeating: 0, count: 13 * n)
+        MatMul.linear(out: &all, x: x, m: 13, w: w, n: n, k: k)
+        for r in 0..<13 {
+            var one = [Float](repeating: 0, count: n)
+            MatMul.linear(out: &one, x: Array(x[r * k ..< (r + 1) * k]), m: 1, w: w, n: n, k: k)
+            XCTAssertEqual(one, Array(all[r * n ..< (r + 1) * n]), "row \(r)")
+        }
+    }
+
+    func testBLASGemmMatchesDoubleReference() {
+        let (m, n, k) = (7, 9, 11)
+        let x = randomArray(m * k, seed: 5), w = randomArray(n * k, seed: 6)
+        var out = [Float](repeating: 0, count: m * n)
+        out.withUnsafeMutableBufferPointer { o in
+            BLAS.gemm(m: m, n: n, k: k, a: x, lda: k, b: w, ldb: k, transB: true, c: o.baseAddress!, ldc: n)
+        }
+        let worst = zip(out, naive(x, w, m: m, n: n, k: k)).map { abs(Double($0) - $1) }.max()!
+        XCTAssertLessThanOrEqual(worst, 1e-5)
+    }
+
+    /// OpenBLAS must not run its generic fallback kernel on a CPU with AVX2 (about 3-6x slower).
+    func testOpenBLASRunsAnOptimisedKernel() throws {
+        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        try XCTSkipUnless(flags.contains(" avx2"), "no AVX2 on this CPU")
+        print("BLAS: \(BLAS.summary)")
+        XCTAssertFalse(BLAS.fallbackKernels.contains(BLAS.kernel), "OpenBLAS runs \(BLAS.kernel)")
+    }
+
+    func testVectorExpIsAccurate() {
+        var worst: Float = 0
+        for i in stride(from: -80.0, through: 80.0, by: 0.37) {
+            let input = Float(i)
+            let ours = VectorMath.exp(input), ref = Foundation.exp(Double(input))
+            worst = max(worst, Float(abs(Double(ours) - ref) / ref))
+        }
+        XCTAssertLessThanOrEqual(worst, 1e-6, "max relative error \(worst)")
+        XCTAssertLessThan(VectorMath.exp(-Float.infinity), 1e-37)
+    }
+
+    func testSoftmaxAndLogSumExpAgainstHandValues() {
+        var x: [Float] = [0, Float(log(2.0)), Float(log(3.0)), 0, 0, 0, 0, 0, 0] // 9: exercises the tail
+        let lse = x.withUnsafeBufferPointer { VectorMath.logSumExp($0.baseAddress!, 9) }
+        XCTAssertEqual(lse, Float(log(12.0)), accuracy: 1e-6)
+        x.withUnsafeMutableBufferPointer { VectorMath.softmax($0.baseAddress!, 9) }
+        XCTAssertEqual(x[1], 2 / 12, accuracy: 1e-7)
+        XCTAssertEqual(x[2], 3 / 12, accuracy: 1e-7)
+        XCTAssertEqual(x.reduce(0, +), 1, accuracy: 1e-6)
+    }
+}
