@@ -112,3 +112,46 @@ public enum GGUFModel {
                                 pad: id("tokenizer.ggml.padding_token_id"), unknown: id("tokenizer.ggml.unknown_token_id"))
     }
 }
+
+extension GGUFModel {
+    /// A GGUF file llama.cpp can load: llama metadata, the tokenizer, every tensor as F32 or F16,
+    /// attn_q/attn_k rows permuted back to llama.cpp's interleaved rotary layout.
+    public static func writer(weights: ModelWeights, tokenizer: BPETokenizer, name: String, type: GGMLType = .f32) -> GGUFWriter {
+        let c = weights.config
+        var g = GGUFWriter()
+        g.add("general.architecture", .string("llama"))
+        g.add("general.name", .string(name))
+        g.add("general.file_type", .uint32(type == .f32 ? 0 : 1))
+        g.add("llama.block_count", .uint32(UInt32(c.layers)))
+        g.add("llama.context_length", .uint32(UInt32(c.contextLength)))
+        g.add("llama.embedding_length", .uint32(UInt32(c.width)))
+        g.add("llama.feed_forward_length", .uint32(UInt32(c.ffnWidth)))
+        g.add("llama.attention.head_count", .uint32(UInt32(c.heads)))
+        g.add("llama.attention.head_count_kv", .uint32(UInt32(c.kvHeads)))
+        g.add("llama.rope.freq_base", .float32(c.ropeTheta))
+        g.add("llama.rope.dimension_count", .uint32(UInt32(c.headDim)))
+        g.add("llama.attention.layer_norm_rms_epsilon", .float32(c.rmsEps))
+        g.add("llama.vocab_size", .uint32(UInt32(c.vocab)))
+        g.add("tokenizer.ggml.model", .string("gpt2"))
+        g.add("tokenizer.ggml.pre", .string("smollm"))
+        g.add("tokenizer.ggml.tokens", .array(tokenizer.tokens.map { .string($0) }))
+        g.add("tokenizer.ggml.token_type", .array(tokenizer.types.map { .int32($0.rawValue) }))
+        g.add("tokenizer.ggml.merges", .array(tokenizer.merges.map { .string("\($0.0) \($0.1)") }))
+        for (key, id) in [("bos", tokenizer.bos), ("eos", tokenizer.eos), ("unknown", tokenizer.unknown), ("padding", tokenizer.pad)] {
+            if let id { g.add("tokenizer.ggml.\(key)_token_id", .uint32(UInt32(id))) }
+        }
+        g.add("tokenizer.ggml.add_bos_token", .bool(false))
+        for (engineName, fileName) in tensorNames(c) {
+            let slot = weights.layout.slot(engineName)!
+            var values = Array(weights.view(engineName)!)
+            if fileName.hasSuffix("attn_q.weight") || fileName.hasSuffix("attn_k.weight") {
+                values.withUnsafeMutableBufferPointer {
+                    permuteRows($0.baseAddress!, rows: slot.shape[0], cols: slot.shape[1], headDim: c.headDim, toHalfSplit: false)
+                }
+            }
+            // Norm gains stay F32 in an F16 file, as llama.cpp's converter does.
+            g.addTensor(fileName, shape: slot.shape, values: values, type: slot.shape.count == 1 ? .f32 : type)
+        }
+        return g
+    }
+}

@@ -1,9 +1,10 @@
 import Foundation
 
-/// Writes GGUF version 3 files with float32 or float16 tensors, in the layout `GGUFFile` reads.
+/// Writes GGUF version 3 files in the layout `GGUFFile` reads: float32 or float16 tensors from
+/// values, or any type from raw bytes already in that type's block layout.
 public struct GGUFWriter {
     public var metadata: [(String, GGUFValue)] = []
-    public var tensors: [(name: String, shape: [Int], type: GGMLType, values: [Float])] = []
+    public var tensors: [(name: String, shape: [Int], type: GGMLType, bytes: [UInt8])] = []
     public var alignment = 32
 
     public init() {}
@@ -14,7 +15,17 @@ public struct GGUFWriter {
     public mutating func addTensor(_ name: String, shape: [Int], values: [Float], type: GGMLType = .f32) {
         precondition(type == .f32 || type == .f16, "the writer stores F32 or F16")
         precondition(shape.reduce(1, *) == values.count, "shape \(shape) does not match \(values.count) values")
-        tensors.append((name, shape, type, values))
+        var bytes = Data()
+        if type == .f32 {
+            for v in values { bytes.appendLE(v.bitPattern) }
+        } else {
+            for v in values { bytes.appendLE(Float16(v).bitPattern) }
+        }
+        tensors.append((name, shape, type, [UInt8](bytes)))
+    }
+
+    public mutating func addRawTensor(_ name: String, shape: [Int], type: GGMLType, bytes: [UInt8]) {
+        tensors.append((name, shape, type, bytes))
     }
 
     public func encoded() -> Data {
@@ -32,7 +43,7 @@ public struct GGUFWriter {
         var offsets: [Int] = []
         for t in tensors {
             offsets.append(offset)
-            offset += (t.values.count * t.type.blockBytes + alignment - 1) / alignment * alignment
+            offset += (t.bytes.count + alignment - 1) / alignment * alignment
         }
         for (t, off) in zip(tensors, offsets) {
             out.appendString(t.name)
@@ -43,11 +54,7 @@ public struct GGUFWriter {
         }
         out.padTo(alignment)
         for t in tensors {
-            if t.type == .f32 {
-                for v in t.values { out.appendLE(v.bitPattern) }
-            } else {
-                for v in t.values { out.appendLE(Float16(v).bitPattern) }
-            }
+            out.append(contentsOf: t.bytes)
             out.padTo(alignment)
         }
         return out
