@@ -2,8 +2,8 @@
 /// Hugging Face does: first every number character becomes a piece of its own, then each remaining
 /// run is split by GPT-2's pattern
 ///     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-enum PreTokenizer {
-    static func split(_ text: Substring) -> [Substring] {
+public enum PreTokenizer {
+    public static func split(_ text: Substring) -> [Substring] {
         let scalars = Array(text.unicodeScalars)
         var starts: [String.Index] = []
         var idx = text.startIndex
