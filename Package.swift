@@ -36,5 +36,7 @@ let package = Package(
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "Engine"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "Formats"]),
         .testTarget(name: "ReferenceTests", dependencies: ["Engine", "Formats", "Tokenizer"]),
+        // Runs the built `charter` binary; the dependency makes `swift test` build it first.
+        .testTarget(name: "CLITests", dependencies: ["Charter"]),
     ]
 )
