@@ -27,17 +27,28 @@ public struct RotaryTable: Sendable {
     /// With `inverse` it rotates by -angle (the backward pass of the rotation).
     @inline(__always)
     public func apply(_ x: UnsafeMutablePointer<Float>, heads: Int, pos: Int, inverse: Bool = false) {
+        typealias V8 = SIMD8<Float>
         let half = headDim / 2
         cos.withUnsafeBufferPointer { cb in
             sin.withUnsafeBufferPointer { sb in
-                let c = cb.baseAddress! + pos * half, s = sb.baseAddress! + pos * half
+                let c = UnsafeRawPointer(cb.baseAddress! + pos * half), s = UnsafeRawPointer(sb.baseAddress! + pos * half)
                 let sign: Float = inverse ? -1 : 1
                 for h in 0..<heads {
-                    let v = x + h * headDim
-                    for i in 0..<half {
-                        let x0 = v[i], x1 = v[i + half], si = sign * s[i]
-                        v[i] = x0 * c[i] - x1 * si
-                        v[i + half] = x0 * si + x1 * c[i]
+                    let lo = UnsafeMutableRawPointer(x + h * headDim), hi = lo + half * 4
+                    var i = 0
+                    while i + 8 <= half { // the half-split layout makes both halves contiguous vectors
+                        let x0 = lo.loadUnaligned(fromByteOffset: 4 * i, as: V8.self), x1 = hi.loadUnaligned(fromByteOffset: 4 * i, as: V8.self)
+                        let ci = c.loadUnaligned(fromByteOffset: 4 * i, as: V8.self), si = sign * s.loadUnaligned(fromByteOffset: 4 * i, as: V8.self)
+                        lo.storeBytes(of: x0 * ci - x1 * si, toByteOffset: 4 * i, as: V8.self)
+                        hi.storeBytes(of: x0 * si + x1 * ci, toByteOffset: 4 * i, as: V8.self)
+                        i += 8
+                    }
+                    let v = x + h * headDim, cs = cb.baseAddress! + pos * half, sn = sb.baseAddress! + pos * half
+                    while i < half {
+                        let x0 = v[i], x1 = v[i + half], si = sign * sn[i]
+                        v[i] = x0 * cs[i] - x1 * si
+                        v[i + half] = x0 * si + x1 * cs[i]
+                        i += 1
                     }
                 }
             }

@@ -43,63 +43,54 @@ public enum Sampler {
             for i in 1..<vocab where logits[i] > logits[best] { best = i }
             return SampledToken(id: Int32(best), logprob: 0, rawLogprob: logits[best] - rawLogZ)
         }
-        let invT = 1 / params.temperature
+        // probs = exp((logits - max) / T), unnormalised, in one vector pass.
+        let probs = UnsafeMutablePointer<Float>.allocate(capacity: vocab)
+        defer { probs.deallocate() }
+        probs.update(from: logits, count: vocab)
+        VectorMath.scale(probs, 1 / params.temperature, vocab)
+        let total = Double(VectorMath.expShifted(probs, VectorMath.max(probs, vocab), vocab))
         let u = rng.nextUniform()
 
         if params.topK == 0 && params.topP >= 1 {
-            // Full distribution: one pass for the normaliser, one for the draw.
-            let m = VectorMath.max(logits, vocab)
-            let logZ = logSumExpScaled(logits, vocab, invT, m)
-            var target = u, choice = vocab - 1
+            var target = u * total, choice = vocab - 1
             for i in 0..<vocab {
-                target -= Double(libmExpf((logits[i] - m) * invT - logZ))
+                target -= Double(probs[i])
                 if target < 0 { choice = i; break }
             }
-            return SampledToken(id: Int32(choice), logprob: (logits[choice] - m) * invT - logZ,
+            return SampledToken(id: Int32(choice), logprob: Float(log(Double(probs[choice]) / total)),
                                 rawLogprob: logits[choice] - rawLogZ)
         }
 
         // Truncated: grow a candidate set of the highest logits until it holds the top-k, or enough
         // mass for top-p, so the whole vocabulary is sorted only in the worst case.
-        let m = VectorMath.max(logits, vocab)
-        let fullLogZ = logSumExpScaled(logits, vocab, invT, m)
         var k = params.topK > 0 ? min(params.topK, vocab) : min(64, vocab)
         var candidates: [Int]
         while true {
             candidates = topIndices(logits, vocab, k)
-            if params.topP >= 1 || k == vocab { break }
-            var mass = 0.0
-            for c in candidates { mass += Double(libmExpf((logits[c] - m) * invT - fullLogZ)) }
-            if mass >= Double(params.topP) || (params.topK > 0 && k == params.topK) { break }
-            k = min(k * 4, params.topK > 0 ? params.topK : vocab)
+            if params.topP >= 1 || k == vocab || (params.topK > 0 && k == params.topK) { break }
+            if candidates.reduce(0.0, { $0 + Double(probs[$1]) }) >= Double(params.topP) * total { break }
+            k = min(k * 4, vocab)
         }
-        // Probabilities renormalised over the top-k, then cut at top-p and renormalised again.
-        var probs = candidates.map { Double(libmExpf((logits[$0] - m) * invT)) }
-        var total = probs.reduce(0, +)
+        // Renormalise over the top-k, then cut at top-p and renormalise again.
+        var kept = candidates.map { Double(probs[$0]) }
+        var keptTotal = kept.reduce(0, +)
         if params.topP < 1 {
-            var cumulative = 0.0, keep = probs.count
-            for (i, p) in probs.enumerated() {
-                cumulative += p / total
+            var cumulative = 0.0, keep = kept.count
+            for (i, p) in kept.enumerated() {
+                cumulative += p / keptTotal
                 if cumulative >= Double(params.topP) { keep = i + 1; break }
             }
             candidates.removeSubrange(keep...)
-            probs.removeSubrange(keep...)
-            total = probs.reduce(0, +)
+            kept.removeSubrange(keep...)
+            keptTotal = kept.reduce(0, +)
         }
-        var target = u * total, pick = candidates.count - 1
-        for (i, p) in probs.enumerated() {
+        var target = u * keptTotal, pick = candidates.count - 1
+        for (i, p) in kept.enumerated() {
             target -= p
             if target < 0 { pick = i; break }
         }
         let id = candidates[pick]
-        return SampledToken(id: Int32(id), logprob: Float(log(probs[pick] / total)), rawLogprob: logits[id] - rawLogZ)
-    }
-
-    /// log(sum(exp((x - m) / T))) with m the max of x.
-    static func logSumExpScaled(_ x: UnsafePointer<Float>, _ n: Int, _ invT: Float, _ m: Float) -> Float {
-        var s = 0.0
-        for i in 0..<n { s += Double(libmExpf((x[i] - m) * invT)) }
-        return Float(log(s))
+        return SampledToken(id: Int32(id), logprob: Float(log(kept[pick] / keptTotal)), rawLogprob: logits[id] - rawLogZ)
     }
 
     /// Indices of the k largest values, largest first (ties: lower index first).
@@ -118,5 +109,3 @@ public enum Sampler {
         return top
     }
 }
-
-@inline(__always) func libmExpf(_ x: Float) -> Float { expf(x) }
