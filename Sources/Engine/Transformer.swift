@@ -64,7 +64,7 @@ public final class Transformer: @unchecked Sendable {
 
         for l in 0..<cfg.layers {
             let o = layerOffsets[l]
-            VectorMath.rmsNorm(xn, x, w + o.attnNorm, rows: n, n: C, eps: cfg.rmsEps)
+            RMSNorm.forward(xn, inv: nil, x, w + o.attnNorm, rows: n, n: C, eps: cfg.rmsEps)
             // wq, wk, wv are adjacent in the flat buffer: one product gives all three.
             MatMul.linear(out: qkv, x: xn, m: n, w: w + o.wq, n: qkvWidth, k: C)
             for (i, item) in items.enumerated() {
@@ -80,11 +80,11 @@ public final class Transformer: @unchecked Sendable {
             attention(items: items, starts: starts, layer: l, qkv: qkv, qkvWidth: qkvWidth, out: att)
             MatMul.linear(out: x, x: att, m: n, w: w + o.wo, n: C, k: H * D, accumulate: true)
 
-            VectorMath.rmsNorm(xn, x, w + o.ffnNorm, rows: n, n: C, eps: cfg.rmsEps)
+            RMSNorm.forward(xn, inv: nil, x, w + o.ffnNorm, rows: n, n: C, eps: cfg.rmsEps)
             // w_gate and w_up are adjacent too.
             MatMul.linear(out: gateUp, x: xn, m: n, w: w + o.wGate, n: 2 * F, k: C)
             for r in 0..<n {
-                VectorMath.swiglu(hidden + r * F, gate: gateUp + r * 2 * F, up: gateUp + r * 2 * F + F, F)
+                SwiGLU.forward(hidden + r * F, gate: gateUp + r * 2 * F, up: gateUp + r * 2 * F + F, F)
             }
             MatMul.linear(out: x, x: hidden, m: n, w: w + o.wDown, n: C, k: F, accumulate: true)
         }
@@ -93,7 +93,7 @@ public final class Transformer: @unchecked Sendable {
         // Final norm and output projection, only for the rows asked for.
         let rows: [Int] = outputs == .everyToken ? Array(0..<n) : items.indices.map { starts[$0] + items[$0].tokens.count - 1 }
         for (r, src) in rows.enumerated() {
-            VectorMath.rmsNorm(xn + r * C, x + src * C, w + weights.layout.finalNormOffset, rows: 1, n: C, eps: cfg.rmsEps)
+            RMSNorm.forward(xn + r * C, inv: nil, x + src * C, w + weights.layout.finalNormOffset, rows: 1, n: C, eps: cfg.rmsEps)
         }
         var logits = [Float](repeating: 0, count: rows.count * V)
         logits.withUnsafeMutableBufferPointer { out in

@@ -7,11 +7,11 @@ import Glibc
 public enum VectorMath {
     public typealias V8 = SIMD8<Float>
 
-    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> V8 {
+    @inline(__always) public static func load(_ p: UnsafePointer<Float>) -> V8 {
         UnsafeRawPointer(p).loadUnaligned(as: V8.self)
     }
 
-    @inline(__always) static func store(_ v: V8, _ p: UnsafeMutablePointer<Float>) {
+    @inline(__always) public static func store(_ v: V8, _ p: UnsafeMutablePointer<Float>) {
         UnsafeMutableRawPointer(p).storeBytes(of: v, as: V8.self)
     }
 
@@ -102,31 +102,5 @@ public enum VectorMath {
     public static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
         let total = expShifted(x, max(x, n), n)
         scale(x, 1 / total, n)
-    }
-
-    /// out (rows, n) = x / rms(x) * gain, each row on its own.
-    public static func rmsNorm(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                               _ gain: UnsafePointer<Float>, rows: Int, n: Int, eps: Float) {
-        for r in 0..<rows {
-            let xr = x + r * n, o = out + r * n
-            let inv = 1 / (dot(xr, xr, n) / Float(n) + eps).squareRoot()
-            var i = 0
-            let iv = V8(repeating: inv)
-            while i + 8 <= n { store(load(xr + i) * iv * load(gain + i), o + i); i += 8 }
-            while i < n { o[i] = xr[i] * inv * gain[i]; i += 1 }
-        }
-    }
-
-    /// SwiGLU: out[i] = silu(gate[i]) * up[i], with silu(g) = g / (1 + exp(-g)).
-    public static func swiglu(_ out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>,
-                              up: UnsafePointer<Float>, _ n: Int) {
-        var i = 0
-        let one = V8(repeating: 1)
-        while i + 8 <= n {
-            let g = load(gate + i)
-            store(g / (one + exp(-g)) * load(up + i), out + i)
-            i += 8
-        }
-        while i < n { let g = gate[i]; out[i] = g / (1 + exp(-g)) * up[i]; i += 1 }
     }
 }

@@ -1,0 +1,221 @@
+/// One training sequence: its tokens, which positions are targets, and optional per-token weights.
+public struct TrainingSequence: Sendable, Equatable {
+    public var tokens: [Int32]
+    /// Per position t, 1 if token t is predicted from tokens 0..<t and enters the loss, else 0.
+    /// Position 0 has no prefix and must be 0.
+    public var lossMask: [Float]
+    /// Per position, a factor on that token's loss (PPO passes advantages here); nil means 1.
+    public var weights: [Float]?
+
+    public init(tokens: [Int32], lossMask: [Float], weights: [Float]? = nil) {
+        self.tokens = tokens; self.lossMask = lossMask; self.weights = weights
+    }
+}
+
+public struct LossReport: Sendable {
+    /// sum of weight * mask * -log p(token) / normalizer
+    public var loss: Double
+    /// number of positions with a non-zero mask
+    public var targets: Int
+    /// per sequence and position: log p(token | prefix) where the mask is set, else 0
+    public var logprobs: [[Float]]
+}
+
+/// Loss and gradients of a Llama model on packed sequences (no padding), on the CPU.
+///
+/// Memory: only each layer's input (N, C) is kept from the forward pass; the backward pass
+/// recomputes one layer's intermediates at a time from it. Logits exist only for target rows, a
+/// chunk at a time. Gradients are added into `grads`, so micro-batches accumulate.
+public final class Backprop {
+    public let weights: ModelWeights
+    let rotary: RotaryTable
+    let attention: CausalAttention
+    let offsets: [ParameterLayout.LayerOffsets]
+    /// Target rows per cross-entropy chunk: bounds the (rows, V) logits buffer.
+    public var rowsPerChunk = 256
+
+    public var config: ModelConfig { weights.config }
+
+    public init(weights: ModelWeights) throws(EngineError) {
+        try weights.config.validate()
+        let c = weights.config
+        self.weights = weights
+        rotary = RotaryTable(headDim: c.headDim, positions: c.contextLength, theta: c.ropeTheta)
+        attention = CausalAttention(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
+        offsets = (0..<c.layers).map { weights.layout.layer($0) }
+    }
+
+    /// The packed batch: where each sequence starts, and which rows predict which targets.
+    struct Packing {
+        var starts: [Int] = [], lengths: [Int] = []
+        var tokens: [Int32] = []
+        var targetRows: [Int] = [], targets: [Int32] = [], coefs: [Float] = []
+        var targetSource: [(sequence: Int, position: Int)] = []
+        var n: Int { tokens.count }
+    }
+
+    func pack(_ batch: [TrainingSequence], normalizer: Double?) throws(EngineError) -> (Packing, Int) {
+        var p = Packing()
+        var count = 0
+        for (s, seq) in batch.enumerated() {
+            let t = seq.tokens.count
+            if t == 0 { throw .invalidInput("sequence \(s) is empty") }
+            if t > config.contextLength { throw .invalidInput("sequence \(s) has \(t) tokens, the context holds \(config.contextLength)") }
+            if seq.lossMask.count != t { throw .invalidInput("sequence \(s): \(seq.lossMask.count) mask values for \(t) tokens") }
+            if let w = seq.weights, w.count != t { throw .invalidInput("sequence \(s): \(w.count) weights for \(t) tokens") }
+            if seq.lossMask[0] != 0 { throw .invalidInput("sequence \(s): position 0 cannot be a target (nothing precedes it)") }
+            if let bad = seq.tokens.first(where: { $0 < 0 || Int($0) >= config.vocab }) {
+                throw .invalidInput("sequence \(s): token id \(bad) outside the vocabulary 0..<\(config.vocab)")
+            }
+            p.starts.append(p.n); p.lengths.append(t)
+            for pos in 1..<max(t, 1) where seq.lossMask[pos] != 0 {
+                p.targetRows.append(p.n + pos - 1)
+                p.targets.append(seq.tokens[pos])
+                p.coefs.append(seq.lossMask[pos] * (seq.weights?[pos] ?? 1))
+                p.targetSource.append((s, pos))
+                count += 1
+            }
+            p.tokens += seq.tokens
+        }
+        let norm = Float(normalizer ?? Double(max(count, 1)))
+        p.coefs = p.coefs.map { $0 / norm }
+        return (p, count)
+    }
+
+    /// Per-layer intermediates, recomputed from the layer's input when needed.
+    final class Scratch {
+        let xn1, inv1, qkv, att, x2, xn2, inv2, gateUp, hidden: UnsafeMutablePointer<Float>
+        let dGateUp, dXn, dQKV, dAtt, dHidden: UnsafeMutablePointer<Float>
+
+        init(n: Int, c: ModelConfig) {
+            let C = c.width, W = (c.heads + 2 * c.kvHeads) * c.headDim, HD = c.heads * c.headDim, F = c.ffnWidth
+            func a(_ k: Int) -> UnsafeMutablePointer<Float> { .allocate(capacity: max(k, 1)) }
+            xn1 = a(n * C); inv1 = a(n); qkv = a(n * W); att = a(n * HD); x2 = a(n * C); xn2 = a(n * C); inv2 = a(n)
+            gateUp = a(n * 2 * F); hidden = a(n * F)
+            dGateUp = a(n * 2 * F); dXn = a(n * C); dQKV = a(n * W); dAtt = a(n * HD); dHidden = a(n * F)
+        }
+
+        deinit { [xn1, inv1, qkv, att, x2, xn2, inv2, gateUp, hidden, dGateUp, dXn, dQKV, dAtt, dHidden].forEach { $0.deallocate() } }
+    }
+
+    /// x_out (N, C) from x_in (N, C) for layer l, leaving the intermediates in `s`.
+    func layerForward(_ l: Int, _ p: Packing, xIn: UnsafePointer<Float>, xOut: UnsafeMutablePointer<Float>, _ s: Scratch) {
+        let c = config, n = p.n, C = c.width, D = c.headDim, H = c.heads, K = c.kvHeads, F = c.ffnWidth
+        let W = (H + 2 * K) * D, w = weights.base, o = offsets[l]
+        RMSNorm.forward(s.xn1, inv: s.inv1, xIn, w + o.attnNorm, rows: n, n: C, eps: c.rmsEps)
+        BLAS.gemm(m: n, n: W, k: C, a: s.xn1, lda: C, b: w + o.wq, ldb: C, transB: true, c: s.qkv, ldc: W)
+        for (start, len) in zip(p.starts, p.lengths) {
+            for pos in 0..<len { rotary.apply(s.qkv + (start + pos) * W, heads: H + K, pos: pos) }
+        }
+        attention.forward(s.att, qkv: s.qkv, starts: p.starts, lengths: p.lengths)
+        s.x2.update(from: xIn, count: n * C)
+        BLAS.gemm(m: n, n: C, k: H * D, a: s.att, lda: H * D, b: w + o.wo, ldb: H * D, transB: true, c: s.x2, ldc: C, beta: 1)
+        RMSNorm.forward(s.xn2, inv: s.inv2, s.x2, w + o.ffnNorm, rows: n, n: C, eps: c.rmsEps)
+        BLAS.gemm(m: n, n: 2 * F, k: C, a: s.xn2, lda: C, b: w + o.wGate, ldb: C, transB: true, c: s.gateUp, ldc: 2 * F)
+        for r in 0..<n { SwiGLU.forward(s.hidden + r * F, gate: s.gateUp + r * 2 * F, up: s.gateUp + r * 2 * F + F, F) }
+        xOut.update(from: s.x2, count: n * C)
+        BLAS.gemm(m: n, n: C, k: F, a: s.hidden, lda: F, b: w + o.wDown, ldb: F, transB: true, c: xOut, ldc: C, beta: 1)
+    }
+
+    /// On entry dx holds d loss / d x_out of layer l; on return, d loss / d x_in. Parameter gradients are added to g.
+    func layerBackward(_ l: Int, _ p: Packing, xIn: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, _ s: Scratch, grads g: UnsafeMutablePointer<Float>) {
+        let c = config, n = p.n, C = c.width, D = c.headDim, H = c.heads, K = c.kvHeads, F = c.ffnWidth
+        let W = (H + 2 * K) * D, w = weights.base, o = offsets[l]
+        // x_out = x2 + hidden * Wdown^T
+        BLAS.gemm(m: n, n: F, k: C, a: dx, lda: C, b: w + o.wDown, ldb: F, transB: false, c: s.dHidden, ldc: F)
+        BLAS.gemm(m: C, n: F, k: n, a: dx, lda: C, transA: true, b: s.hidden, ldb: F, transB: false, c: g + o.wDown, ldc: F, beta: 1)
+        for r in 0..<n {
+            SwiGLU.backward(dGate: s.dGateUp + r * 2 * F, dUp: s.dGateUp + r * 2 * F + F, dOut: s.dHidden + r * F,
+                            gate: s.gateUp + r * 2 * F, up: s.gateUp + r * 2 * F + F, F)
+        }
+        BLAS.gemm(m: n, n: C, k: 2 * F, a: s.dGateUp, lda: 2 * F, b: w + o.wGate, ldb: C, transB: false, c: s.dXn, ldc: C)
+        BLAS.gemm(m: 2 * F, n: C, k: n, a: s.dGateUp, lda: 2 * F, transA: true, b: s.xn2, ldb: C, transB: false, c: g + o.wGate, ldc: C, beta: 1)
+        RMSNorm.backward(dx: dx, dGain: g + o.ffnNorm, dOut: s.dXn, s.x2, w + o.ffnNorm, inv: s.inv2, rows: n, n: C)
+        // x2 = x_in + att * Wo^T
+        BLAS.gemm(m: n, n: H * D, k: C, a: dx, lda: C, b: w + o.wo, ldb: H * D, transB: false, c: s.dAtt, ldc: H * D)
+        BLAS.gemm(m: C, n: H * D, k: n, a: dx, lda: C, transA: true, b: s.att, ldb: H * D, transB: false, c: g + o.wo, ldc: H * D, beta: 1)
+        attention.backward(dqkv: s.dQKV, dOut: s.dAtt, qkv: s.qkv, starts: p.starts, lengths: p.lengths)
+        for (start, len) in zip(p.starts, p.lengths) {
+            for pos in 0..<len { rotary.apply(s.dQKV + (start + pos) * W, heads: H + K, pos: pos, inverse: true) }
+        }
+        BLAS.gemm(m: n, n: C, k: W, a: s.dQKV, lda: W, b: w + o.wq, ldb: C, transB: false, c: s.dXn, ldc: C)
+        BLAS.gemm(m: W, n: C, k: n, a: s.dQKV, lda: W, transA: true, b: s.xn1, ldb: C, transB: false, c: g + o.wq, ldc: C, beta: 1)
+        RMSNorm.backward(dx: dx, dGain: g + o.attnNorm, dOut: s.dXn, xIn, w + o.attnNorm, inv: s.inv1, rows: n, n: C)
+    }
+
+    /// Layer inputs: xs[l] (N, C) for l in 0...L (xs[L] is the last layer's output).
+    func forwardAll(_ p: Packing, _ s: Scratch) -> [UnsafeMutablePointer<Float>] {
+        let C = config.width
+        let xs = (0...config.layers).map { _ in UnsafeMutablePointer<Float>.allocate(capacity: max(p.n * C, 1)) }
+        let embed = weights.base + weights.layout.embedOffset
+        for (i, t) in p.tokens.enumerated() { (xs[0] + i * C).update(from: embed + Int(t) * C, count: C) }
+        for l in 0..<config.layers { layerForward(l, p, xIn: xs[l], xOut: xs[l + 1], s) }
+        return xs
+    }
+
+    /// Adds the gradient of the loss to `grads` (same layout as the weights) and reports the loss.
+    /// `normalizer` divides the weighted sum (default: this batch's number of targets); pass the
+    /// whole batch's count when accumulating micro-batches.
+    public func lossAndGradients(_ batch: [TrainingSequence], grads: ModelWeights, normalizer: Double? = nil) throws(EngineError) -> LossReport {
+        guard grads.layout.totalCount == weights.layout.totalCount else { throw .invalidInput("gradient buffer has another layout") }
+        let (p, count) = try pack(batch, normalizer: normalizer)
+        let c = config, C = c.width, V = c.vocab, n = p.n
+        let s = Scratch(n: n, c: c)
+        let xs = forwardAll(p, s)
+        defer { xs.forEach { $0.deallocate() } }
+        let g = grads.base, w = weights.base
+        let outW = weights.layout.lmHeadOffset, finalNorm = weights.layout.finalNormOffset
+
+        // Final norm and cross-entropy on the target rows, a chunk at a time.
+        let dx = UnsafeMutablePointer<Float>.allocate(capacity: max(n * C, 1))
+        dx.initialize(repeating: 0, count: max(n * C, 1))
+        defer { dx.deallocate() }
+        var loss = 0.0
+        var logprobs = batch.map { [Float](repeating: 0, count: $0.tokens.count) }
+        let R = min(rowsPerChunk, max(p.targetRows.count, 1))
+        let xf = UnsafeMutablePointer<Float>.allocate(capacity: R * C), xnf = UnsafeMutablePointer<Float>.allocate(capacity: R * C)
+        let dxf = UnsafeMutablePointer<Float>.allocate(capacity: R * C), dxnf = UnsafeMutablePointer<Float>.allocate(capacity: R * C)
+        let invf = UnsafeMutablePointer<Float>.allocate(capacity: R), lp = UnsafeMutablePointer<Float>.allocate(capacity: R)
+        let logits = UnsafeMutablePointer<Float>.allocate(capacity: R * V)
+        defer { [xf, xnf, dxf, dxnf, invf, lp, logits].forEach { $0.deallocate() } }
+        for chunk in stride(from: 0, to: p.targetRows.count, by: R) {
+            let rows = Array(p.targetRows[chunk..<min(chunk + R, p.targetRows.count)])
+            for (i, r) in rows.enumerated() { (xf + i * C).update(from: xs[c.layers] + r * C, count: C) }
+            RMSNorm.forward(xnf, inv: invf, xf, w + finalNorm, rows: rows.count, n: C, eps: c.rmsEps)
+            loss += CrossEntropy.forwardBackward(
+                xn: xnf, rows: rows.count, targets: Array(p.targets[chunk..<chunk + rows.count]),
+                coefs: Array(p.coefs[chunk..<chunk + rows.count]), w: w + outW, vocab: V, width: C,
+                logits: logits, logprobs: lp, dXn: dxnf, dW: g + outW)
+            dxf.update(repeating: 0, count: rows.count * C)
+            RMSNorm.backward(dx: dxf, dGain: g + finalNorm, dOut: dxnf, xf, w + finalNorm, inv: invf, rows: rows.count, n: C)
+            for (i, r) in rows.enumerated() {
+                VectorMath.axpy(1, dxf + i * C, dx + r * C, C)
+                let src = p.targetSource[chunk + i]
+                logprobs[src.sequence][src.position] = lp[i]
+            }
+        }
+
+        for l in stride(from: c.layers - 1, through: 0, by: -1) {
+            layerForward(l, p, xIn: xs[l], xOut: xs[l + 1], s) // recompute this layer's intermediates
+            layerBackward(l, p, xIn: xs[l], dx: dx, s, grads: g)
+        }
+        let gEmbed = g + weights.layout.embedOffset
+        for (i, t) in p.tokens.enumerated() { VectorMath.axpy(1, dx + i * C, gEmbed + Int(t) * C, C) }
+        return LossReport(loss: loss, targets: count, logprobs: logprobs)
+    }
+
+    /// Raw logits (N, V) at every position of the packed batch, through the training forward pass.
+    public func logits(_ batch: [TrainingSequence]) throws(EngineError) -> [Float] {
+        let (p, _) = try pack(batch, normalizer: nil)
+        let c = config, C = c.width, V = c.vocab, n = p.n
+        let s = Scratch(n: n, c: c)
+        let xs = forwardAll(p, s)
+        defer { xs.forEach { $0.deallocate() } }
+        RMSNorm.forward(s.xn1, inv: nil, xs[c.layers], weights.base + weights.layout.finalNormOffset, rows: n, n: C, eps: c.rmsEps)
+        var out = [Float](repeating: 0, count: n * V)
+        out.withUnsafeMutableBufferPointer {
+            BLAS.gemm(m: n, n: V, k: C, a: s.xn1, lda: C, b: weights.base + weights.layout.lmHeadOffset, ldb: C, transB: true, c: $0.baseAddress!, ldc: V)
+        }
+        return out
+    }
+}

@@ -1,0 +1,90 @@
+import Engine
+import Foundation
+
+/// Hugging Face model folders: config.json + model.safetensors with the standard Llama names.
+/// Hugging Face stores attn_q/attn_k in the half-split rotary layout the engine uses, so tensors
+/// are copied as they are.
+public enum HFModel {
+    /// Engine tensor name -> Hugging Face tensor name.
+    public static func tensorNames(_ config: ModelConfig) -> [(String, String)] {
+        var names = [("embed", "model.embed_tokens.weight"), ("final_norm", "model.norm.weight")]
+        if !config.tiedEmbeddings { names.append(("lm_head", "lm_head.weight")) }
+        for l in 0..<config.layers {
+            let p = "model.layers.\(l)."
+            names += [("attn_norm", "input_layernorm"), ("wq", "self_attn.q_proj"), ("wk", "self_attn.k_proj"),
+                      ("wv", "self_attn.v_proj"), ("wo", "self_attn.o_proj"), ("ffn_norm", "post_attention_layernorm"),
+                      ("w_gate", "mlp.gate_proj"), ("w_up", "mlp.up_proj"), ("w_down", "mlp.down_proj")]
+                .map { ("layers.\(l).\($0.0)", p + $0.1 + ".weight") }
+        }
+        return names
+    }
+
+    public static func config(at folder: URL) throws -> ModelConfig {
+        let url = folder.appendingPathComponent("config.json")
+        guard let data = try? Data(contentsOf: url) else { throw FormatError("\(url.path): cannot read") }
+        guard let j = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw FormatError("\(url.path): not a JSON object")
+        }
+        func int(_ key: String) throws -> Int {
+            guard let v = j[key] as? Int else { throw FormatError("\(url.path): \"\(key)\" must be an integer") }
+            return v
+        }
+        func number(_ key: String, in object: [String: Any]? = nil) -> Double? {
+            ((object ?? j)[key] as? NSNumber)?.doubleValue
+        }
+        if let type = j["model_type"] as? String, type != "llama" {
+            throw FormatError("\(url.path): model_type \"\(type)\" is not supported (llama)")
+        }
+        let width = try int("hidden_size"), heads = try int("num_attention_heads")
+        // transformers 5 puts rope_theta under rope_parameters; older configs have it at the top.
+        let theta = number("rope_theta") ?? number("rope_theta", in: j["rope_parameters"] as? [String: Any]) ?? 10000
+        let config = ModelConfig(
+            layers: try int("num_hidden_layers"), width: width, heads: heads,
+            kvHeads: (j["num_key_value_heads"] as? Int) ?? heads, headDim: (j["head_dim"] as? Int) ?? width / max(heads, 1),
+            ffnWidth: try int("intermediate_size"), vocab: try int("vocab_size"), ropeTheta: Float(theta),
+            rmsEps: Float(number("rms_norm_eps") ?? 1e-6), tiedEmbeddings: (j["tie_word_embeddings"] as? Bool) ?? false,
+            contextLength: (j["max_position_embeddings"] as? Int) ?? 2048)
+        do { try config.validate() } catch { throw FormatError("\(url.path): \(error)") }
+        return config
+    }
+
+    /// config.json and model.safetensors of a folder into engine weights.
+    public static func loadWeights(_ folder: URL) throws -> ModelWeights {
+        let config = try config(at: folder)
+        let file = try SafetensorsFile(url: folder.appendingPathComponent("model.safetensors"))
+        let weights = ModelWeights(config: config)
+        for (engineName, hfName) in tensorNames(config) {
+            guard let t = file.tensors[hfName] else { throw FormatError("model.safetensors: tensor \"\(hfName)\" is missing") }
+            let slot = weights.layout.slot(engineName)!
+            guard t.shape == slot.shape else {
+                throw FormatError("model.safetensors: tensor \"\(hfName)\" has shape \(t.shape), config.json implies \(slot.shape)")
+            }
+            file.read(t, into: weights.base + slot.offset)
+        }
+        return weights
+    }
+
+    /// The config.json text for a model.
+    public static func configJSON(_ c: ModelConfig, bos: Int32?, eos: Int32?) -> Data {
+        var j: [String: Any] = [
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+            "hidden_size": c.width, "intermediate_size": c.ffnWidth, "num_attention_heads": c.heads,
+            "num_hidden_layers": c.layers, "num_key_value_heads": c.kvHeads, "head_dim": c.headDim,
+            "rms_norm_eps": Double(c.rmsEps), "rope_theta": Double(c.ropeTheta), "tie_word_embeddings": c.tiedEmbeddings,
+            "vocab_size": c.vocab, "max_position_embeddings": c.contextLength, "attention_bias": false,
+            "mlp_bias": false, "torch_dtype": "float32", "use_cache": true,
+        ]
+        if let bos { j["bos_token_id"] = Int(bos) }
+        if let eos { j["eos_token_id"] = Int(eos) }
+        return try! JSONSerialization.data(withJSONObject: j, options: [.prettyPrinted, .sortedKeys])
+    }
+
+    /// model.safetensors bytes for engine weights (float32, standard names).
+    public static func safetensors(_ weights: ModelWeights) -> Data {
+        let tensors = tensorNames(weights.config).map { engineName, hfName in
+            let slot = weights.layout.slot(engineName)!
+            return (name: hfName, shape: slot.shape, values: UnsafeBufferPointer(weights.view(engineName)!))
+        }
+        return SafetensorsFile.encode(tensors, metadata: ["format": "pt"])
+    }
+}
