@@ -38,7 +38,7 @@ final class TinyLlamaReferenceTests: XCTestCase {
         XCTAssertLessThanOrEqual(worst, 1e-4)
     }
 
-    /// Relative tolerance per tensor: |ours - ref|_max / |ref|_max <= 1e-4 (float32 against float64).
+    /// Relative tolerance per tensor: max |ours - ref| / max |ref| <= 1e-5 (float32 against float64; measured 6e-7).
     func testLossAndEveryGradientMatchPyTorch() throws {
         let (weights, sequences, batch) = try load()
         let grads = ModelWeights(config: weights.config)
@@ -53,7 +53,7 @@ final class TinyLlamaReferenceTests: XCTestCase {
             let ours = grads.view(engineName)!
             let scale = expected.map(abs).max()!
             let worst = zip(ours, expected).map { abs(Double($0) - $1) }.max()!
-            XCTAssertLessThanOrEqual(worst / scale, 1e-4, "\(hfName): max abs difference \(worst), max |grad| \(scale)")
+            XCTAssertLessThanOrEqual(worst / scale, 1e-5, "\(hfName): max abs difference \(worst), max |grad| \(scale)")
             worstRelative = max(worstRelative, worst / scale)
             checked += 1
         }

@@ -1,0 +1,78 @@
+import Engine
+import XCTest
+
+/// Gradients against central finite differences of the loss, on a tiny model with ragged
+/// sequences, a partial loss mask and per-token weights. The loss is computed in float32, so the
+/// step is large (1e-2) and the check is on a sample of coordinates per tensor:
+/// |analytic - numeric| <= 5e-4 + 1e-2 * |numeric| (measured worst: about 5e-5).
+final class FiniteDifferenceTests: XCTestCase {
+    let config = ModelConfig(layers: 2, width: 16, heads: 4, kvHeads: 2, ffnWidth: 24, vocab: 40, ropeTheta: 10000, contextLength: 32)
+
+    func batch() -> [TrainingSequence] {
+        [TrainingSequence(tokens: [3, 7, 1, 39, 22, 5], lossMask: [0, 0, 1, 1, 0, 1], weights: [0, 0, 1.5, -0.7, 0, 2]),
+         TrainingSequence(tokens: [9, 9, 14], lossMask: [0, 1, 1]),
+         TrainingSequence(tokens: [30], lossMask: [0])]
+    }
+
+    func testEveryParameterTensorAgreesWithFiniteDifferences() throws {
+        let weights = ModelWeights.random(config: config, seed: 21, std: 0.3)
+        let net = try Backprop(weights: weights)
+        let grads = ModelWeights(config: config)
+        _ = try net.lossAndGradients(batch(), grads: grads)
+        let scratch = ModelWeights(config: config)
+        func loss() throws -> Double { try net.lossAndGradients(batch(), grads: scratch).loss }
+
+        var rng = SplitMix64(seed: 5)
+        var worst = 0.0
+        for slot in weights.layout.slots {
+            for _ in 0..<6 {
+                let i = slot.offset + Int(rng.next() % UInt64(slot.count))
+                let saved = weights.storage[i], h: Float = 1e-2
+                weights.storage[i] = saved + h; let up = try loss()
+                weights.storage[i] = saved - h; let down = try loss()
+                weights.storage[i] = saved
+                let numeric = (up - down) / Double(2 * h), analytic = Double(grads.storage[i])
+                let excess = abs(analytic - numeric) - (5e-4 + 1e-2 * abs(numeric))
+                worst = max(worst, abs(analytic - numeric))
+                XCTAssertLessThanOrEqual(excess, 0, "\(slot.name)[\(i - slot.offset)]: analytic \(analytic), numeric \(numeric)")
+            }
+        }
+        print("finite differences: max |analytic - numeric| = \(worst)")
+    }
+
+    func testMaskedOutTokensGetNoGradientAndAccumulationAdds() throws {
+        let weights = ModelWeights.random(config: config, seed: 22, std: 0.3)
+        let net = try Backprop(weights: weights)
+        let noTargets = ModelWeights(config: config)
+        let r = try net.lossAndGradients([TrainingSequence(tokens: [1, 2, 3], lossMask: [0, 0, 0])], grads: noTargets)
+        XCTAssertEqual(r.loss, 0)
+        XCTAssertTrue(noTargets.storage.allSatisfy { $0 == 0 })
+
+        // Two micro-batches with the whole batch's normaliser add up to the batch in one go.
+        let all = ModelWeights(config: config), parts = ModelWeights(config: config)
+        let b = batch()
+        let whole = try net.lossAndGradients(b, grads: all)
+        let first = try net.lossAndGradients([b[0]], grads: parts, normalizer: Double(whole.targets))
+        let second = try net.lossAndGradients([b[1], b[2]], grads: parts, normalizer: Double(whole.targets))
+        XCTAssertEqual(first.loss + second.loss, whole.loss, accuracy: 1e-6)
+        // Equal up to float32 summation order.
+        let diff = zip(all.storage, parts.storage).map { abs($0 - $1) }.max()!, scale = all.storage.map(abs).max()!
+        XCTAssertLessThanOrEqual(diff, 1e-5 * scale, "max gradient difference \(diff), max gradient \(scale)")
+    }
+
+    func testBadBatchesAreRefusedByName() throws {
+        let net = try Backprop(weights: ModelWeights.random(config: config, seed: 1))
+        let g = ModelWeights(config: config)
+        let cases: [(TrainingSequence, String)] = [
+            (TrainingSequence(tokens: [1, 2], lossMask: [1, 1]), "position 0 cannot be a target"),
+            (TrainingSequence(tokens: [1, 2], lossMask: [0]), "1 mask values for 2 tokens"),
+            (TrainingSequence(tokens: [1, 40], lossMask: [0, 1]), "token id 40 outside the vocabulary"),
+            (TrainingSequence(tokens: [], lossMask: []), "sequence 0 is empty"),
+            (TrainingSequence(tokens: [1, 2], lossMask: [0, 1], weights: [1]), "1 weights for 2 tokens"),
+        ]
+        for (seq, message) in cases {
+            XCTAssertThrowsError(try net.lossAndGradients([seq], grads: g)) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
+        }
+        XCTAssertTrue(g.storage.allSatisfy { $0 == 0 }, "a refused batch must not touch the gradients")
+    }
+}
