@@ -76,3 +76,46 @@ final class FiniteDifferenceTests: XCTestCase {
         XCTAssertTrue(g.storage.allSatisfy { $0 == 0 }, "a refused batch must not touch the gradients")
     }
 }
+
+final class ScalarHeadGradientTests: XCTestCase {
+    /// loss = sum_i c_i * score_i over the last token of each sequence and over every token of the
+    /// first; checked against central differences on the head and on every trunk tensor.
+    func testScalarHeadAndTrunkAgreeWithFiniteDifferences() throws {
+        let config = ModelConfig(layers: 1, width: 16, heads: 2, kvHeads: 1, ffnWidth: 24, vocab: 30, ropeTheta: 10000, contextLength: 16)
+        let weights = ModelWeights.random(config: config, seed: 31, std: 0.3)
+        let head = ScalarHead.random(width: 16, seed: 2, std: 0.5)
+        head.storage[16] = 0.3
+        let net = try Backprop(weights: weights)
+        let batch = [TrainingSequence(tokens: [4, 8, 15, 16], lossMask: [0, 0, 0, 0]), TrainingSequence(tokens: [23, 29], lossMask: [0, 0])]
+        let rows = [0, 1, 2, 3, 5]
+        let coefs: [Float] = [0.5, -1, 2, 0.25, -1.5]
+        func loss() throws -> Double {
+            let s = try net.forward(batch).scores(head, rows: rows)
+            return zip(s, coefs).reduce(0.0) { $0 + Double($1.0 * $1.1) }
+        }
+        let grads = ModelWeights(config: config)
+        let headGrads = UnsafeMutablePointer<Float>.allocate(capacity: 17)
+        headGrads.initialize(repeating: 0, count: 17)
+        defer { headGrads.deallocate() }
+        let pass = try net.forward(batch)
+        let dx = pass.scoreBackward(head, dScores: coefs, rows: rows, headGrads: headGrads, grads: grads)
+        pass.backward(dx, grads: grads)
+        dx.deallocate()
+
+        func check(_ buffer: UnsafeMutableBufferPointer<Float>, _ analytic: (Int) -> Float, _ indices: [Int], _ name: String) throws {
+            for i in indices {
+                let saved = buffer[i], h: Float = 1e-2
+                buffer[i] = saved + h; let up = try loss()
+                buffer[i] = saved - h; let down = try loss()
+                buffer[i] = saved
+                let numeric = (up - down) / Double(2 * h)
+                XCTAssertEqual(Double(analytic(i)), numeric, accuracy: 5e-4 + 1e-2 * abs(numeric), "\(name)[\(i)]")
+            }
+        }
+        try check(head.storage, { headGrads[$0] }, [0, 5, 15, 16], "head")
+        var rng = SplitMix64(seed: 3)
+        for slot in weights.layout.slots {
+            try check(weights.storage, { grads.storage[$0] }, (0..<4).map { _ in slot.offset + Int(rng.next() % UInt64(slot.count)) }, slot.name)
+        }
+    }
+}

@@ -153,69 +153,131 @@ public final class Backprop {
         return xs
     }
 
-    /// Adds the gradient of the loss to `grads` (same layout as the weights) and reports the loss.
-    /// `normalizer` divides the weighted sum (default: this batch's number of targets); pass the
-    /// whole batch's count when accumulating micro-batches.
+    /// Runs the trunk and keeps what the backward pass needs. `normalizer` divides the loss-mask
+    /// weights (default: this batch's number of targets).
+    public func forward(_ batch: [TrainingSequence], normalizer: Double? = nil) throws(EngineError) -> ForwardPass {
+        let (p, count) = try pack(batch, normalizer: normalizer)
+        let s = Scratch(n: p.n, c: config)
+        return ForwardPass(model: self, packing: p, targets: count, scratch: s, xs: forwardAll(p, s), lengths: batch.map(\.tokens.count))
+    }
+
+    /// Forward, language-model loss and backward in one call: adds the gradient of the loss to
+    /// `grads` (same layout as the weights). Pass the whole batch's target count as `normalizer`
+    /// when accumulating micro-batches.
     public func lossAndGradients(_ batch: [TrainingSequence], grads: ModelWeights, normalizer: Double? = nil) throws(EngineError) -> LossReport {
         guard grads.layout.totalCount == weights.layout.totalCount else { throw .invalidInput("gradient buffer has another layout") }
-        let (p, count) = try pack(batch, normalizer: normalizer)
-        let c = config, C = c.width, V = c.vocab, n = p.n
-        let s = Scratch(n: n, c: c)
-        let xs = forwardAll(p, s)
-        defer { xs.forEach { $0.deallocate() } }
-        let g = grads.base, w = weights.base
-        let outW = weights.layout.lmHeadOffset, finalNorm = weights.layout.finalNormOffset
-
-        // Final norm and cross-entropy on the target rows, a chunk at a time.
-        let dx = UnsafeMutablePointer<Float>.allocate(capacity: max(n * C, 1))
-        dx.initialize(repeating: 0, count: max(n * C, 1))
+        let pass = try forward(batch, normalizer: normalizer)
+        let (report, dx) = pass.languageModelLoss(grads: grads)
         defer { dx.deallocate() }
-        var loss = 0.0
-        var logprobs = batch.map { [Float](repeating: 0, count: $0.tokens.count) }
-        let R = min(rowsPerChunk, max(p.targetRows.count, 1))
-        let xf = UnsafeMutablePointer<Float>.allocate(capacity: R * C), xnf = UnsafeMutablePointer<Float>.allocate(capacity: R * C)
-        let dxf = UnsafeMutablePointer<Float>.allocate(capacity: R * C), dxnf = UnsafeMutablePointer<Float>.allocate(capacity: R * C)
-        let invf = UnsafeMutablePointer<Float>.allocate(capacity: R), lp = UnsafeMutablePointer<Float>.allocate(capacity: R)
-        let logits = UnsafeMutablePointer<Float>.allocate(capacity: R * V)
-        defer { [xf, xnf, dxf, dxnf, invf, lp, logits].forEach { $0.deallocate() } }
-        for chunk in stride(from: 0, to: p.targetRows.count, by: R) {
-            let rows = Array(p.targetRows[chunk..<min(chunk + R, p.targetRows.count)])
-            for (i, r) in rows.enumerated() { (xf + i * C).update(from: xs[c.layers] + r * C, count: C) }
-            RMSNorm.forward(xnf, inv: invf, xf, w + finalNorm, rows: rows.count, n: C, eps: c.rmsEps)
-            loss += CrossEntropy.forwardBackward(
-                xn: xnf, rows: rows.count, targets: Array(p.targets[chunk..<chunk + rows.count]),
-                coefs: Array(p.coefs[chunk..<chunk + rows.count]), w: w + outW, vocab: V, width: C,
-                logits: logits, logprobs: lp, dXn: dxnf, dW: g + outW)
-            dxf.update(repeating: 0, count: rows.count * C)
-            RMSNorm.backward(dx: dxf, dGain: g + finalNorm, dOut: dxnf, xf, w + finalNorm, inv: invf, rows: rows.count, n: C)
-            for (i, r) in rows.enumerated() {
-                VectorMath.axpy(1, dxf + i * C, dx + r * C, C)
-                let src = p.targetSource[chunk + i]
-                logprobs[src.sequence][src.position] = lp[i]
-            }
-        }
-
-        for l in stride(from: c.layers - 1, through: 0, by: -1) {
-            layerForward(l, p, xIn: xs[l], xOut: xs[l + 1], s) // recompute this layer's intermediates
-            layerBackward(l, p, xIn: xs[l], dx: dx, s, grads: g)
-        }
-        let gEmbed = g + weights.layout.embedOffset
-        for (i, t) in p.tokens.enumerated() { VectorMath.axpy(1, dx + i * C, gEmbed + Int(t) * C, C) }
-        return LossReport(loss: loss, targets: count, logprobs: logprobs)
+        pass.backward(dx, grads: grads)
+        return report
     }
 
     /// Raw logits (N, V) at every position of the packed batch, through the training forward pass.
     public func logits(_ batch: [TrainingSequence]) throws(EngineError) -> [Float] {
-        let (p, _) = try pack(batch, normalizer: nil)
-        let c = config, C = c.width, V = c.vocab, n = p.n
-        let s = Scratch(n: n, c: c)
-        let xs = forwardAll(p, s)
-        defer { xs.forEach { $0.deallocate() } }
-        RMSNorm.forward(s.xn1, inv: nil, xs[c.layers], weights.base + weights.layout.finalNormOffset, rows: n, n: C, eps: c.rmsEps)
+        let pass = try forward(batch)
+        let c = config, C = c.width, V = c.vocab, n = pass.packing.n
+        let xn = pass.finalNormed(rows: Array(0..<n), inv: nil)
+        defer { xn.deallocate() }
         var out = [Float](repeating: 0, count: n * V)
         out.withUnsafeMutableBufferPointer {
-            BLAS.gemm(m: n, n: V, k: C, a: s.xn1, lda: C, b: weights.base + weights.layout.lmHeadOffset, ldb: C, transB: true, c: $0.baseAddress!, ldc: V)
+            BLAS.gemm(m: n, n: V, k: C, a: xn, lda: C, b: weights.base + weights.layout.lmHeadOffset, ldb: C, transB: true, c: $0.baseAddress!, ldc: V)
         }
         return out
+    }
+}
+
+/// The kept state of one forward pass: what an output head reads and what backward needs.
+public final class ForwardPass {
+    let model: Backprop
+    let packing: Backprop.Packing
+    let scratch: Backprop.Scratch
+    let xs: [UnsafeMutablePointer<Float>]
+    /// Number of loss-mask targets in the batch.
+    public let targets: Int
+    let lengths: [Int]
+
+    init(model: Backprop, packing: Backprop.Packing, targets: Int, scratch: Backprop.Scratch, xs: [UnsafeMutablePointer<Float>], lengths: [Int]) {
+        self.model = model; self.packing = packing; self.targets = targets; self.scratch = scratch; self.xs = xs; self.lengths = lengths
+    }
+
+    deinit { xs.forEach { $0.deallocate() } }
+
+    var config: ModelConfig { model.config }
+    var finalHidden: UnsafeMutablePointer<Float> { xs[config.layers] }
+
+    /// Packed row of each sequence's last token.
+    public var lastRows: [Int] { zip(packing.starts, packing.lengths).map { $0 + $1 - 1 } }
+    /// Total packed rows.
+    public var rowCount: Int { packing.n }
+
+    /// Final-normed hidden states of `rows`, (rows, C), caller deallocates; `inv` receives 1/rms.
+    func finalNormed(rows: [Int], inv: UnsafeMutablePointer<Float>?) -> UnsafeMutablePointer<Float> {
+        let C = config.width, w = model.weights
+        let gathered = UnsafeMutablePointer<Float>.allocate(capacity: max(rows.count * C, 1))
+        defer { gathered.deallocate() }
+        for (i, r) in rows.enumerated() { (gathered + i * C).update(from: finalHidden + r * C, count: C) }
+        let out = UnsafeMutablePointer<Float>.allocate(capacity: max(rows.count * C, 1))
+        RMSNorm.forward(out, inv: inv, gathered, w.base + w.layout.finalNormOffset, rows: rows.count, n: C, eps: config.rmsEps)
+        return out
+    }
+
+    /// Backward through the final norm for `rows`: dXn (rows, C) into dx (N, C), gain gradient into grads.
+    func finalNormBackward(rows: [Int], dXn: UnsafePointer<Float>, inv: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, grads: ModelWeights) {
+        let C = config.width, w = model.weights, gainOffset = w.layout.finalNormOffset
+        let gathered = UnsafeMutablePointer<Float>.allocate(capacity: max(rows.count * C, 1))
+        let dRows = UnsafeMutablePointer<Float>.allocate(capacity: max(rows.count * C, 1))
+        defer { gathered.deallocate(); dRows.deallocate() }
+        for (i, r) in rows.enumerated() { (gathered + i * C).update(from: finalHidden + r * C, count: C) }
+        dRows.initialize(repeating: 0, count: rows.count * C)
+        RMSNorm.backward(dx: dRows, dGain: grads.base + gainOffset, dOut: dXn, gathered, w.base + gainOffset, inv: inv, rows: rows.count, n: C)
+        for (i, r) in rows.enumerated() { VectorMath.axpy(1, dRows + i * C, dx + r * C, C) }
+    }
+
+    /// A zeroed (N, C) gradient for the final hidden states; the caller deallocates it.
+    public func zeroGradient() -> UnsafeMutablePointer<Float> {
+        let n = max(packing.n * config.width, 1)
+        let dx = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        dx.initialize(repeating: 0, count: n)
+        return dx
+    }
+
+    /// Weighted next-token cross-entropy on the loss-mask targets, a chunk of rows at a time.
+    /// Adds the output projection's and final norm's gradients to `grads`; returns the report and
+    /// d loss / d final hidden (N, C), which the caller passes to `backward` and then deallocates.
+    public func languageModelLoss(grads: ModelWeights) -> (LossReport, UnsafeMutablePointer<Float>) {
+        let c = config, C = c.width, V = c.vocab, w = model.weights, p = packing
+        let outW = w.layout.lmHeadOffset
+        let dx = zeroGradient()
+        var loss = 0.0
+        var logprobs = lengths.map { [Float](repeating: 0, count: $0) }
+        let R = min(model.rowsPerChunk, max(p.targetRows.count, 1))
+        let dxn = UnsafeMutablePointer<Float>.allocate(capacity: R * C), inv = UnsafeMutablePointer<Float>.allocate(capacity: R)
+        let lp = UnsafeMutablePointer<Float>.allocate(capacity: R), logits = UnsafeMutablePointer<Float>.allocate(capacity: R * V)
+        defer { [dxn, inv, lp, logits].forEach { $0.deallocate() } }
+        for chunk in stride(from: 0, to: p.targetRows.count, by: R) {
+            let range = chunk..<min(chunk + R, p.targetRows.count)
+            let rows = Array(p.targetRows[range])
+            let xn = finalNormed(rows: rows, inv: inv)
+            loss += CrossEntropy.forwardBackward(
+                xn: xn, rows: rows.count, targets: Array(p.targets[range]), coefs: Array(p.coefs[range]),
+                w: w.base + outW, vocab: V, width: C, logits: logits, logprobs: lp, dXn: dxn, dW: grads.base + outW)
+            xn.deallocate()
+            finalNormBackward(rows: rows, dXn: dxn, inv: inv, dx: dx, grads: grads)
+            for (i, src) in p.targetSource[range].enumerated() { logprobs[src.sequence][src.position] = lp[i] }
+        }
+        return (LossReport(loss: loss, targets: targets, logprobs: logprobs), dx)
+    }
+
+    /// Backward through the layers and the embedding: dx (N, C) is d loss / d final hidden (it is
+    /// used as scratch). Parameter gradients are added into `grads`.
+    public func backward(_ dx: UnsafeMutablePointer<Float>, grads: ModelWeights) {
+        let c = config, C = c.width, g = grads.base
+        for l in stride(from: c.layers - 1, through: 0, by: -1) {
+            model.layerForward(l, packing, xIn: xs[l], xOut: xs[l + 1], scratch) // recompute this layer's intermediates
+            model.layerBackward(l, packing, xIn: xs[l], dx: dx, scratch, grads: g)
+        }
+        let gEmbed = g + model.weights.layout.embedOffset
+        for (i, t) in packing.tokens.enumerated() { VectorMath.axpy(1, dx + i * C, gEmbed + Int(t) * C, C) }
     }
 }
