@@ -2,13 +2,14 @@
 /// projection W (V, C) (the embedding when tied).
 public enum CrossEntropy {
     /// xn (R, C): final-normed hidden states of the rows that predict `targets`.
-    /// Adds coef[r] * -log p(target r) to the returned loss, writes dXn (R, C), adds into dW (V, C).
+    /// Adds coef[r] * -log p(target r) to the returned loss, writes dXn (R, C), adds into dW (V, C);
+    /// without dXn and dW it only evaluates.
     /// `logits` (R, V) is scratch; on return it holds the raw logits. `logprobs` (R) receives
     /// log p(target r) under the model.
     public static func forwardBackward(xn: UnsafePointer<Float>, rows: Int, targets: [Int32], coefs: [Float],
                                        w: UnsafePointer<Float>, vocab V: Int, width C: Int,
                                        logits: UnsafeMutablePointer<Float>, logprobs: UnsafeMutablePointer<Float>,
-                                       dXn: UnsafeMutablePointer<Float>, dW: UnsafeMutablePointer<Float>) -> Double {
+                                       dXn: UnsafeMutablePointer<Float>?, dW: UnsafeMutablePointer<Float>?) -> Double {
         if rows == 0 { return 0 }
         BLAS.gemm(m: rows, n: V, k: C, a: xn, lda: C, b: w, ldb: C, transB: true, c: logits, ldc: V)
         let grad = UnsafeMutablePointer<Float>.allocate(capacity: rows * V) // (R, V) d loss / d logits
@@ -19,12 +20,14 @@ public enum CrossEntropy {
             let lse = VectorMath.logSumExp(row, V)
             logprobs[r] = row[t] - lse
             loss += Double(coefs[r]) * Double(lse - row[t])
+            if dXn == nil { continue }
             // d/dlogits of coef * (lse - logit_t) = coef * (softmax - onehot)
             g.update(from: row, count: V)
             VectorMath.expShifted(g, lse, V)
             VectorMath.scale(g, coefs[r], V)
             g[t] -= coefs[r]
         }
+        guard let dXn, let dW else { return loss }
         BLAS.gemm(m: rows, n: C, k: V, a: grad, lda: V, b: w, ldb: C, transB: false, c: dXn, ldc: C)
         BLAS.gemm(m: V, n: C, k: rows, a: grad, lda: V, transA: true, b: xn, ldb: C, transB: false, c: dW, ldc: C, beta: 1)
         return loss

@@ -245,7 +245,8 @@ public final class ForwardPass {
     /// Weighted next-token cross-entropy on the loss-mask targets, a chunk of rows at a time.
     /// Adds the output projection's and final norm's gradients to `grads`; returns the report and
     /// d loss / d final hidden (N, C), which the caller passes to `backward` and then deallocates.
-    public func languageModelLoss(grads: ModelWeights) -> (LossReport, UnsafeMutablePointer<Float>) {
+    /// Without `grads` it only evaluates (the returned gradient stays zero).
+    public func languageModelLoss(grads: ModelWeights?) -> (LossReport, UnsafeMutablePointer<Float>) {
         let c = config, C = c.width, V = c.vocab, w = model.weights, p = packing
         let outW = w.layout.lmHeadOffset
         let dx = zeroGradient()
@@ -261,9 +262,10 @@ public final class ForwardPass {
             let xn = finalNormed(rows: rows, inv: inv)
             loss += CrossEntropy.forwardBackward(
                 xn: xn, rows: rows.count, targets: Array(p.targets[range]), coefs: Array(p.coefs[range]),
-                w: w.base + outW, vocab: V, width: C, logits: logits, logprobs: lp, dXn: dxn, dW: grads.base + outW)
+                w: w.base + outW, vocab: V, width: C, logits: logits, logprobs: lp,
+                dXn: grads == nil ? nil : dxn, dW: grads.map { $0.base + outW })
             xn.deallocate()
-            finalNormBackward(rows: rows, dXn: dxn, inv: inv, dx: dx, grads: grads)
+            if let grads { finalNormBackward(rows: rows, dXn: dxn, inv: inv, dx: dx, grads: grads) }
             for (i, src) in p.targetSource[range].enumerated() { logprobs[src.sequence][src.position] = lp[i] }
         }
         return (LossReport(loss: loss, targets: targets, logprobs: logprobs), dx)
