@@ -6,7 +6,7 @@ import Foundation
 struct ModelOptions: ParsableArguments {
     static let defaultPath = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-    @Option(name: .long, help: "A GGUF model file (default: \(ModelOptions.defaultPath), from scripts/fetch-model.sh).")
+    @Option(name: .long, help: "A GGUF file or a Hugging Face model folder (default: \(ModelOptions.defaultPath), from scripts/fetch-model.sh).")
     var model: String = ModelOptions.defaultPath
 
     func load() throws -> LoadedModel {
@@ -14,7 +14,7 @@ struct ModelOptions: ParsableArguments {
             let hint = model == Self.defaultPath ? "; run `charter model fetch` or scripts/fetch-model.sh first" : ""
             throw CLIError("model file \(model) not found\(hint)")
         }
-        return try GGUFModel.load(URL(fileURLWithPath: model))
+        return try ModelLoader.load(model)
     }
 }
 

@@ -7,7 +7,13 @@ public struct LoadedModel: @unchecked Sendable {
     public let weights: ModelWeights
     public let tokenizer: BPETokenizer
     public let source: URL
+    /// The Jinja chat template the model came with, if any (kept for saving).
+    public var chatTemplate: String?
     public var config: ModelConfig { weights.config }
+
+    public init(weights: ModelWeights, tokenizer: BPETokenizer, source: URL, chatTemplate: String? = nil) {
+        self.weights = weights; self.tokenizer = tokenizer; self.source = source; self.chatTemplate = chatTemplate
+    }
 }
 
 /// Llama-architecture GGUF files into the engine.
@@ -35,7 +41,8 @@ public enum GGUFModel {
                 permuteRows(dst, rows: slot.shape[0], cols: slot.shape[1], headDim: config.headDim, toHalfSplit: true)
             }
         }
-        return LoadedModel(weights: weights, tokenizer: try tokenizer(of: file), source: url)
+        return LoadedModel(weights: weights, tokenizer: try tokenizer(of: file), source: url,
+                           chatTemplate: file.metadata["tokenizer.chat_template"]?.stringValue)
     }
 
     public static func config(of file: GGUFFile) throws(GGUFError) -> ModelConfig {

@@ -1,0 +1,106 @@
+import Engine
+import Foundation
+import Tokenizer
+
+/// Model folders and training checkpoints on disk.
+///
+/// A model folder is what Hugging Face's `from_pretrained` reads: config.json,
+/// generation_config.json, model.safetensors (float32, standard Llama names), tokenizer.json and
+/// tokenizer_config.json. A training checkpoint adds optimizer.safetensors (AdamW's two moments,
+/// flat, in the parameter layout) and trainer_state.json (step, schedule, settings, and the
+/// caller's own state such as a data cursor). Folders are written beside their final name and
+/// renamed into place, so a crash never leaves half a checkpoint under the final name.
+public enum Checkpoint {
+    public static func saveModel(_ model: LoadedModel, to folder: URL) throws {
+        try atomically(folder) { tmp in try writeModel(model, into: tmp) }
+    }
+
+    public static func saveTraining(_ model: LoadedModel, trainer: Trainer, extra: [String: Any], to folder: URL) throws {
+        try atomically(folder) { tmp in
+            try writeModel(model, into: tmp)
+            let adam = trainer.optimizer
+            try SafetensorsFile.encode([("adam.m", [adam.m.count], UnsafeBufferPointer(adam.m)),
+                                        ("adam.v", [adam.v.count], UnsafeBufferPointer(adam.v))])
+                .write(to: tmp.appendingPathComponent("optimizer.safetensors"))
+            let state: [String: Any] = [
+                "step": adam.step, "parameters": trainer.weights.layout.totalCount,
+                "schedule": try JSONSerialization.jsonObject(with: JSONEncoder().encode(trainer.schedule)),
+                "adam": try JSONSerialization.jsonObject(with: JSONEncoder().encode(adam.settings)),
+                "extra": extra,
+            ]
+            try JSONSerialization.data(withJSONObject: state, options: [.prettyPrinted, .sortedKeys])
+                .write(to: tmp.appendingPathComponent("trainer_state.json"))
+        }
+    }
+
+    /// Restores the optimizer moments and step of a checkpoint into `trainer` (whose weights were
+    /// loaded from the same folder); returns the caller's `extra` state.
+    public static func restoreTraining(_ trainer: Trainer, from folder: URL) throws -> [String: Any] {
+        let stateURL = folder.appendingPathComponent("trainer_state.json")
+        guard let data = try? Data(contentsOf: stateURL),
+              let state = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+              let step = state["step"] as? Int, let count = state["parameters"] as? Int else {
+            throw FormatError("\(stateURL.path): missing or not a trainer state (needs step and parameters)")
+        }
+        guard count == trainer.weights.layout.totalCount else {
+            throw FormatError("\(stateURL.path): saved for \(count) parameters, the model has \(trainer.weights.layout.totalCount)")
+        }
+        let file = try SafetensorsFile(url: folder.appendingPathComponent("optimizer.safetensors"))
+        for (name, buffer) in [("adam.m", trainer.optimizer.m), ("adam.v", trainer.optimizer.v)] {
+            guard let t = file.tensors[name], t.count == buffer.count else {
+                throw FormatError("optimizer.safetensors: \(name) is missing or has the wrong size")
+            }
+            file.read(t, into: buffer.baseAddress!)
+        }
+        trainer.optimizer.step = step
+        return state["extra"] as? [String: Any] ?? [:]
+    }
+
+    static func writeModel(_ model: LoadedModel, into folder: URL) throws {
+        let t = model.tokenizer, c = model.config
+        try HFModel.safetensors(model.weights).write(to: folder.appendingPathComponent("model.safetensors"))
+        try HFModel.configJSON(c, bos: t.bos, eos: t.eos).write(to: folder.appendingPathComponent("config.json"))
+        var generation: [String: Any] = ["_from_model_config": true]
+        if let bos = t.bos { generation["bos_token_id"] = Int(bos) }
+        if let eos = t.eos { generation["eos_token_id"] = Int(eos) }
+        try JSONSerialization.data(withJSONObject: generation, options: [.prettyPrinted, .sortedKeys])
+            .write(to: folder.appendingPathComponent("generation_config.json"))
+        try HFTokenizer.tokenizerJSON(t).write(to: folder.appendingPathComponent("tokenizer.json"))
+        try HFTokenizer.configJSON(t, contextLength: c.contextLength, chatTemplate: model.chatTemplate)
+            .write(to: folder.appendingPathComponent("tokenizer_config.json"))
+    }
+
+    static func atomically(_ folder: URL, _ write: (URL) throws -> Void) throws {
+        let fm = FileManager.default
+        let tmp = folder.deletingLastPathComponent().appendingPathComponent(".\(folder.lastPathComponent).partial-\(getpid())")
+        try? fm.removeItem(at: tmp)
+        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+        do { try write(tmp) } catch { try? fm.removeItem(at: tmp); throw error }
+        if fm.fileExists(atPath: folder.path) {
+            let old = folder.deletingLastPathComponent().appendingPathComponent(".\(folder.lastPathComponent).old-\(getpid())")
+            try fm.moveItem(at: folder, to: old)
+            try fm.moveItem(at: tmp, to: folder)
+            try? fm.removeItem(at: old)
+        } else {
+            try fm.moveItem(at: tmp, to: folder)
+        }
+    }
+}
+
+/// Loads a model from a GGUF file or a Hugging Face folder, whichever `path` is.
+public enum ModelLoader {
+    public static func load(_ path: String) throws -> LoadedModel {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw FormatError("model \(path) not found")
+        }
+        let url = URL(fileURLWithPath: path)
+        if !isDirectory.boolValue { return try GGUFModel.load(url) }
+        var template: String? = nil
+        if let c = try? Data(contentsOf: url.appendingPathComponent("tokenizer_config.json")),
+           let config = (try? JSONSerialization.jsonObject(with: c)) as? [String: Any] {
+            template = config["chat_template"] as? String
+        }
+        return LoadedModel(weights: try HFModel.loadWeights(url), tokenizer: try HFTokenizer.load(url), source: url, chatTemplate: template)
+    }
+}

@@ -1,0 +1,109 @@
+import Engine
+import Formats
+import Foundation
+import Tokenizer
+import XCTest
+
+final class CheckpointTests: XCTestCase {
+    let config = ModelConfig(layers: 2, width: 16, heads: 4, kvHeads: 2, ffnWidth: 24, vocab: 262, ropeTheta: 10000, contextLength: 32)
+
+    func tempFolder() -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("charter-ckpt-\(UUID())")
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url
+    }
+
+    /// Three specials, the 256 byte symbols, three merges: enough to exercise every tokenizer field.
+    func tokenizer() throws -> BPETokenizer {
+        var printable = Array(33...126) + Array(161...172) + Array(174...255)
+        var chars = printable
+        var extra = 0
+        for b in 0..<256 where !printable.contains(b) { printable.append(b); chars.append(256 + extra); extra += 1 }
+        let bytes = zip(printable, chars).sorted { $0.0 < $1.0 }.map { String(Character(Unicode.Scalar(UInt32($0.1))!)) }
+        let tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + bytes + ["ab", "abc", "Ġa"]
+        return try BPETokenizer(tokens: tokens, merges: ["a b", "ab c", "Ġ a"], types: [3, 3, 3] + [Int32](repeating: 1, count: 259),
+                                bos: 1, eos: 2, pad: 2, unknown: 0)
+    }
+
+    func testModelFolderRoundTripIsExact() throws {
+        let model = LoadedModel(weights: .random(config: config, seed: 1), tokenizer: try tokenizer(), source: URL(fileURLWithPath: "/"),
+                                chatTemplate: "{{ messages }}")
+        let a = tempFolder(), b = tempFolder()
+        try Checkpoint.saveModel(model, to: a)
+        let once = try ModelLoader.load(a.path)
+        try Checkpoint.saveModel(once, to: b)
+        let twice = try ModelLoader.load(b.path)
+        XCTAssertEqual(once.config, config)
+        XCTAssertEqual(Array(once.weights.storage), Array(model.weights.storage))
+        XCTAssertEqual(Array(twice.weights.storage), Array(model.weights.storage))
+        XCTAssertEqual(twice.tokenizer.tokens, model.tokenizer.tokens)
+        XCTAssertEqual(twice.tokenizer.eos, 2)
+        XCTAssertEqual(twice.chatTemplate, "{{ messages }}")
+        XCTAssertEqual(try twice.tokenizer.encode("abc a<|im_end|>"), try model.tokenizer.encode("abc a<|im_end|>"))
+        XCTAssertEqual(try Data(contentsOf: a.appendingPathComponent("model.safetensors")), try Data(contentsOf: b.appendingPathComponent("model.safetensors")))
+        let names = try FileManager.default.contentsOfDirectory(atPath: a.path).sorted()
+        XCTAssertEqual(names, ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"])
+    }
+
+    /// Train 5 steps straight; train 3, save, load into fresh objects, train 2: same losses and weights, bit for bit.
+    func testResumeReproducesTheUninterruptedRun() throws {
+        let tok = try tokenizer()
+        let schedule = LRSchedule(peak: 1e-2, warmupSteps: 2, totalSteps: 5)
+        let settings = AdamW.Settings(weightDecay: 0.1)
+        var rng = SplitMix64(seed: 3)
+        let batches: [[TrainingSequence]] = (0..<5).map { _ in
+            (0..<3).map { _ in
+                let t = (0..<7).map { _ in Int32(rng.next() % 262) }
+                return TrainingSequence(tokens: t, lossMask: [0, 0, 1, 1, 1, 1, 1])
+            }
+        }
+        let straight = try Trainer(weights: .random(config: config, seed: 2), schedule: schedule, settings: settings)
+        let straightLosses = try batches.map { try straight.step([$0]).loss }
+
+        let first = try Trainer(weights: .random(config: config, seed: 2), schedule: schedule, settings: settings)
+        for b in batches[0..<3] { _ = try first.step([b]) }
+        let folder = tempFolder()
+        try Checkpoint.saveTraining(LoadedModel(weights: first.weights, tokenizer: tok, source: folder), trainer: first,
+                                    extra: ["cursor": 3], to: folder)
+        let reloaded = try ModelLoader.load(folder.path)
+        let resumed = try Trainer(weights: reloaded.weights, schedule: schedule, settings: settings)
+        let extra = try Checkpoint.restoreTraining(resumed, from: folder)
+        XCTAssertEqual(extra["cursor"] as? Int, 3)
+        XCTAssertEqual(resumed.optimizer.step, 3)
+        let resumedLosses = try batches[3...].map { try resumed.step([$0]).loss }
+        XCTAssertEqual(resumedLosses, Array(straightLosses[3...]))
+        XCTAssertEqual(Array(resumed.weights.storage), Array(straight.weights.storage))
+    }
+
+    func testBrokenCheckpointsAreNamed() throws {
+        let folder = tempFolder()
+        let model = LoadedModel(weights: .random(config: config, seed: 1), tokenizer: try tokenizer(), source: folder)
+        try Checkpoint.saveModel(model, to: folder)
+        let trainer = try Trainer(weights: model.weights, schedule: LRSchedule(peak: 1))
+        XCTAssertThrowsError(try Checkpoint.restoreTraining(trainer, from: folder)) { XCTAssertTrue("\($0)".contains("trainer_state.json"), "\($0)") }
+        // A truncated model.safetensors names the tensor and the size.
+        let st = folder.appendingPathComponent("model.safetensors")
+        let data = try Data(contentsOf: st)
+        try data.prefix(data.count - 100).write(to: st)
+        XCTAssertThrowsError(try ModelLoader.load(folder.path)) { XCTAssertTrue("\($0)".contains("truncated"), "\($0)") }
+        try Data("{\"hidden_size\": \"wide\"}".utf8).write(to: folder.appendingPathComponent("config.json"))
+        XCTAssertThrowsError(try ModelLoader.load(folder.path)) { XCTAssertTrue("\($0)".contains("\"hidden_size\" must be an integer"), "\($0)") }
+        XCTAssertThrowsError(try ModelLoader.load("/nonexistent/folder")) { XCTAssertEqual("\($0)", "model /nonexistent/folder not found") }
+    }
+
+    func testSmolLM2TokenizerSurvivesTheHuggingFaceFormat() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        let original = try GGUFModel.tokenizer(of: GGUFFile(url: url))
+        let folder = tempFolder()
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try HFTokenizer.tokenizerJSON(original).write(to: folder.appendingPathComponent("tokenizer.json"))
+        try HFTokenizer.configJSON(original, contextLength: 8192, chatTemplate: nil).write(to: folder.appendingPathComponent("tokenizer_config.json"))
+        let back = try HFTokenizer.load(folder)
+        XCTAssertEqual(back.tokens, original.tokens)
+        XCTAssertEqual(back.merges.count, original.merges.count)
+        XCTAssertEqual([back.bos, back.eos, back.pad, back.unknown], [1, 2, 2, 0])
+        let text = "<|im_start|>user\nWhat's 12+7? Ünïcödé 東京 🐍<|im_end|>"
+        XCTAssertEqual(try back.encode(text), try original.encode(text))
+    }
+}
