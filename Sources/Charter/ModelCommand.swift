@@ -1,9 +1,10 @@
 import ArgumentParser
+import Formats
 import Foundation
 
 struct ModelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "model", abstract: "Manage model files.", subcommands: [Fetch.self])
+        commandName: "model", abstract: "Manage model files.", subcommands: [Fetch.self, Convert.self])
 
     struct Fetch: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -24,6 +25,31 @@ struct ModelCommand: ParsableCommand {
             try p.run()
             p.waitUntilExit()
             if p.terminationStatus != 0 { throw ExitCode(p.terminationStatus) }
+        }
+    }
+
+    struct Convert: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a model as a Hugging Face folder or as a GGUF file llama.cpp loads.")
+
+        enum Target: String, ExpressibleByArgument, CaseIterable { case hf, ggufF32 = "gguf-f32", ggufF16 = "gguf-f16" }
+
+        @OptionGroup var modelOptions: ModelOptions
+        @Option(help: "Output folder (hf) or file (gguf-*).") var out: String
+        @Option(help: "Format: \(Target.allCases.map(\.rawValue).joined(separator: ", ")).") var to: Target = .hf
+
+        func run() throws {
+            let model = try modelOptions.load()
+            let url = URL(fileURLWithPath: out)
+            switch to {
+            case .hf: try Checkpoint.saveModel(model, to: url)
+            case .ggufF32, .ggufF16:
+                var writer = GGUFModel.writer(weights: model.weights, tokenizer: model.tokenizer, name: url.deletingPathExtension().lastPathComponent,
+                                              type: to == .ggufF32 ? .f32 : .f16)
+                if let template = model.chatTemplate { writer.add("tokenizer.chat_template", .string(template)) }
+                try writer.write(to: url)
+            }
+            print("wrote \(out)")
         }
     }
 }
