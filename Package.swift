@@ -25,10 +25,11 @@ let package = Package(
         .target(name: "Engine", swiftSettings: fast, linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "Tokenizer", swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: fast),
+        .target(name: "Alignment", dependencies: ["Engine", "Tokenizer", "Formats"], swiftSettings: fast),
         .executableTarget(
             name: "Charter",
             dependencies: [
-                "Engine", "Formats", "Tokenizer",
+                "Engine", "Formats", "Tokenizer", "Alignment",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: fast),
@@ -36,7 +37,7 @@ let package = Package(
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "Engine"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "Formats"]),
         .testTarget(name: "ReferenceTests", dependencies: ["Engine", "Formats", "Tokenizer"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Engine", "Formats"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Engine", "Formats", "Alignment"]),
         // Runs the built `charter` binary; the dependency makes `swift test` build it first.
         .testTarget(name: "CLITests", dependencies: ["Charter"]),
     ]

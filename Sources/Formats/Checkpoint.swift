@@ -15,9 +15,11 @@ public enum Checkpoint {
         try atomically(folder) { tmp in try writeModel(model, into: tmp) }
     }
 
-    public static func saveTraining(_ model: LoadedModel, trainer: Trainer, extra: [String: Any], to folder: URL) throws {
+    /// `files` are written beside the checkpoint (a metrics log, say), by name.
+    public static func saveTraining(_ model: LoadedModel, trainer: Trainer, extra: [String: Any], files: [String: Data] = [:], to folder: URL) throws {
         try atomically(folder) { tmp in
             try writeModel(model, into: tmp)
+            for (name, data) in files { try data.write(to: tmp.appendingPathComponent(name)) }
             let adam = trainer.optimizer
             try SafetensorsFile.encode([("adam.m", [adam.m.count], UnsafeBufferPointer(adam.m)),
                                         ("adam.v", [adam.v.count], UnsafeBufferPointer(adam.v))])

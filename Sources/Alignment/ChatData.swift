@@ -1,0 +1,88 @@
+import Engine
+import Foundation
+import Tokenizer
+
+/// Chat-format JSONL for supervised fine-tuning: one `{"messages": [{"role", "content"}, ...]}` per
+/// line. Each conversation is rendered with the chat template and tokenized as a whole (as the
+/// model will see it when it generates); the loss mask covers the tokens of every assistant reply
+/// and the `<|im_end|>` that closes it, so the model learns to answer and to stop.
+public enum ChatData {
+    public struct Example: Sendable {
+        public let line: Int
+        public let sequence: TrainingSequence
+    }
+
+    public struct LoadReport: Sendable {
+        public var examples: [Example] = []
+        /// Lines dropped because truncation to the length limit left no assistant token.
+        public var truncatedAway: [Int] = []
+    }
+
+    /// Parses and tokenizes a JSONL file. A malformed line is an error naming its number.
+    public static func load(_ url: URL, tokenizer: BPETokenizer, maxLength: Int) throws -> LoadReport {
+        guard let data = try? Data(contentsOf: url) else { throw DataError("\(url.path): cannot read") }
+        var report = LoadReport()
+        var lineNumber = 0
+        for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            lineNumber += 1
+            if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") || $0 == UInt8(ascii: "\r") }) { continue }
+            let messages = try parse(Data(line), line: lineNumber, file: url.lastPathComponent)
+            var sequence = try encode(messages, tokenizer: tokenizer, line: lineNumber, file: url.lastPathComponent)
+            if sequence.tokens.count > maxLength {
+                sequence.tokens.removeLast(sequence.tokens.count - maxLength)
+                sequence.lossMask.removeLast(sequence.lossMask.count - maxLength)
+            }
+            if !sequence.lossMask.contains(where: { $0 != 0 }) { report.truncatedAway.append(lineNumber); continue }
+            report.examples.append(Example(line: lineNumber, sequence: sequence))
+        }
+        if report.examples.isEmpty { throw DataError("\(url.lastPathComponent): no usable examples") }
+        return report
+    }
+
+    static func parse(_ line: Data, line n: Int, file: String) throws -> [ChatMessage] {
+        func fail(_ s: String) -> DataError { DataError("\(file) line \(n): \(s)") }
+        guard let json = try? JSONSerialization.jsonObject(with: line) else { throw fail("not valid JSON") }
+        guard let object = json as? [String: Any] else { throw fail("expected a JSON object with \"messages\"") }
+        guard let list = object["messages"] as? [Any] else { throw fail("\"messages\" is missing or not an array") }
+        var messages: [ChatMessage] = []
+        for (i, item) in list.enumerated() {
+            guard let m = item as? [String: Any] else { throw fail("message \(i) is not an object") }
+            guard let role = m["role"] as? String else { throw fail("message \(i) has no string \"role\"") }
+            guard let content = m["content"] as? String else { throw fail("message \(i) has no string \"content\"") }
+            guard ChatTemplate.roles.contains(role) else { throw fail("message \(i) has role \"\(role)\" (system, user or assistant)") }
+            if role == "system" && i != 0 { throw fail("message \(i): a system message may only come first") }
+            messages.append(ChatMessage(role: role, content: content))
+        }
+        guard messages.contains(where: { $0.role == "assistant" }) else { throw fail("no assistant message to learn from") }
+        return messages
+    }
+
+    /// Tokens of the rendered conversation, with the mask set on assistant replies.
+    public static func encode(_ messages: [ChatMessage], tokenizer: BPETokenizer, line: Int = 0, file: String = "") throws -> TrainingSequence {
+        let text = try ChatTemplate.render(messages, addGenerationPrompt: false)
+        // Byte spans of each assistant reply plus its closing <|im_end|>, found by rendering the prefix.
+        var spans: [Range<Int>] = []
+        for (i, m) in messages.enumerated() where m.role == "assistant" {
+            let before = try ChatTemplate.render(Array(messages[..<i]), addGenerationPrompt: false).utf8.count
+            let start = before + "<|im_start|>assistant\n".utf8.count
+            spans.append(start ..< start + m.content.utf8.count + "<|im_end|>".utf8.count)
+        }
+        let ids: [Int32]
+        do { ids = try tokenizer.encode(text) } catch { throw DataError("\(file) line \(line): \(error)") }
+        var mask = [Float](repeating: 0, count: ids.count)
+        var offset = 0
+        for (k, id) in ids.enumerated() {
+            let length = try tokenizer.decodeBytes([id]).count
+            let range = offset ..< offset + length
+            if k > 0 && spans.contains(where: { $0.overlaps(range) }) { mask[k] = 1 }
+            offset += length
+        }
+        return TrainingSequence(tokens: ids, lossMask: mask)
+    }
+}
+
+/// A problem with training data, said in one line that names the file and line.
+public struct DataError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

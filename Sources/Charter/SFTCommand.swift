@@ -1,0 +1,119 @@
+import Alignment
+import ArgumentParser
+import Engine
+import Formats
+import Foundation
+
+struct SFTCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sft", abstract: "Supervised fine-tuning on chat-format JSONL (loss on assistant tokens only).")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Chat JSONL: one {\"messages\": [{\"role\", \"content\"}, ...]} per line.") var data: String
+    @Option(help: "Output folder: a Hugging Face model folder plus optimizer state, written after each epoch.") var out: String
+    @Option(help: "Passes over the training set.") var epochs = 1
+    @Option(help: "Peak learning rate (warm-up, then cosine decay to a tenth).") var lr: Float = 1e-4
+    @Option(help: "Sequences per optimizer step.") var batchSize = 8
+    @Option(help: "Sequences per forward/backward pass; gradients accumulate up to --batch-size.") var microBatchSize: Int?
+    @Option(help: "Longest sequence in tokens; longer conversations are cut at the end.") var maxLen = 512
+    @Option(help: "Share of examples held out for the eval loss.") var evalFraction = 0.05
+    @Option(help: "Decoupled weight decay on the matrices.") var weightDecay: Float = 0
+    @Option(help: "Seed for the held-out split and the order of examples.") var seed: UInt64 = 0
+    @Flag(help: "Continue the run whose checkpoint is in --out.") var resume = false
+
+    func validate() throws {
+        if maxLen < 2 { throw ValidationError("--max-len must be at least 2, found \(maxLen)") }
+        if !(0..<1).contains(evalFraction) { throw ValidationError("--eval-fraction must be in [0, 1), found \(evalFraction)") }
+    }
+
+    func run() throws {
+        let outURL = URL(fileURLWithPath: out)
+        let model = resume ? try ModelLoader.load(out) : try modelOptions.load()
+        var settings = SFTSettings()
+        settings.epochs = epochs; settings.learningRate = lr; settings.batchSize = batchSize
+        settings.microBatchSize = microBatchSize ?? batchSize; settings.weightDecay = weightDecay; settings.seed = seed
+
+        let loaded = try ChatData.load(URL(fileURLWithPath: data), tokenizer: model.tokenizer, maxLength: min(maxLen, model.config.contextLength))
+        if !loaded.truncatedAway.isEmpty {
+            FileHandle.standardError.write(Data("sft: skipped \(loaded.truncatedAway.count) conversations with no assistant token within --max-len (lines \(loaded.truncatedAway.prefix(10).map(String.init).joined(separator: ", ")))\n".utf8))
+        }
+        let (train, heldOut) = SFTRun.split(loaded.examples.map(\.sequence), heldOutFraction: evalFraction, seed: seed)
+        let run = try SFTRun(weights: model.weights, train: train, heldOut: heldOut, settings: settings)
+        var metrics: [String] = []
+        if resume {
+            let extra = try Checkpoint.restoreTraining(run.trainer, from: outURL)
+            if let saved = extra["settings"] as? [String: Any], let savedSettings = try? JSONDecoder().decode(SFTSettings.self, from: JSONSerialization.data(withJSONObject: saved)),
+               savedSettings != settings {
+                throw CLIError("--resume: the options differ from the run in \(out); use the same --epochs, --lr, --batch-size, --micro-batch-size, --weight-decay and --seed")
+            }
+            metrics = (try? String(contentsOf: outURL.appendingPathComponent("metrics.jsonl"), encoding: .utf8))?
+                .split(separator: "\n").map(String.init) ?? []
+        }
+        print("sft: \(train.count) training and \(heldOut.count) held-out conversations, \(run.totalSteps) steps, \(BLAS.summary)")
+        let progress = ProgressBar(total: run.totalSteps, start: run.trainer.optimizer.step)
+
+        func checkpoint(_ epoch: Int) throws {
+            let settingsJSON = try JSONSerialization.jsonObject(with: JSONEncoder().encode(settings))
+            try Checkpoint.saveTraining(model, trainer: run.trainer, extra: ["settings": settingsJSON, "data": data, "epoch": epoch],
+                                        files: ["metrics.jsonl": Data((metrics.joined(separator: "\n") + "\n").utf8)], to: outURL)
+        }
+        while run.trainer.optimizer.step < run.totalSteps {
+            let started = ContinuousClock.now
+            let r = try run.step()
+            let seconds = (ContinuousClock.now - started).seconds
+            metrics.append(jsonLine(["step": r.step, "loss": r.loss, "grad_norm": Double(r.gradNorm), "lr": Double(r.learningRate),
+                                     "tokens": r.tokens, "seconds": seconds]))
+            progress.update(step: r.step, text: String(format: "loss %.4f  %.0f tok/s", r.loss, Double(r.tokens) / seconds))
+            if r.step % run.stepsPerEpoch == 0 || r.step == run.totalSteps {
+                let epoch = (r.step + run.stepsPerEpoch - 1) / run.stepsPerEpoch
+                if let eval = try run.heldOutLoss() {
+                    metrics.append(jsonLine(["step": r.step, "epoch": epoch, "eval_loss": eval]))
+                    progress.note(String(format: "epoch %d: held-out loss %.4f", epoch, eval))
+                }
+                try checkpoint(epoch)
+            }
+        }
+        progress.finish()
+        print("sft: saved \(out)")
+    }
+
+    func jsonLine(_ object: [String: Any]) -> String {
+        String(decoding: try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+    }
+}
+
+/// A one-line progress bar on stderr: bar, step, the caller's text, and time left.
+final class ProgressBar {
+    let total: Int, start: Int
+    let began = ContinuousClock.now
+    let isTerminal = isatty(2) != 0
+    var lastPrinted = -1
+
+    init(total: Int, start: Int) { self.total = total; self.start = start }
+
+    func update(step: Int, text: String) {
+        let elapsed = (ContinuousClock.now - began).seconds
+        let rate = Double(step - start) / max(elapsed, 1e-9)
+        let left = rate > 0 ? Double(total - step) / rate : 0
+        let width = 24, filled = total > 0 ? width * step / total : width
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        let line = "[\(bar)] \(step)/\(total)  \(text)  ETA \(Self.duration(left))"
+        if isTerminal {
+            FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
+        } else if step == total || step - lastPrinted >= max(1, total / 20) {
+            FileHandle.standardError.write(Data("\(line)\n".utf8))
+            lastPrinted = step
+        }
+    }
+
+    func note(_ text: String) {
+        FileHandle.standardError.write(Data(((isTerminal ? "\r\u{1B}[K" : "") + text + "\n").utf8))
+    }
+
+    func finish() { if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) } }
+
+    static func duration(_ s: Double) -> String {
+        let t = Int(s.rounded())
+        return t >= 3600 ? "\(t / 3600)h\(t % 3600 / 60)m" : t >= 60 ? "\(t / 60)m\(t % 60)s" : "\(t)s"
+    }
+}
