@@ -1,10 +1,11 @@
 import ArgumentParser
+import Engine
 import Formats
 import Foundation
 
 struct ModelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "model", abstract: "Manage model files.", subcommands: [Fetch.self, Convert.self])
+        commandName: "model", abstract: "Manage model files.", subcommands: [Fetch.self, Convert.self, Tiny.self])
 
     struct Fetch: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -49,6 +50,29 @@ struct ModelCommand: ParsableCommand {
                 if let template = model.chatTemplate { writer.add("tokenizer.chat_template", .string(template)) }
                 try writer.write(to: url)
             }
+            print("wrote \(out)")
+        }
+    }
+
+    struct Tiny: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a small random model of the Llama architecture with a model's tokenizer, for tests and demos.")
+
+        @OptionGroup var modelOptions: ModelOptions
+        @Option(help: "Output folder (Hugging Face layout).") var out: String
+        @Option(help: "Layers.") var layers = 2
+        @Option(help: "Width (a multiple of --heads).") var width = 64
+        @Option(help: "Query heads.") var heads = 4
+        @Option(help: "Key/value heads.") var kvHeads = 2
+        @Option(help: "Seed of the random weights.") var seed: UInt64 = 0
+
+        func run() throws {
+            let source = try modelOptions.load()
+            let config = ModelConfig(layers: layers, width: width, heads: heads, kvHeads: kvHeads, ffnWidth: width * 8 / 3 / 8 * 8,
+                                     vocab: source.config.vocab, ropeTheta: 10000, contextLength: 1024)
+            try config.validate()
+            try Checkpoint.saveModel(LoadedModel(weights: .random(config: config, seed: seed, std: 0.02), tokenizer: source.tokenizer,
+                                                 source: URL(fileURLWithPath: out), chatTemplate: source.chatTemplate), to: URL(fileURLWithPath: out))
             print("wrote \(out)")
         }
     }

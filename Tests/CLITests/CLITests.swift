@@ -81,4 +81,40 @@ final class CLITests: XCTestCase {
             XCTAssertTrue(first.hasPrefix("Error: ") && first.contains(message), "\(args): \(r.err)")
         }
     }
+
+    /// A 1-layer model with SmolLM2's tokenizer, made by `charter` itself from the real file.
+    func testSFTTrainsAndWritesALoadableFolder() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-sft-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let tiny = dir.appendingPathComponent("tiny").path, out = dir.appendingPathComponent("out").path
+        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let r = try charter("sft", "--model", tiny, "--data", "examples/sft-sample.jsonl", "--out", out, "--epochs", "2",
+                            "--batch-size", "4", "--micro-batch-size", "2", "--lr", "3e-3", "--eval-fraction", "0.2")
+        XCTAssertEqual(r.status, 0, r.err)
+        let metrics = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        let losses = metrics.compactMap { $0["loss"] as? Double }, evals = metrics.compactMap { $0["eval_loss"] as? Double }
+        XCTAssertEqual(losses.count, 10)
+        XCTAssertEqual(evals.count, 2)
+        XCTAssertLessThan(losses.last!, losses.first! - 0.5, "training loss should fall: \(losses)")
+        let g = try charter("generate", "--model", out, "--prompt", "Hi", "--max-tokens", "3", "--json")
+        XCTAssertEqual(g.status, 0, g.err)
+        // A second run asked to resume a finished run has nothing left to do and keeps the folder.
+        let again = try charter("sft", "--model", tiny, "--data", "examples/sft-sample.jsonl", "--out", out, "--epochs", "2",
+                                "--batch-size", "4", "--micro-batch-size", "2", "--lr", "3e-3", "--eval-fraction", "0.2", "--resume")
+        XCTAssertEqual(again.status, 0, again.err)
+        let differs = try charter("sft", "--data", "examples/sft-sample.jsonl", "--out", out, "--epochs", "3", "--resume")
+        XCTAssertNotEqual(differs.status, 0)
+        XCTAssertTrue(differs.err.contains("the options differ"), differs.err)
+    }
+
+    func testSFTNamesTheBadLine() throws {
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("charter-bad-\(UUID()).jsonl")
+        try Data("{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}\n{oops\n".utf8).write(to: data)
+        defer { try? FileManager.default.removeItem(at: data) }
+        let r = try charter("sft", "--data", data.path, "--out", "/tmp/never-written")
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("line 2: not valid JSON"), r.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/tmp/never-written"))
+    }
 }
