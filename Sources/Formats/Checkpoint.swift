@@ -8,7 +8,9 @@ import Tokenizer
 /// generation_config.json, model.safetensors (float32, standard Llama names), tokenizer.json and
 /// tokenizer_config.json. A training checkpoint adds optimizer.safetensors (AdamW's two moments,
 /// flat, in the parameter layout) and trainer_state.json (step, schedule, settings, and the
-/// caller's own state such as a data cursor). Folders are written beside their final name and
+/// caller's own state such as a data cursor). With LoRA, model.safetensors holds the merged weights
+/// (so any tool loads the fine-tuned model) and adapters.safetensors the adapters; resuming reloads
+/// the unmerged base from where the run started. Folders are written beside their final name and
 /// renamed into place, so a crash never leaves half a checkpoint under the final name.
 public enum Checkpoint {
     public static func saveModel(_ model: LoadedModel, to folder: URL) throws {
@@ -18,25 +20,36 @@ public enum Checkpoint {
     /// `files` are written beside the checkpoint (a metrics log, say), by name.
     public static func saveTraining(_ model: LoadedModel, trainer: Trainer, extra: [String: Any], files: [String: Data] = [:], to folder: URL) throws {
         try atomically(folder) { tmp in
-            try writeModel(model, into: tmp)
+            if let lora = trainer.lora {
+                let merged = ModelWeights(config: model.config)
+                merged.storage.update(from: model.weights.storage)
+                lora.merge(into: merged)
+                try writeModel(LoadedModel(weights: merged, tokenizer: model.tokenizer, source: model.source, chatTemplate: model.chatTemplate), into: tmp)
+                try SafetensorsFile.encode([("lora", [lora.count], UnsafeBufferPointer(start: lora.storage.baseAddress, count: lora.count))])
+                    .write(to: tmp.appendingPathComponent("adapters.safetensors"))
+            } else {
+                try writeModel(model, into: tmp)
+            }
             for (name, data) in files { try data.write(to: tmp.appendingPathComponent(name)) }
             let adam = trainer.optimizer
             try SafetensorsFile.encode([("adam.m", [adam.m.count], UnsafeBufferPointer(adam.m)),
                                         ("adam.v", [adam.v.count], UnsafeBufferPointer(adam.v))])
                 .write(to: tmp.appendingPathComponent("optimizer.safetensors"))
             let state: [String: Any] = [
-                "step": adam.step, "parameters": trainer.weights.layout.totalCount,
+                "step": adam.step, "parameters": adam.m.count,
                 "schedule": try JSONSerialization.jsonObject(with: JSONEncoder().encode(trainer.schedule)),
                 "adam": try JSONSerialization.jsonObject(with: JSONEncoder().encode(adam.settings)),
                 "extra": extra,
+                "lora": try trainer.lora.map { try JSONSerialization.jsonObject(with: JSONEncoder().encode($0.config)) } ?? NSNull(),
             ]
             try JSONSerialization.data(withJSONObject: state, options: [.prettyPrinted, .sortedKeys])
                 .write(to: tmp.appendingPathComponent("trainer_state.json"))
         }
     }
 
-    /// Restores the optimizer moments and step of a checkpoint into `trainer` (whose weights were
-    /// loaded from the same folder); returns the caller's `extra` state.
+    /// Restores the optimizer moments, the step and any adapters of a checkpoint into `trainer` (whose
+    /// weights were loaded from the same folder, or for LoRA from the run's base model); returns the
+    /// caller's `extra` state.
     public static func restoreTraining(_ trainer: Trainer, from folder: URL) throws -> [String: Any] {
         let stateURL = folder.appendingPathComponent("trainer_state.json")
         guard let data = try? Data(contentsOf: stateURL),
@@ -44,8 +57,13 @@ public enum Checkpoint {
               let step = state["step"] as? Int, let count = state["parameters"] as? Int else {
             throw FormatError("\(stateURL.path): missing or not a trainer state (needs step and parameters)")
         }
-        guard count == trainer.weights.layout.totalCount else {
-            throw FormatError("\(stateURL.path): saved for \(count) parameters, the model has \(trainer.weights.layout.totalCount)")
+        guard count == trainer.optimizer.m.count else {
+            throw FormatError("\(stateURL.path): saved for \(count) trained parameters, this run trains \(trainer.optimizer.m.count)")
+        }
+        if let lora = trainer.lora {
+            let adapters = try SafetensorsFile(url: folder.appendingPathComponent("adapters.safetensors"))
+            guard let t = adapters.tensors["lora"], t.count == lora.count else { throw FormatError("adapters.safetensors: missing or of the wrong size") }
+            adapters.read(t, into: lora.storage.baseAddress!)
         }
         let file = try SafetensorsFile(url: folder.appendingPathComponent("optimizer.safetensors"))
         for (name, buffer) in [("adam.m", trainer.optimizer.m), ("adam.v", trainer.optimizer.v)] {

@@ -3,7 +3,7 @@
 public enum CrossEntropy {
     /// xn (R, C): final-normed hidden states of the rows that predict `targets`.
     /// Adds coef[r] * -log p(target r) to the returned loss, writes dXn (R, C), adds into dW (V, C);
-    /// without dXn and dW it only evaluates.
+    /// without dXn it only evaluates; without dW the output projection is frozen.
     /// `logits` (R, V) is scratch; on return it holds the raw logits. `logprobs` (R) receives
     /// log p(target r) under the model.
     public static func forwardBackward(xn: UnsafePointer<Float>, rows: Int, targets: [Int32], coefs: [Float],
@@ -27,9 +27,9 @@ public enum CrossEntropy {
             VectorMath.scale(g, coefs[r], V)
             g[t] -= coefs[r]
         }
-        guard let dXn, let dW else { return loss }
+        guard let dXn else { return loss }
         BLAS.gemm(m: rows, n: C, k: V, a: grad, lda: V, b: w, ldb: C, transB: false, c: dXn, ldc: C)
-        BLAS.gemm(m: V, n: C, k: rows, a: grad, lda: V, transA: true, b: xn, ldb: C, transB: false, c: dW, ldc: C, beta: 1)
+        if let dW { BLAS.gemm(m: V, n: C, k: rows, a: grad, lda: V, transA: true, b: xn, ldb: C, transB: false, c: dW, ldc: C, beta: 1) }
         return loss
     }
 }

@@ -17,7 +17,7 @@ public enum RMSNorm {
     }
 
     /// dx += s * (dy * g) - x * s^3 / n * sum(dy * g * x);  dGain += sum over rows of dy * x * s.
-    public static func backward(dx: UnsafeMutablePointer<Float>, dGain: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+    public static func backward(dx: UnsafeMutablePointer<Float>, dGain: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>,
                                 _ x: UnsafePointer<Float>, _ gain: UnsafePointer<Float>, inv: UnsafePointer<Float>, rows: Int, n: Int) {
         for r in 0..<rows {
             let xr = x + r * n, dy = dOut + r * n, d = dx + r * n, s = inv[r]
@@ -26,7 +26,7 @@ public enum RMSNorm {
             let k = s * s * s / Float(n) * dot
             for i in 0..<n {
                 d[i] += s * dy[i] * gain[i] - xr[i] * k
-                dGain[i] += dy[i] * xr[i] * s
+                dGain?[i] += dy[i] * xr[i] * s
             }
         }
     }

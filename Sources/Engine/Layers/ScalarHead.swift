@@ -49,7 +49,7 @@ extension ForwardPass {
     /// Given d loss / d score at `rows`, adds the head's gradient to `headGrads` (C + 1) and the final
     /// norm's to `grads`; returns d loss / d final hidden (N, C) for `backward` (caller deallocates).
     public func scoreBackward(_ head: ScalarHead, dScores: [Float], rows: [Int]? = nil, headGrads: UnsafeMutablePointer<Float>,
-                              grads: ModelWeights) -> UnsafeMutablePointer<Float> {
+                              grads: ModelWeights?) -> UnsafeMutablePointer<Float> {
         let rows = rows ?? lastRows, C = config.width
         let inv = UnsafeMutablePointer<Float>.allocate(capacity: max(rows.count, 1))
         let dXn = UnsafeMutablePointer<Float>.allocate(capacity: max(rows.count * C, 1))

@@ -33,6 +33,8 @@ public final class Backprop {
     let offsets: [ParameterLayout.LayerOffsets]
     /// Target rows per cross-entropy chunk: bounds the (rows, V) logits buffer.
     public var rowsPerChunk = 256
+    /// Low-rank adapters added to the projections, if any.
+    public var lora: LoRAAdapters?
 
     public var config: ModelConfig { weights.config }
 
@@ -104,43 +106,65 @@ public final class Backprop {
         let W = (H + 2 * K) * D, w = weights.base, o = offsets[l]
         RMSNorm.forward(s.xn1, inv: s.inv1, xIn, w + o.attnNorm, rows: n, n: C, eps: c.rmsEps)
         BLAS.gemm(m: n, n: W, k: C, a: s.xn1, lda: C, b: w + o.wq, ldb: C, transB: true, c: s.qkv, ldc: W)
+        for (t, column) in [(LoRAConfig.Target.q, 0), (.k, H * D), (.v, (H + K) * D)] {
+            if let a = lora?.slot(layer: l, t) { lora!.forward(a, out: s.qkv + column, ldOut: W, x: s.xn1, ldIn: C, rows: n) }
+        }
         for (start, len) in zip(p.starts, p.lengths) {
             for pos in 0..<len { rotary.apply(s.qkv + (start + pos) * W, heads: H + K, pos: pos) }
         }
         attention.forward(s.att, qkv: s.qkv, starts: p.starts, lengths: p.lengths)
         s.x2.update(from: xIn, count: n * C)
         BLAS.gemm(m: n, n: C, k: H * D, a: s.att, lda: H * D, b: w + o.wo, ldb: H * D, transB: true, c: s.x2, ldc: C, beta: 1)
+        if let a = lora?.slot(layer: l, .o) { lora!.forward(a, out: s.x2, ldOut: C, x: s.att, ldIn: H * D, rows: n) }
         RMSNorm.forward(s.xn2, inv: s.inv2, s.x2, w + o.ffnNorm, rows: n, n: C, eps: c.rmsEps)
         BLAS.gemm(m: n, n: 2 * F, k: C, a: s.xn2, lda: C, b: w + o.wGate, ldb: C, transB: true, c: s.gateUp, ldc: 2 * F)
+        for (t, column) in [(LoRAConfig.Target.gate, 0), (.up, F)] {
+            if let a = lora?.slot(layer: l, t) { lora!.forward(a, out: s.gateUp + column, ldOut: 2 * F, x: s.xn2, ldIn: C, rows: n) }
+        }
         for r in 0..<n { SwiGLU.forward(s.hidden + r * F, gate: s.gateUp + r * 2 * F, up: s.gateUp + r * 2 * F + F, F) }
         xOut.update(from: s.x2, count: n * C)
         BLAS.gemm(m: n, n: C, k: F, a: s.hidden, lda: F, b: w + o.wDown, ldb: F, transB: true, c: xOut, ldc: C, beta: 1)
+        if let a = lora?.slot(layer: l, .down) { lora!.forward(a, out: xOut, ldOut: C, x: s.hidden, ldIn: F, rows: n) }
     }
 
-    /// On entry dx holds d loss / d x_out of layer l; on return, d loss / d x_in. Parameter gradients are added to g.
-    func layerBackward(_ l: Int, _ p: Packing, xIn: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, _ s: Scratch, grads g: UnsafeMutablePointer<Float>) {
+    /// On entry dx holds d loss / d x_out of layer l; on return, d loss / d x_in. Parameter gradients
+    /// are added to g (skipped when nil: frozen base) and adapter gradients to loraGrads.
+    func layerBackward(_ l: Int, _ p: Packing, xIn: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, _ s: Scratch,
+                       grads g: UnsafeMutablePointer<Float>?, loraGrads: UnsafeMutablePointer<Float>?) {
         let c = config, n = p.n, C = c.width, D = c.headDim, H = c.heads, K = c.kvHeads, F = c.ffnWidth
         let W = (H + 2 * K) * D, w = weights.base, o = offsets[l]
+        func adapter(_ t: LoRAConfig.Target, dOut: UnsafePointer<Float>, ldOut: Int, x: UnsafePointer<Float>, ldIn: Int, dX: UnsafeMutablePointer<Float>) {
+            if let lora, let loraGrads, let a = lora.slot(layer: l, t) {
+                lora.backward(a, dOut: dOut, ldOut: ldOut, x: x, ldIn: ldIn, rows: n, dX: dX, grads: loraGrads)
+            }
+        }
         // x_out = x2 + hidden * Wdown^T
         BLAS.gemm(m: n, n: F, k: C, a: dx, lda: C, b: w + o.wDown, ldb: F, transB: false, c: s.dHidden, ldc: F)
-        BLAS.gemm(m: C, n: F, k: n, a: dx, lda: C, transA: true, b: s.hidden, ldb: F, transB: false, c: g + o.wDown, ldc: F, beta: 1)
+        if let g { BLAS.gemm(m: C, n: F, k: n, a: dx, lda: C, transA: true, b: s.hidden, ldb: F, transB: false, c: g + o.wDown, ldc: F, beta: 1) }
+        adapter(.down, dOut: dx, ldOut: C, x: s.hidden, ldIn: F, dX: s.dHidden)
         for r in 0..<n {
             SwiGLU.backward(dGate: s.dGateUp + r * 2 * F, dUp: s.dGateUp + r * 2 * F + F, dOut: s.dHidden + r * F,
                             gate: s.gateUp + r * 2 * F, up: s.gateUp + r * 2 * F + F, F)
         }
         BLAS.gemm(m: n, n: C, k: 2 * F, a: s.dGateUp, lda: 2 * F, b: w + o.wGate, ldb: C, transB: false, c: s.dXn, ldc: C)
-        BLAS.gemm(m: 2 * F, n: C, k: n, a: s.dGateUp, lda: 2 * F, transA: true, b: s.xn2, ldb: C, transB: false, c: g + o.wGate, ldc: C, beta: 1)
-        RMSNorm.backward(dx: dx, dGain: g + o.ffnNorm, dOut: s.dXn, s.x2, w + o.ffnNorm, inv: s.inv2, rows: n, n: C)
+        if let g { BLAS.gemm(m: 2 * F, n: C, k: n, a: s.dGateUp, lda: 2 * F, transA: true, b: s.xn2, ldb: C, transB: false, c: g + o.wGate, ldc: C, beta: 1) }
+        adapter(.gate, dOut: s.dGateUp, ldOut: 2 * F, x: s.xn2, ldIn: C, dX: s.dXn)
+        adapter(.up, dOut: s.dGateUp + F, ldOut: 2 * F, x: s.xn2, ldIn: C, dX: s.dXn)
+        RMSNorm.backward(dx: dx, dGain: g.map { $0 + o.ffnNorm }, dOut: s.dXn, s.x2, w + o.ffnNorm, inv: s.inv2, rows: n, n: C)
         // x2 = x_in + att * Wo^T
         BLAS.gemm(m: n, n: H * D, k: C, a: dx, lda: C, b: w + o.wo, ldb: H * D, transB: false, c: s.dAtt, ldc: H * D)
-        BLAS.gemm(m: C, n: H * D, k: n, a: dx, lda: C, transA: true, b: s.att, ldb: H * D, transB: false, c: g + o.wo, ldc: H * D, beta: 1)
+        if let g { BLAS.gemm(m: C, n: H * D, k: n, a: dx, lda: C, transA: true, b: s.att, ldb: H * D, transB: false, c: g + o.wo, ldc: H * D, beta: 1) }
+        adapter(.o, dOut: dx, ldOut: C, x: s.att, ldIn: H * D, dX: s.dAtt)
         attention.backward(dqkv: s.dQKV, dOut: s.dAtt, qkv: s.qkv, starts: p.starts, lengths: p.lengths)
         for (start, len) in zip(p.starts, p.lengths) {
             for pos in 0..<len { rotary.apply(s.dQKV + (start + pos) * W, heads: H + K, pos: pos, inverse: true) }
         }
         BLAS.gemm(m: n, n: C, k: W, a: s.dQKV, lda: W, b: w + o.wq, ldb: C, transB: false, c: s.dXn, ldc: C)
-        BLAS.gemm(m: W, n: C, k: n, a: s.dQKV, lda: W, transA: true, b: s.xn1, ldb: C, transB: false, c: g + o.wq, ldc: C, beta: 1)
-        RMSNorm.backward(dx: dx, dGain: g + o.attnNorm, dOut: s.dXn, xIn, w + o.attnNorm, inv: s.inv1, rows: n, n: C)
+        if let g { BLAS.gemm(m: W, n: C, k: n, a: s.dQKV, lda: W, transA: true, b: s.xn1, ldb: C, transB: false, c: g + o.wq, ldc: C, beta: 1) }
+        adapter(.q, dOut: s.dQKV, ldOut: W, x: s.xn1, ldIn: C, dX: s.dXn)
+        adapter(.k, dOut: s.dQKV + H * D, ldOut: W, x: s.xn1, ldIn: C, dX: s.dXn)
+        adapter(.v, dOut: s.dQKV + (H + K) * D, ldOut: W, x: s.xn1, ldIn: C, dX: s.dXn)
+        RMSNorm.backward(dx: dx, dGain: g.map { $0 + o.attnNorm }, dOut: s.dXn, xIn, w + o.attnNorm, inv: s.inv1, rows: n, n: C)
     }
 
     /// Layer inputs: xs[l] (N, C) for l in 0...L (xs[L] is the last layer's output).
@@ -169,7 +193,7 @@ public final class Backprop {
         let pass = try forward(batch, normalizer: normalizer)
         let (report, dx) = pass.languageModelLoss(grads: grads)
         defer { dx.deallocate() }
-        pass.backward(dx, grads: grads)
+        pass.backward(dx, grads: grads, loraGrads: nil)
         return report
     }
 
@@ -223,14 +247,14 @@ public final class ForwardPass {
     }
 
     /// Backward through the final norm for `rows`: dXn (rows, C) into dx (N, C), gain gradient into grads.
-    func finalNormBackward(rows: [Int], dXn: UnsafePointer<Float>, inv: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, grads: ModelWeights) {
+    func finalNormBackward(rows: [Int], dXn: UnsafePointer<Float>, inv: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, grads: ModelWeights?) {
         let C = config.width, w = model.weights, gainOffset = w.layout.finalNormOffset
         let gathered = UnsafeMutablePointer<Float>.allocate(capacity: max(rows.count * C, 1))
         let dRows = UnsafeMutablePointer<Float>.allocate(capacity: max(rows.count * C, 1))
         defer { gathered.deallocate(); dRows.deallocate() }
         for (i, r) in rows.enumerated() { (gathered + i * C).update(from: finalHidden + r * C, count: C) }
         dRows.initialize(repeating: 0, count: rows.count * C)
-        RMSNorm.backward(dx: dRows, dGain: grads.base + gainOffset, dOut: dXn, gathered, w.base + gainOffset, inv: inv, rows: rows.count, n: C)
+        RMSNorm.backward(dx: dRows, dGain: grads.map { $0.base + gainOffset }, dOut: dXn, gathered, w.base + gainOffset, inv: inv, rows: rows.count, n: C)
         for (i, r) in rows.enumerated() { VectorMath.axpy(1, dRows + i * C, dx + r * C, C) }
     }
 
@@ -245,8 +269,9 @@ public final class ForwardPass {
     /// Weighted next-token cross-entropy on the loss-mask targets, a chunk of rows at a time.
     /// Adds the output projection's and final norm's gradients to `grads`; returns the report and
     /// d loss / d final hidden (N, C), which the caller passes to `backward` and then deallocates.
-    /// Without `grads` it only evaluates (the returned gradient stays zero).
-    public func languageModelLoss(grads: ModelWeights?) -> (LossReport, UnsafeMutablePointer<Float>) {
+    /// Without `grads` the base model is frozen; with `backward` false it only evaluates (the
+    /// returned gradient stays zero).
+    public func languageModelLoss(grads: ModelWeights?, backward: Bool = true) -> (LossReport, UnsafeMutablePointer<Float>) {
         let c = config, C = c.width, V = c.vocab, w = model.weights, p = packing
         let outW = w.layout.lmHeadOffset
         let dx = zeroGradient()
@@ -263,22 +288,24 @@ public final class ForwardPass {
             loss += CrossEntropy.forwardBackward(
                 xn: xn, rows: rows.count, targets: Array(p.targets[range]), coefs: Array(p.coefs[range]),
                 w: w.base + outW, vocab: V, width: C, logits: logits, logprobs: lp,
-                dXn: grads == nil ? nil : dxn, dW: grads.map { $0.base + outW })
+                dXn: backward ? dxn : nil, dW: grads.map { $0.base + outW })
             xn.deallocate()
-            if let grads { finalNormBackward(rows: rows, dXn: dxn, inv: inv, dx: dx, grads: grads) }
+            if backward { finalNormBackward(rows: rows, dXn: dxn, inv: inv, dx: dx, grads: grads) }
             for (i, src) in p.targetSource[range].enumerated() { logprobs[src.sequence][src.position] = lp[i] }
         }
         return (LossReport(loss: loss, targets: targets, logprobs: logprobs), dx)
     }
 
     /// Backward through the layers and the embedding: dx (N, C) is d loss / d final hidden (it is
-    /// used as scratch). Parameter gradients are added into `grads`.
-    public func backward(_ dx: UnsafeMutablePointer<Float>, grads: ModelWeights) {
-        let c = config, C = c.width, g = grads.base
+    /// used as scratch). Parameter gradients are added into `grads` (nil: base frozen), adapter
+    /// gradients into `loraGrads` (same layout as the model's adapters).
+    public func backward(_ dx: UnsafeMutablePointer<Float>, grads: ModelWeights?, loraGrads: UnsafeMutablePointer<Float>? = nil) {
+        let c = config, C = c.width
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             model.layerForward(l, packing, xIn: xs[l], xOut: xs[l + 1], scratch) // recompute this layer's intermediates
-            model.layerBackward(l, packing, xIn: xs[l], dx: dx, scratch, grads: g)
+            model.layerBackward(l, packing, xIn: xs[l], dx: dx, scratch, grads: grads?.base, loraGrads: loraGrads)
         }
+        guard let g = grads?.base else { return }
         let gEmbed = g + model.weights.layout.embedOffset
         for (i, t) in packing.tokens.enumerated() { VectorMath.axpy(1, dx + i * C, gEmbed + Int(t) * C, C) }
     }
