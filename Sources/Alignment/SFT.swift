@@ -30,13 +30,13 @@ public final class SFTRun {
     public var stepsPerEpoch: Int { (train.count + settings.batchSize - 1) / settings.batchSize }
     public var totalSteps: Int { stepsPerEpoch * settings.epochs }
 
-    public init(weights: ModelWeights, train: [TrainingSequence], heldOut: [TrainingSequence], settings: SFTSettings) throws {
+    public init(weights: ModelWeights, lora: LoRAAdapters? = nil, train: [TrainingSequence], heldOut: [TrainingSequence], settings: SFTSettings) throws {
         try settings.validate()
         if train.isEmpty { throw DataError("no training examples") }
         self.train = train; self.heldOut = heldOut; self.settings = settings
         let total = (train.count + settings.batchSize - 1) / settings.batchSize * settings.epochs
         trainer = try Trainer(
-            weights: weights,
+            weights: weights, lora: lora,
             schedule: LRSchedule(peak: settings.learningRate, warmupSteps: Int(Float(total) * settings.warmupFraction),
                                  totalSteps: total, decay: .cosine, minRatio: 0.1),
             settings: AdamW.Settings(weightDecay: settings.weightDecay, clipNorm: settings.clipNorm))

@@ -19,16 +19,36 @@ struct SFTCommand: ParsableCommand {
     @Option(help: "Share of examples held out for the eval loss.") var evalFraction = 0.05
     @Option(help: "Decoupled weight decay on the matrices.") var weightDecay: Float = 0
     @Option(help: "Seed for the held-out split and the order of examples.") var seed: UInt64 = 0
+    @Option(help: "Train rank-r LoRA adapters instead of every weight (the saved model is merged).") var loraRank: Int?
+    @Option(help: "LoRA alpha (default 2 x rank); adapters are scaled by alpha / rank.") var loraAlpha: Float?
+    @Option(help: "Comma-separated projections to adapt: q,k,v,o,gate,up,down.") var loraTargets = "q,k,v,o,gate,up,down"
     @Flag(help: "Continue the run whose checkpoint is in --out.") var resume = false
 
     func validate() throws {
         if maxLen < 2 { throw ValidationError("--max-len must be at least 2, found \(maxLen)") }
         if !(0..<1).contains(evalFraction) { throw ValidationError("--eval-fraction must be in [0, 1), found \(evalFraction)") }
+        if let r = loraRank, r < 1 { throw ValidationError("--lora-rank must be at least 1, found \(r)") }
+        _ = try loraConfig()
+    }
+
+    func loraConfig() throws -> LoRAConfig? {
+        guard let rank = loraRank else { return nil }
+        let targets = try loraTargets.split(separator: ",").map { name -> LoRAConfig.Target in
+            guard let t = LoRAConfig.Target(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--lora-targets: \"\(name)\" is not one of q, k, v, o, gate, up, down")
+            }
+            return t
+        }
+        return LoRAConfig(rank: rank, alpha: loraAlpha, targets: targets)
     }
 
     func run() throws {
         let outURL = URL(fileURLWithPath: out)
-        let model = resume ? try ModelLoader.load(out) : try modelOptions.load()
+        let lora = try loraConfig()
+        // A LoRA checkpoint holds merged weights; its run resumes from the base model it started from.
+        let model = resume && lora == nil ? try ModelLoader.load(out) : try modelOptions.load()
+        let adapters = lora.map { LoRAAdapters(config: $0, model: model.config) }
+        adapters?.initialize(seed: SplitMix64.derive(seed, 0x107A))
         var settings = SFTSettings()
         settings.epochs = epochs; settings.learningRate = lr; settings.batchSize = batchSize
         settings.microBatchSize = microBatchSize ?? batchSize; settings.weightDecay = weightDecay; settings.seed = seed
@@ -38,13 +58,16 @@ struct SFTCommand: ParsableCommand {
             FileHandle.standardError.write(Data("sft: skipped \(loaded.truncatedAway.count) conversations with no assistant token within --max-len (lines \(loaded.truncatedAway.prefix(10).map(String.init).joined(separator: ", ")))\n".utf8))
         }
         let (train, heldOut) = SFTRun.split(loaded.examples.map(\.sequence), heldOutFraction: evalFraction, seed: seed)
-        let run = try SFTRun(weights: model.weights, train: train, heldOut: heldOut, settings: settings)
+        let run = try SFTRun(weights: model.weights, lora: adapters, train: train, heldOut: heldOut, settings: settings)
         var metrics: [String] = []
         if resume {
             let extra = try Checkpoint.restoreTraining(run.trainer, from: outURL)
             if let saved = extra["settings"] as? [String: Any], let savedSettings = try? JSONDecoder().decode(SFTSettings.self, from: JSONSerialization.data(withJSONObject: saved)),
                savedSettings != settings {
                 throw CLIError("--resume: the options differ from the run in \(out); use the same --epochs, --lr, --batch-size, --micro-batch-size, --weight-decay and --seed")
+            }
+            if lora != nil, let base = extra["base_model"] as? String, base != modelOptions.model {
+                throw CLIError("--resume: this LoRA run started from --model \(base)")
             }
             metrics = (try? String(contentsOf: outURL.appendingPathComponent("metrics.jsonl"), encoding: .utf8))?
                 .split(separator: "\n").map(String.init) ?? []
@@ -54,7 +77,8 @@ struct SFTCommand: ParsableCommand {
 
         func checkpoint(_ epoch: Int) throws {
             let settingsJSON = try JSONSerialization.jsonObject(with: JSONEncoder().encode(settings))
-            try Checkpoint.saveTraining(model, trainer: run.trainer, extra: ["settings": settingsJSON, "data": data, "epoch": epoch],
+            try Checkpoint.saveTraining(model, trainer: run.trainer, extra: ["settings": settingsJSON, "data": data, "epoch": epoch,
+                                                                            "base_model": modelOptions.model],
                                         files: ["metrics.jsonl": Data((metrics.joined(separator: "\n") + "\n").utf8)], to: outURL)
         }
         while run.trainer.optimizer.step < run.totalSteps {

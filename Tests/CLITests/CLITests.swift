@@ -108,6 +108,19 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(differs.err.contains("the options differ"), differs.err)
     }
 
+    func testLoRASFTWritesMergedWeightsAndAdapters() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-lora-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let tiny = dir.appendingPathComponent("tiny").path, out = dir.appendingPathComponent("out").path
+        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let r = try charter("sft", "--model", tiny, "--data", "examples/sft-sample.jsonl", "--out", out, "--batch-size", "8",
+                            "--lora-rank", "4", "--lora-targets", "q,v,down", "--lr", "1e-2")
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/adapters.safetensors"))
+        let g = try charter("generate", "--model", out, "--prompt", "Hi", "--max-tokens", "2", "--json")
+        XCTAssertEqual(g.status, 0, g.err)
+    }
+
     func testSFTNamesTheBadLine() throws {
         let data = FileManager.default.temporaryDirectory.appendingPathComponent("charter-bad-\(UUID()).jsonl")
         try Data("{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}\n{oops\n".utf8).write(to: data)
