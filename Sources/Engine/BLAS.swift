@@ -71,6 +71,9 @@ public enum BLAS {
             setenv("OPENBLAS_CORETYPE", type, 1)
             chosen = type
         }
+        // Idle OpenBLAS threads spin for a long while by default, stealing a core from the engine's
+        // own vector loops between products; let them sleep soon instead.
+        if ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] == nil { setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) }
         let names = ["libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"]
         guard let handle = names.lazy.compactMap({ dlopen($0, RTLD_NOW | RTLD_GLOBAL) }).first else {
             fatalError("charter: cannot load OpenBLAS (\(String(cString: dlerror()))); install it with: apt-get install libopenblas-dev")

@@ -96,11 +96,28 @@ public final class AdamW: @unchecked Sendable {
         let c1 = 1 - powf(b1, Float(step)), c2 = 1 - powf(b2, Float(step))
         let p = params.baseAddress!, g = grads.baseAddress!, mm = m.baseAddress!, vv = v.baseAddress!
         let stepSize = lr / c1, invC2 = 1 / c2, eps = settings.eps
-        for i in 0..<params.count {
-            let gi = g[i]
-            mm[i] = b1 * mm[i] + (1 - b1) * gi
-            vv[i] = b2 * vv[i] + (1 - b2) * gi * gi
-            p[i] -= stepSize * mm[i] / ((vv[i] * invC2).squareRoot() + eps)
+        // Two cores, contiguous blocks: each element's update is independent of the others.
+        let block = 1 << 16
+        Parallel.forEach((params.count + block - 1) / block) { t in
+            typealias V8 = SIMD8<Float>
+            var i = t * block
+            let end = min(i + block, params.count)
+            while i + 8 <= end {
+                let gi = VectorMath.load(g + i)
+                let mi = b1 * VectorMath.load(mm + i) + (1 - b1) * gi
+                let vi = b2 * VectorMath.load(vv + i) + (1 - b2) * gi * gi
+                VectorMath.store(mi, mm + i)
+                VectorMath.store(vi, vv + i)
+                VectorMath.store(VectorMath.load(p + i) - stepSize * mi / ((vi * invC2).squareRoot() + eps), p + i)
+                i += 8
+            }
+            while i < end {
+                let gi = g[i]
+                mm[i] = b1 * mm[i] + (1 - b1) * gi
+                vv[i] = b2 * vv[i] + (1 - b2) * gi * gi
+                p[i] -= stepSize * mm[i] / ((vv[i] * invC2).squareRoot() + eps)
+                i += 1
+            }
         }
         return gradNorm
     }

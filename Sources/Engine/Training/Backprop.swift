@@ -121,7 +121,7 @@ public final class Backprop {
         for (t, column) in [(LoRAConfig.Target.gate, 0), (.up, F)] {
             if let a = lora?.slot(layer: l, t) { lora!.forward(a, out: s.gateUp + column, ldOut: 2 * F, x: s.xn2, ldIn: C, rows: n) }
         }
-        for r in 0..<n { SwiGLU.forward(s.hidden + r * F, gate: s.gateUp + r * 2 * F, up: s.gateUp + r * 2 * F + F, F) }
+        Parallel.forEach(n) { r in SwiGLU.forward(s.hidden + r * F, gate: s.gateUp + r * 2 * F, up: s.gateUp + r * 2 * F + F, F) }
         xOut.update(from: s.x2, count: n * C)
         BLAS.gemm(m: n, n: C, k: F, a: s.hidden, lda: F, b: w + o.wDown, ldb: F, transB: true, c: xOut, ldc: C, beta: 1)
         if let a = lora?.slot(layer: l, .down) { lora!.forward(a, out: xOut, ldOut: C, x: s.hidden, ldIn: F, rows: n) }
@@ -142,7 +142,7 @@ public final class Backprop {
         BLAS.gemm(m: n, n: F, k: C, a: dx, lda: C, b: w + o.wDown, ldb: F, transB: false, c: s.dHidden, ldc: F)
         if let g { BLAS.gemm(m: C, n: F, k: n, a: dx, lda: C, transA: true, b: s.hidden, ldb: F, transB: false, c: g + o.wDown, ldc: F, beta: 1) }
         adapter(.down, dOut: dx, ldOut: C, x: s.hidden, ldIn: F, dX: s.dHidden)
-        for r in 0..<n {
+        Parallel.forEach(n) { r in
             SwiGLU.backward(dGate: s.dGateUp + r * 2 * F, dUp: s.dGateUp + r * 2 * F + F, dOut: s.dHidden + r * F,
                             gate: s.gateUp + r * 2 * F, up: s.gateUp + r * 2 * F + F, F)
         }
