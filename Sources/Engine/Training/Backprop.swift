@@ -23,9 +23,10 @@ public struct LossReport: Sendable {
 
 /// Loss and gradients of a Llama model on packed sequences (no padding), on the CPU.
 ///
-/// Memory: only each layer's input (N, C) is kept from the forward pass; the backward pass
-/// recomputes one layer's intermediates at a time from it. Logits exist only for target rows, a
-/// chunk at a time. Gradients are added into `grads`, so micro-batches accumulate.
+/// Memory: each layer keeps its input and its projections' outputs (about 5,800 floats per token
+/// and layer at SmolLM2's shape); norms and the SwiGLU product are redone in the backward pass.
+/// Logits exist only for target rows, a chunk at a time. Gradients are added into `grads`, so
+/// micro-batches accumulate.
 public final class Backprop {
     public let weights: ModelWeights
     let rotary: RotaryTable
@@ -84,45 +85,61 @@ public final class Backprop {
         return (p, count)
     }
 
-    /// Per-layer intermediates, recomputed from the layer's input when needed.
+    /// Activations: what each layer keeps from the forward pass for its backward pass (the
+    /// projections' outputs), and temporaries shared by all layers. Normed inputs and the SwiGLU
+    /// product are cheap to redo, so the backward pass recomputes them instead of keeping them.
     final class Scratch {
-        let xn1, inv1, qkv, att, x2, xn2, inv2, gateUp, hidden: UnsafeMutablePointer<Float>
+        let n: Int, qkvWidth: Int, hd: Int, c: Int, f2: Int
+        private let keptQKV, keptAtt, keptX2, keptGateUp, keptInv1, keptInv2: UnsafeMutablePointer<Float> // (L, N, ...)
+        let xn1, xn2, hidden: UnsafeMutablePointer<Float>
         let dGateUp, dXn, dQKV, dAtt, dHidden: UnsafeMutablePointer<Float>
 
-        init(n: Int, c: ModelConfig) {
-            let C = c.width, W = (c.heads + 2 * c.kvHeads) * c.headDim, HD = c.heads * c.headDim, F = c.ffnWidth
+        init(n: Int, c config: ModelConfig) {
+            let C = config.width, W = (config.heads + 2 * config.kvHeads) * config.headDim, HD = config.heads * config.headDim
+            let F = config.ffnWidth, L = config.layers
+            self.n = n; qkvWidth = W; hd = HD; c = C; f2 = 2 * F
             func a(_ k: Int) -> UnsafeMutablePointer<Float> { .allocate(capacity: max(k, 1)) }
-            xn1 = a(n * C); inv1 = a(n); qkv = a(n * W); att = a(n * HD); x2 = a(n * C); xn2 = a(n * C); inv2 = a(n)
-            gateUp = a(n * 2 * F); hidden = a(n * F)
+            keptQKV = a(L * n * W); keptAtt = a(L * n * HD); keptX2 = a(L * n * C); keptGateUp = a(L * n * 2 * F)
+            keptInv1 = a(L * n); keptInv2 = a(L * n)
+            xn1 = a(n * C); xn2 = a(n * C); hidden = a(n * F)
             dGateUp = a(n * 2 * F); dXn = a(n * C); dQKV = a(n * W); dAtt = a(n * HD); dHidden = a(n * F)
         }
 
-        deinit { [xn1, inv1, qkv, att, x2, xn2, inv2, gateUp, hidden, dGateUp, dXn, dQKV, dAtt, dHidden].forEach { $0.deallocate() } }
+        deinit {
+            [keptQKV, keptAtt, keptX2, keptGateUp, keptInv1, keptInv2, xn1, xn2, hidden, dGateUp, dXn, dQKV, dAtt, dHidden].forEach { $0.deallocate() }
+        }
+
+        func qkv(_ l: Int) -> UnsafeMutablePointer<Float> { keptQKV + l * n * qkvWidth }      // (N, (H + 2K) * D), rotated
+        func att(_ l: Int) -> UnsafeMutablePointer<Float> { keptAtt + l * n * hd }            // (N, H * D)
+        func x2(_ l: Int) -> UnsafeMutablePointer<Float> { keptX2 + l * n * c }               // (N, C) after attention
+        func gateUp(_ l: Int) -> UnsafeMutablePointer<Float> { keptGateUp + l * n * f2 }      // (N, 2F)
+        func inv1(_ l: Int) -> UnsafeMutablePointer<Float> { keptInv1 + l * n }               // (N)
+        func inv2(_ l: Int) -> UnsafeMutablePointer<Float> { keptInv2 + l * n }               // (N)
     }
 
     /// x_out (N, C) from x_in (N, C) for layer l, leaving the intermediates in `s`.
     func layerForward(_ l: Int, _ p: Packing, xIn: UnsafePointer<Float>, xOut: UnsafeMutablePointer<Float>, _ s: Scratch) {
         let c = config, n = p.n, C = c.width, D = c.headDim, H = c.heads, K = c.kvHeads, F = c.ffnWidth
         let W = (H + 2 * K) * D, w = weights.base, o = offsets[l]
-        RMSNorm.forward(s.xn1, inv: s.inv1, xIn, w + o.attnNorm, rows: n, n: C, eps: c.rmsEps)
-        BLAS.gemm(m: n, n: W, k: C, a: s.xn1, lda: C, b: w + o.wq, ldb: C, transB: true, c: s.qkv, ldc: W)
+        RMSNorm.forward(s.xn1, inv: s.inv1(l), xIn, w + o.attnNorm, rows: n, n: C, eps: c.rmsEps)
+        BLAS.gemm(m: n, n: W, k: C, a: s.xn1, lda: C, b: w + o.wq, ldb: C, transB: true, c: s.qkv(l), ldc: W)
         for (t, column) in [(LoRAConfig.Target.q, 0), (.k, H * D), (.v, (H + K) * D)] {
-            if let a = lora?.slot(layer: l, t) { lora!.forward(a, out: s.qkv + column, ldOut: W, x: s.xn1, ldIn: C, rows: n) }
+            if let a = lora?.slot(layer: l, t) { lora!.forward(a, out: s.qkv(l) + column, ldOut: W, x: s.xn1, ldIn: C, rows: n) }
         }
         for (start, len) in zip(p.starts, p.lengths) {
-            for pos in 0..<len { rotary.apply(s.qkv + (start + pos) * W, heads: H + K, pos: pos) }
+            for pos in 0..<len { rotary.apply(s.qkv(l) + (start + pos) * W, heads: H + K, pos: pos) }
         }
-        attention.forward(s.att, qkv: s.qkv, starts: p.starts, lengths: p.lengths)
-        s.x2.update(from: xIn, count: n * C)
-        BLAS.gemm(m: n, n: C, k: H * D, a: s.att, lda: H * D, b: w + o.wo, ldb: H * D, transB: true, c: s.x2, ldc: C, beta: 1)
-        if let a = lora?.slot(layer: l, .o) { lora!.forward(a, out: s.x2, ldOut: C, x: s.att, ldIn: H * D, rows: n) }
-        RMSNorm.forward(s.xn2, inv: s.inv2, s.x2, w + o.ffnNorm, rows: n, n: C, eps: c.rmsEps)
-        BLAS.gemm(m: n, n: 2 * F, k: C, a: s.xn2, lda: C, b: w + o.wGate, ldb: C, transB: true, c: s.gateUp, ldc: 2 * F)
+        attention.forward(s.att(l), qkv: s.qkv(l), starts: p.starts, lengths: p.lengths)
+        s.x2(l).update(from: xIn, count: n * C)
+        BLAS.gemm(m: n, n: C, k: H * D, a: s.att(l), lda: H * D, b: w + o.wo, ldb: H * D, transB: true, c: s.x2(l), ldc: C, beta: 1)
+        if let a = lora?.slot(layer: l, .o) { lora!.forward(a, out: s.x2(l), ldOut: C, x: s.att(l), ldIn: H * D, rows: n) }
+        RMSNorm.forward(s.xn2, inv: s.inv2(l), s.x2(l), w + o.ffnNorm, rows: n, n: C, eps: c.rmsEps)
+        BLAS.gemm(m: n, n: 2 * F, k: C, a: s.xn2, lda: C, b: w + o.wGate, ldb: C, transB: true, c: s.gateUp(l), ldc: 2 * F)
         for (t, column) in [(LoRAConfig.Target.gate, 0), (.up, F)] {
-            if let a = lora?.slot(layer: l, t) { lora!.forward(a, out: s.gateUp + column, ldOut: 2 * F, x: s.xn2, ldIn: C, rows: n) }
+            if let a = lora?.slot(layer: l, t) { lora!.forward(a, out: s.gateUp(l) + column, ldOut: 2 * F, x: s.xn2, ldIn: C, rows: n) }
         }
-        Parallel.forEach(n) { r in SwiGLU.forward(s.hidden + r * F, gate: s.gateUp + r * 2 * F, up: s.gateUp + r * 2 * F + F, F) }
-        xOut.update(from: s.x2, count: n * C)
+        Parallel.forEach(n) { r in SwiGLU.forward(s.hidden + r * F, gate: s.gateUp(l) + r * 2 * F, up: s.gateUp(l) + r * 2 * F + F, F) }
+        xOut.update(from: s.x2(l), count: n * C)
         BLAS.gemm(m: n, n: C, k: F, a: s.hidden, lda: F, b: w + o.wDown, ldb: F, transB: true, c: xOut, ldc: C, beta: 1)
         if let a = lora?.slot(layer: l, .down) { lora!.forward(a, out: xOut, ldOut: C, x: s.hidden, ldIn: F, rows: n) }
     }
@@ -138,24 +155,28 @@ public final class Backprop {
                 lora.backward(a, dOut: dOut, ldOut: ldOut, x: x, ldIn: ldIn, rows: n, dX: dX, grads: loraGrads)
             }
         }
+        // Redo the cheap intermediates the forward pass did not keep.
+        RMSNorm.forward(s.xn1, inv: nil, xIn, w + o.attnNorm, rows: n, n: C, eps: c.rmsEps)
+        RMSNorm.forward(s.xn2, inv: nil, s.x2(l), w + o.ffnNorm, rows: n, n: C, eps: c.rmsEps)
+        Parallel.forEach(n) { r in SwiGLU.forward(s.hidden + r * F, gate: s.gateUp(l) + r * 2 * F, up: s.gateUp(l) + r * 2 * F + F, F) }
         // x_out = x2 + hidden * Wdown^T
         BLAS.gemm(m: n, n: F, k: C, a: dx, lda: C, b: w + o.wDown, ldb: F, transB: false, c: s.dHidden, ldc: F)
         if let g { BLAS.gemm(m: C, n: F, k: n, a: dx, lda: C, transA: true, b: s.hidden, ldb: F, transB: false, c: g + o.wDown, ldc: F, beta: 1) }
         adapter(.down, dOut: dx, ldOut: C, x: s.hidden, ldIn: F, dX: s.dHidden)
         Parallel.forEach(n) { r in
             SwiGLU.backward(dGate: s.dGateUp + r * 2 * F, dUp: s.dGateUp + r * 2 * F + F, dOut: s.dHidden + r * F,
-                            gate: s.gateUp + r * 2 * F, up: s.gateUp + r * 2 * F + F, F)
+                            gate: s.gateUp(l) + r * 2 * F, up: s.gateUp(l) + r * 2 * F + F, F)
         }
         BLAS.gemm(m: n, n: C, k: 2 * F, a: s.dGateUp, lda: 2 * F, b: w + o.wGate, ldb: C, transB: false, c: s.dXn, ldc: C)
         if let g { BLAS.gemm(m: 2 * F, n: C, k: n, a: s.dGateUp, lda: 2 * F, transA: true, b: s.xn2, ldb: C, transB: false, c: g + o.wGate, ldc: C, beta: 1) }
         adapter(.gate, dOut: s.dGateUp, ldOut: 2 * F, x: s.xn2, ldIn: C, dX: s.dXn)
         adapter(.up, dOut: s.dGateUp + F, ldOut: 2 * F, x: s.xn2, ldIn: C, dX: s.dXn)
-        RMSNorm.backward(dx: dx, dGain: g.map { $0 + o.ffnNorm }, dOut: s.dXn, s.x2, w + o.ffnNorm, inv: s.inv2, rows: n, n: C)
+        RMSNorm.backward(dx: dx, dGain: g.map { $0 + o.ffnNorm }, dOut: s.dXn, s.x2(l), w + o.ffnNorm, inv: s.inv2(l), rows: n, n: C)
         // x2 = x_in + att * Wo^T
         BLAS.gemm(m: n, n: H * D, k: C, a: dx, lda: C, b: w + o.wo, ldb: H * D, transB: false, c: s.dAtt, ldc: H * D)
-        if let g { BLAS.gemm(m: C, n: H * D, k: n, a: dx, lda: C, transA: true, b: s.att, ldb: H * D, transB: false, c: g + o.wo, ldc: H * D, beta: 1) }
-        adapter(.o, dOut: dx, ldOut: C, x: s.att, ldIn: H * D, dX: s.dAtt)
-        attention.backward(dqkv: s.dQKV, dOut: s.dAtt, qkv: s.qkv, starts: p.starts, lengths: p.lengths)
+        if let g { BLAS.gemm(m: C, n: H * D, k: n, a: dx, lda: C, transA: true, b: s.att(l), ldb: H * D, transB: false, c: g + o.wo, ldc: H * D, beta: 1) }
+        adapter(.o, dOut: dx, ldOut: C, x: s.att(l), ldIn: H * D, dX: s.dAtt)
+        attention.backward(dqkv: s.dQKV, dOut: s.dAtt, qkv: s.qkv(l), starts: p.starts, lengths: p.lengths)
         for (start, len) in zip(p.starts, p.lengths) {
             for pos in 0..<len { rotary.apply(s.dQKV + (start + pos) * W, heads: H + K, pos: pos, inverse: true) }
         }
@@ -164,7 +185,7 @@ public final class Backprop {
         adapter(.q, dOut: s.dQKV, ldOut: W, x: s.xn1, ldIn: C, dX: s.dXn)
         adapter(.k, dOut: s.dQKV + H * D, ldOut: W, x: s.xn1, ldIn: C, dX: s.dXn)
         adapter(.v, dOut: s.dQKV + (H + K) * D, ldOut: W, x: s.xn1, ldIn: C, dX: s.dXn)
-        RMSNorm.backward(dx: dx, dGain: g.map { $0 + o.attnNorm }, dOut: s.dXn, xIn, w + o.attnNorm, inv: s.inv1, rows: n, n: C)
+        RMSNorm.backward(dx: dx, dGain: g.map { $0 + o.attnNorm }, dOut: s.dXn, xIn, w + o.attnNorm, inv: s.inv1(l), rows: n, n: C)
     }
 
     /// Layer inputs: xs[l] (N, C) for l in 0...L (xs[L] is the last layer's output).
@@ -302,7 +323,6 @@ public final class ForwardPass {
     public func backward(_ dx: UnsafeMutablePointer<Float>, grads: ModelWeights?, loraGrads: UnsafeMutablePointer<Float>? = nil) {
         let c = config, C = c.width
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
-            model.layerForward(l, packing, xIn: xs[l], xOut: xs[l + 1], scratch) // recompute this layer's intermediates
             model.layerBackward(l, packing, xIn: xs[l], dx: dx, scratch, grads: grads?.base, loraGrads: loraGrads)
         }
         guard let g = grads?.base else { return }
