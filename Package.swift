@@ -38,6 +38,7 @@ let package = Package(
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "Formats"]),
         .testTarget(name: "ReferenceTests", dependencies: ["Engine", "Formats", "Tokenizer"]),
         .testTarget(name: "TrainingTests", dependencies: ["Engine", "Formats", "Alignment"]),
+        .testTarget(name: "AlignmentTests", dependencies: ["Alignment", "Engine", "Formats", "Tokenizer"]),
         // Runs the built `charter` binary; the dependency makes `swift test` build it first.
         .testTarget(name: "CLITests", dependencies: ["Charter"]),
     ]
