@@ -9,6 +9,7 @@ public enum CrossEntropy {
     public static func forwardBackward(xn: UnsafePointer<Float>, rows: Int, targets: [Int32], coefs: [Float],
                                        w: UnsafePointer<Float>, vocab V: Int, width C: Int,
                                        logits: UnsafeMutablePointer<Float>, logprobs: UnsafeMutablePointer<Float>,
+                                       entropies: UnsafeMutablePointer<Float>? = nil,
                                        dXn: UnsafeMutablePointer<Float>?, dW: UnsafeMutablePointer<Float>?) -> Double {
         if rows == 0 { return 0 }
         BLAS.gemm(m: rows, n: V, k: C, a: xn, lda: C, b: w, ldb: C, transB: true, c: logits, ldc: V)
@@ -20,10 +21,12 @@ public enum CrossEntropy {
             let lse = VectorMath.logSumExp(row, V)
             logprobs[r] = row[t] - lse
             loss += Double(coefs[r]) * Double(lse - row[t])
+            if dXn == nil && entropies == nil { continue }
+            g.update(from: row, count: V)
+            VectorMath.expShifted(g, lse, V) // softmax
+            if let entropies { entropies[r] = lse - VectorMath.dot(g, row, V) } // H = lse - sum p * logit
             if dXn == nil { continue }
             // d/dlogits of coef * (lse - logit_t) = coef * (softmax - onehot)
-            g.update(from: row, count: V)
-            VectorMath.expShifted(g, lse, V)
             VectorMath.scale(g, coefs[r], V)
             g[t] -= coefs[r]
         }

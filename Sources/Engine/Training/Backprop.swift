@@ -19,6 +19,8 @@ public struct LossReport: Sendable {
     public var targets: Int
     /// per sequence and position: log p(token | prefix) where the mask is set, else 0
     public var logprobs: [[Float]]
+    /// per sequence and position: entropy of the predicting distribution where the mask is set
+    public var entropies: [[Float]] = []
 }
 
 /// Loss and gradients of a Llama model on packed sequences (no padding), on the CPU.
@@ -251,6 +253,10 @@ public final class ForwardPass {
     var config: ModelConfig { model.config }
     var finalHidden: UnsafeMutablePointer<Float> { xs[config.layers] }
 
+    /// Packed rows that predict the targets, and which (sequence, position) each predicts.
+    public var targetRows: [Int] { packing.targetRows }
+    public var targetPositions: [(sequence: Int, position: Int)] { packing.targetSource }
+
     /// Packed row of each sequence's last token.
     public var lastRows: [Int] { zip(packing.starts, packing.lengths).map { $0 + $1 - 1 } }
     /// Total packed rows.
@@ -291,30 +297,38 @@ public final class ForwardPass {
     /// Adds the output projection's and final norm's gradients to `grads`; returns the report and
     /// d loss / d final hidden (N, C), which the caller passes to `backward` and then deallocates.
     /// Without `grads` the base model is frozen; with `backward` false it only evaluates (the
-    /// returned gradient stays zero).
-    public func languageModelLoss(grads: ModelWeights?, backward: Bool = true) -> (LossReport, UnsafeMutablePointer<Float>) {
+    /// returned gradient stays zero). `coefficients[s][t]`, if given, replaces mask x weight /
+    /// normaliser as the factor on -log p of target t of sequence s (PPO's per-token gradients).
+    public func languageModelLoss(grads: ModelWeights?, backward: Bool = true, coefficients: [[Float]]? = nil,
+                                  entropies wantEntropies: Bool = false) -> (LossReport, UnsafeMutablePointer<Float>) {
         let c = config, C = c.width, V = c.vocab, w = model.weights, p = packing
+        let coefs = coefficients.map { given in p.targetSource.map { given[$0.sequence][$0.position] } } ?? p.coefs
         let outW = w.layout.lmHeadOffset
         let dx = zeroGradient()
         var loss = 0.0
         var logprobs = lengths.map { [Float](repeating: 0, count: $0) }
+        var entropies = wantEntropies ? logprobs : []
         let R = min(model.rowsPerChunk, max(p.targetRows.count, 1))
         let dxn = UnsafeMutablePointer<Float>.allocate(capacity: R * C), inv = UnsafeMutablePointer<Float>.allocate(capacity: R)
         let lp = UnsafeMutablePointer<Float>.allocate(capacity: R), logits = UnsafeMutablePointer<Float>.allocate(capacity: R * V)
-        defer { [dxn, inv, lp, logits].forEach { $0.deallocate() } }
+        let ent = UnsafeMutablePointer<Float>.allocate(capacity: R)
+        defer { [dxn, inv, lp, logits, ent].forEach { $0.deallocate() } }
         for chunk in stride(from: 0, to: p.targetRows.count, by: R) {
             let range = chunk..<min(chunk + R, p.targetRows.count)
             let rows = Array(p.targetRows[range])
             let xn = finalNormed(rows: rows, inv: inv)
             loss += CrossEntropy.forwardBackward(
-                xn: xn, rows: rows.count, targets: Array(p.targets[range]), coefs: Array(p.coefs[range]),
-                w: w.base + outW, vocab: V, width: C, logits: logits, logprobs: lp,
+                xn: xn, rows: rows.count, targets: Array(p.targets[range]), coefs: Array(coefs[range]),
+                w: w.base + outW, vocab: V, width: C, logits: logits, logprobs: lp, entropies: wantEntropies ? ent : nil,
                 dXn: backward ? dxn : nil, dW: grads.map { $0.base + outW })
             xn.deallocate()
             if backward { finalNormBackward(rows: rows, dXn: dxn, inv: inv, dx: dx, grads: grads) }
-            for (i, src) in p.targetSource[range].enumerated() { logprobs[src.sequence][src.position] = lp[i] }
+            for (i, src) in p.targetSource[range].enumerated() {
+                logprobs[src.sequence][src.position] = lp[i]
+                if wantEntropies { entropies[src.sequence][src.position] = ent[i] }
+            }
         }
-        return (LossReport(loss: loss, targets: targets, logprobs: logprobs), dx)
+        return (LossReport(loss: loss, targets: targets, logprobs: logprobs, entropies: entropies), dx)
     }
 
     /// Backward through the layers and the embedding: dx (N, C) is d loss / d final hidden (it is

@@ -50,19 +50,32 @@ public final class Trainer {
     public func step(_ microBatches: [[TrainingSequence]]) throws(EngineError) -> StepReport {
         let targets = microBatches.joined().reduce(0) { $0 + $1.lossMask.filter { $0 != 0 }.count }
         if targets == 0 { throw .invalidInput("the step's batch has no target tokens") }
-        grads.update(repeating: 0)
         var loss = 0.0
-        for batch in microBatches where !batch.isEmpty {
-            let pass = try backprop.forward(batch, normalizer: Double(targets))
-            let (report, dx) = pass.languageModelLoss(grads: baseGrads)
-            pass.backward(dx, grads: baseGrads, loraGrads: lora == nil ? nil : grads.baseAddress!)
-            dx.deallocate()
-            loss += report.loss
+        return try update(targets: targets, tokens: microBatches.joined().reduce(0) { $0 + $1.tokens.count }) { () throws(EngineError) in
+            for batch in microBatches where !batch.isEmpty {
+                let pass = try backprop.forward(batch, normalizer: Double(targets))
+                let (report, dx) = pass.languageModelLoss(grads: baseGrads)
+                backward(pass, dx)
+                loss += report.loss
+            }
+            return loss
         }
+    }
+
+    /// One optimizer step around a custom loss: zeroes the gradients, lets `accumulate` add its
+    /// gradients (through `backward`) and return its loss, then clips and applies AdamW.
+    public func update(targets: Int, tokens: Int, _ accumulate: () throws(EngineError) -> Double) throws(EngineError) -> StepReport {
+        grads.update(repeating: 0)
+        let loss = try accumulate()
         let lr = schedule.rate(at: optimizer.step)
         let norm = optimizer.update(params: trainable, grads: grads, lr: lr)
-        return StepReport(step: optimizer.step, loss: loss, gradNorm: norm, learningRate: lr, targets: targets,
-                          tokens: microBatches.joined().reduce(0) { $0 + $1.tokens.count })
+        return StepReport(step: optimizer.step, loss: loss, gradNorm: norm, learningRate: lr, targets: targets, tokens: tokens)
+    }
+
+    /// Backward from d loss / d final hidden into whichever buffer trains; deallocates dx.
+    public func backward(_ pass: ForwardPass, _ dx: UnsafeMutablePointer<Float>) {
+        pass.backward(dx, grads: baseGrads, loraGrads: lora == nil ? nil : grads.baseAddress!)
+        dx.deallocate()
     }
 
     /// Mean loss over the targets of `batch`, without touching the weights (held-out evaluation).
