@@ -1,0 +1,175 @@
+import Engine
+import Formats
+import Foundation
+import Tokenizer
+
+/// A reward model: a Llama trunk with a scalar head read at the last token of prompt + response.
+/// On disk: a Hugging Face model folder plus score_head.safetensors ("score.weight" (C),
+/// "score.bias" (1)).
+public final class RewardModel {
+    public let model: LoadedModel
+    public let head: ScalarHead
+    let backprop: Backprop
+
+    public var weights: ModelWeights { model.weights }
+
+    public init(model: LoadedModel, head: ScalarHead) throws {
+        guard head.width == model.config.width else { throw DataError("score head width \(head.width) does not match the model's \(model.config.width)") }
+        self.model = model; self.head = head
+        backprop = try Backprop(weights: model.weights)
+    }
+
+    /// A new reward model from a policy checkpoint: the policy's trunk (copied) and a small random head.
+    public static func initialize(from policy: LoadedModel, seed: UInt64) throws -> RewardModel {
+        let trunk = ModelWeights(config: policy.config)
+        trunk.storage.update(from: policy.weights.storage)
+        return try RewardModel(model: LoadedModel(weights: trunk, tokenizer: policy.tokenizer, source: policy.source, chatTemplate: policy.chatTemplate),
+                               head: .random(width: policy.config.width, seed: seed, std: 1 / Float(policy.config.width).squareRoot()))
+    }
+
+    public static func load(_ folder: String) throws -> RewardModel {
+        let model = try ModelLoader.load(folder)
+        let file = try SafetensorsFile(url: URL(fileURLWithPath: folder).appendingPathComponent("score_head.safetensors"))
+        let head = ScalarHead(width: model.config.width)
+        guard let w = file.floats("score.weight"), w.count == head.width, let b = file.floats("score.bias"), b.count == 1 else {
+            throw FormatError("\(folder)/score_head.safetensors: needs score.weight (\(head.width)) and score.bias (1)")
+        }
+        for i in 0..<head.width { head.storage[i] = w[i] }
+        head.storage[head.width] = b[0]
+        return try RewardModel(model: model, head: head)
+    }
+
+    public func save(_ folder: String) throws {
+        let url = URL(fileURLWithPath: folder)
+        try Checkpoint.saveModel(model, to: url)
+        let w = UnsafeBufferPointer(start: head.storage.baseAddress, count: head.width)
+        let b = UnsafeBufferPointer(start: head.storage.baseAddress! + head.width, count: 1)
+        try SafetensorsFile.encode([("score.weight", [head.width], w), ("score.bias", [1], b)])
+            .write(to: url.appendingPathComponent("score_head.safetensors"))
+    }
+
+    /// Tokens of a user prompt and an assistant response, closed by <|im_end|>, as the policy sees them.
+    public func tokens(prompt: String, response: String) throws -> [Int32] {
+        try model.tokenizer.encode(ChatTemplate.render([ChatMessage(role: "user", content: prompt)]) + response + "<|im_end|>")
+    }
+
+    /// Scores at the last token of each sequence, `batchSize` sequences per forward pass.
+    public func scores(_ sequences: [[Int32]], batchSize: Int = 16) throws -> [Float] {
+        var out: [Float] = []
+        for start in stride(from: 0, to: sequences.count, by: batchSize) {
+            let part = sequences[start ..< min(start + batchSize, sequences.count)].map {
+                TrainingSequence(tokens: $0, lossMask: [Float](repeating: 0, count: $0.count))
+            }
+            out += try backprop.forward(part).scores(head)
+        }
+        return out
+    }
+}
+
+/// One preference: which of two responses to a prompt is better, by how much, how sure.
+public struct PreferencePair: Sendable {
+    public var chosen: [Int32], rejected: [Int32]
+    /// Llama 2's margin: the chosen score should exceed the rejected one by at least this.
+    public var margin: Float = 0
+    /// Probability that `chosen` is the better one (1 for a hard label; an AI labeler's soft label otherwise).
+    public var pChosen: Float = 1
+
+    public init(chosen: [Int32], rejected: [Int32], margin: Float = 0, pChosen: Float = 1) {
+        self.chosen = chosen; self.rejected = rejected; self.margin = margin; self.pChosen = pChosen
+    }
+
+    /// Reads `{"prompt", "chosen", "rejected", "margin"?, "p_chosen"?}` per line; errors name the line.
+    public static func load(_ url: URL, rm: RewardModel, maxLength: Int) throws -> [PreferencePair] {
+        guard let data = try? Data(contentsOf: url) else { throw DataError("\(url.path): cannot read") }
+        var pairs: [PreferencePair] = []
+        for (i, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+            func fail(_ s: String) -> DataError { DataError("\(url.lastPathComponent) line \(i + 1): \(s)") }
+            if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { continue }
+            guard let o = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else { throw fail("not a JSON object") }
+            guard let prompt = o["prompt"] as? String, let chosen = o["chosen"] as? String, let rejected = o["rejected"] as? String else {
+                throw fail("needs string fields \"prompt\", \"chosen\" and \"rejected\"")
+            }
+            var pair = PreferencePair(chosen: [], rejected: [])
+            if let m = o["margin"] { guard let m = (m as? NSNumber)?.floatValue else { throw fail("\"margin\" must be a number") }; pair.margin = m }
+            if let p = o["p_chosen"] {
+                guard let p = (p as? NSNumber)?.floatValue, (0...1).contains(p) else { throw fail("\"p_chosen\" must be a number in [0, 1]") }
+                pair.pChosen = p
+            }
+            do {
+                pair.chosen = Array(try rm.tokens(prompt: prompt, response: chosen).prefix(maxLength))
+                pair.rejected = Array(try rm.tokens(prompt: prompt, response: rejected).prefix(maxLength))
+            } catch { throw fail("\(error)") }
+            pairs.append(pair)
+        }
+        if pairs.isEmpty { throw DataError("\(url.lastPathComponent): no pairs") }
+        return pairs
+    }
+}
+
+/// Bradley-Terry training of a reward model: with d = score(chosen) - score(rejected) - margin,
+/// loss = -(p log sigmoid(d) + (1 - p) log sigmoid(-d)), so dloss/dd = sigmoid(d) - p. A hard label
+/// (p = 1) is Llama 2's -log sigmoid(d - m); p = 0.5 pulls d toward 0 and has no preferred side.
+public final class RewardModelTrainer {
+    public let rm: RewardModel
+    public let trunk: Trainer
+    let headOptimizer: AdamW
+    let headGrads: UnsafeMutableBufferPointer<Float>
+
+    public struct Evaluation: Sendable {
+        public var loss: Double
+        public var accuracy: Double          // share of pairs ranked the way the label leans (ties in the label skipped)
+        public var calibrationError: Double  // expected calibration error of sigmoid(d) against p, 10 bins
+        public var pairs: Int
+    }
+
+    public init(rm: RewardModel, schedule: LRSchedule, settings: AdamW.Settings = .init()) throws {
+        self.rm = rm
+        trunk = try Trainer(weights: rm.weights, schedule: schedule, settings: settings)
+        headOptimizer = AdamW(count: rm.head.width + 1, settings: settings, decayRanges: [])
+        headGrads = .allocate(capacity: rm.head.width + 1)
+    }
+
+    deinit { headGrads.deallocate() }
+
+    static func sigmoid(_ x: Float) -> Float { 1 / (1 + VectorMath.exp(-x)) }
+
+    /// One optimizer step on a batch of pairs; returns the mean loss.
+    @discardableResult
+    public func step(_ pairs: [PreferencePair]) throws -> Double {
+        headGrads.update(repeating: 0)
+        let n = pairs.count
+        let report = try trunk.update(targets: n, tokens: pairs.reduce(0) { $0 + $1.chosen.count + $1.rejected.count }) { () throws(EngineError) in
+            let pass = try trunk.backprop.forward((pairs.map(\.chosen) + pairs.map(\.rejected)).map {
+                TrainingSequence(tokens: $0, lossMask: [Float](repeating: 0, count: $0.count))
+            })
+            let s = pass.scores(rm.head)
+            var loss = 0.0, dScores = [Float](repeating: 0, count: 2 * n)
+            for (i, pair) in pairs.enumerated() {
+                let d = s[i] - s[n + i] - pair.margin, sig = Self.sigmoid(d), p = pair.pChosen
+                loss -= Double(p * logf(max(sig, 1e-30)) + (1 - p) * logf(max(1 - sig, 1e-30)))
+                dScores[i] = (sig - p) / Float(n)
+                dScores[n + i] = -(sig - p) / Float(n)
+            }
+            trunk.backward(pass, pass.scoreBackward(rm.head, dScores: dScores, headGrads: headGrads.baseAddress!, grads: trunk.baseGrads))
+            return loss / Double(n)
+        }
+        headOptimizer.update(params: rm.head.storage, grads: headGrads, lr: report.learningRate)
+        return report.loss
+    }
+
+    public func evaluate(_ pairs: [PreferencePair]) throws -> Evaluation {
+        let chosen = try rm.scores(pairs.map(\.chosen)), rejected = try rm.scores(pairs.map(\.rejected))
+        var loss = 0.0, correct = 0, decided = 0
+        var bins = [(predicted: Double, observed: Double, count: Int)](repeating: (0, 0, 0), count: 10)
+        for (i, pair) in pairs.enumerated() {
+            let d = chosen[i] - rejected[i] - pair.margin, sig = Self.sigmoid(d), p = pair.pChosen
+            loss -= Double(p * logf(max(sig, 1e-30)) + (1 - p) * logf(max(1 - sig, 1e-30)))
+            if p != 0.5 { decided += 1; if (d > 0) == (p > 0.5) { correct += 1 } }
+            let b = min(Int(Double(Self.sigmoid(chosen[i] - rejected[i])) * 10), 9)
+            bins[b].predicted += Double(Self.sigmoid(chosen[i] - rejected[i])); bins[b].observed += Double(p); bins[b].count += 1
+        }
+        let ece = bins.reduce(0.0) { $0 + ($1.count == 0 ? 0 : abs($1.predicted - $1.observed) / Double(pairs.count)) }
+        return Evaluation(loss: loss / Double(max(pairs.count, 1)), accuracy: Double(correct) / Double(max(decided, 1)),
+                          calibrationError: ece, pairs: pairs.count)
+    }
+}

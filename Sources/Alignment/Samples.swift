@@ -1,0 +1,85 @@
+import Engine
+
+/// A prompt of the run: its text, its tokens (chat template applied), and whether the data tags it
+/// unsafe (which makes the safety reward model decide its reward).
+public struct Prompt: Sendable, Equatable {
+    public var id: Int
+    public var text: String
+    public var tokens: [Int32]
+    public var unsafe: Bool
+
+    public init(id: Int, text: String, tokens: [Int32], unsafe: Bool = false) {
+        self.id = id; self.text = text; self.tokens = tokens; self.unsafe = unsafe
+    }
+}
+
+/// One generated response, with what PPO needs from the moment it was generated.
+public struct Sample: Sendable, Equatable {
+    public var promptId: Int
+    public var index: Int              // which of the prompt's samples
+    public var prompt: [Int32]
+    public var response: [Int32]       // a stop token, if generated, is the last one
+    public var logprobs: [Float]       // under the raw policy that generated it
+    public var policyVersion: Int
+    public var seed: UInt64
+    public var reward: Float = 0
+
+    public init(promptId: Int, index: Int, prompt: [Int32], response: [Int32], logprobs: [Float], policyVersion: Int, seed: UInt64) {
+        self.promptId = promptId; self.index = index; self.prompt = prompt; self.response = response
+        self.logprobs = logprobs; self.policyVersion = policyVersion; self.seed = seed
+    }
+
+    /// prompt + response as a training sequence whose targets are the response tokens.
+    public func trainingSequence() -> TrainingSequence {
+        TrainingSequence(tokens: prompt + response,
+                         lossMask: [Float](repeating: 0, count: prompt.count) + [Float](repeating: 1, count: response.count))
+    }
+}
+
+/// Where an iteration's samples come from: generated here, or gathered from workers.
+public protocol RolloutSource {
+    func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int) throws -> [Sample]
+}
+
+/// Sampling settings of a rollout.
+public struct RolloutSettings: Sendable, Codable, Equatable {
+    public var samplesPerPrompt = 2
+    public var maxNewTokens = 48
+    public var temperature: Float = 1
+    public var topK = 0
+    public var topP: Float = 1
+    public var stopTokens: [Int32] = []
+    public init() {}
+}
+
+/// Generation in this process with the engine. Each sample's seed derives from (run seed,
+/// iteration, prompt id, sample index), so the samples do not depend on how prompts are batched.
+public struct InProcessRollouts: RolloutSource {
+    public var settings: RolloutSettings
+    public var runSeed: UInt64
+
+    public init(settings: RolloutSettings, runSeed: UInt64) { self.settings = settings; self.runSeed = runSeed }
+
+    public static func seed(run: UInt64, iteration: Int, prompt: Int, sample: Int) -> UInt64 {
+        SplitMix64.derive(run, UInt64(iteration), UInt64(prompt), UInt64(sample))
+    }
+
+    public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int) throws -> [Sample] {
+        let generator = Generator(model: try Transformer(weights: policy))
+        var requests: [GenerationRequest] = [], keys: [(Prompt, Int, UInt64)] = []
+        for p in prompts {
+            for k in 0..<settings.samplesPerPrompt {
+                let seed = Self.seed(run: runSeed, iteration: iteration, prompt: p.id, sample: k)
+                requests.append(GenerationRequest(prompt: p.tokens, params: SamplingParams(
+                    temperature: settings.temperature, topK: settings.topK, topP: settings.topP,
+                    maxNewTokens: settings.maxNewTokens, stopTokens: Set(settings.stopTokens), seed: seed)))
+                keys.append((p, k, seed))
+            }
+        }
+        let results = try generator.generate(requests)
+        return zip(keys, results).map { key, r in
+            Sample(promptId: key.0.id, index: key.1, prompt: key.0.tokens, response: r.tokens, logprobs: r.rawLogprobs,
+                   policyVersion: policyVersion, seed: key.2)
+        }
+    }
+}

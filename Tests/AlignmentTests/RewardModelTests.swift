@@ -1,0 +1,87 @@
+import Alignment
+import Engine
+import Formats
+import Foundation
+import Tokenizer
+import XCTest
+
+final class RewardModelTests: XCTestCase {
+    let config = ModelConfig(layers: 2, width: 32, heads: 4, kvHeads: 2, ffnWidth: 64, vocab: 32, ropeTheta: 10000, contextLength: 32)
+
+    func rewardModel(seed: UInt64) throws -> RewardModel {
+        let tokens = (0..<32).map { "t\($0)" }
+        let tok = try BPETokenizer(tokens: tokens, merges: [])
+        let policy = LoadedModel(weights: .random(config: config, seed: seed, std: 0.05), tokenizer: tok, source: URL(fileURLWithPath: "/"))
+        return try RewardModel.initialize(from: policy, seed: seed + 1)
+    }
+
+    /// The rule: the better response contains token 7.
+    func pairs(_ count: Int, seed: UInt64, p: Float = 1) -> [PreferencePair] {
+        var rng = SplitMix64(seed: seed)
+        func response(with7: Bool) -> [Int32] {
+            var r = (0..<8).map { _ in Int32(8 + rng.next() % 24) }
+            if with7 { r[Int(rng.next() % 8)] = 7 }
+            return [1, 2, 3] + r
+        }
+        return (0..<count).map { _ in PreferencePair(chosen: response(with7: true), rejected: response(with7: false), pChosen: p) }
+    }
+
+    func testBradleyTerryLearnsAKnownRule() throws {
+        let rm = try rewardModel(seed: 1)
+        let trainer = try RewardModelTrainer(rm: rm, schedule: LRSchedule(peak: 3e-3, warmupSteps: 5, totalSteps: 80))
+        let heldOut = pairs(200, seed: 99)
+        let before = try trainer.evaluate(heldOut)
+        for s in 0..<80 { try trainer.step(pairs(16, seed: UInt64(s))) }
+        let after = try trainer.evaluate(heldOut)
+        print("reward model: held-out accuracy \(before.accuracy) -> \(after.accuracy), loss \(before.loss) -> \(after.loss), ECE \(after.calibrationError)")
+        XCTAssertGreaterThanOrEqual(after.accuracy, 0.95)
+        XCTAssertLessThan(after.loss, before.loss)
+    }
+
+    func testSoftLabelOneHalfHasNoPreferredSide() throws {
+        // At equal scores a label of 0.5 gives exactly zero gradient; a hard label does not.
+        let rm = try rewardModel(seed: 2)
+        let trainer = try RewardModelTrainer(rm: rm, schedule: LRSchedule(peak: 1e-2, decay: .constant))
+        let same: [Int32] = [1, 2, 3, 9, 10, 11]
+        let headBefore = Array(rm.head.storage), trunkBefore = Array(rm.weights.storage)
+        let loss = try trainer.step([PreferencePair(chosen: same, rejected: same, pChosen: 0.5)])
+        XCTAssertEqual(loss, Double(logf(2)), accuracy: 1e-6) // -log(1/2)
+        XCTAssertEqual(Array(rm.head.storage), headBefore)
+        XCTAssertEqual(Array(rm.weights.storage), trunkBefore)
+        _ = try trainer.step([PreferencePair(chosen: same, rejected: same, pChosen: 1)])
+        XCTAssertNotEqual(Array(rm.head.storage), headBefore)
+
+        // Trained on the rule's pairs labelled 0.5, the model learns no preference.
+        let soft = try RewardModelTrainer(rm: try rewardModel(seed: 3), schedule: LRSchedule(peak: 3e-3, decay: .constant))
+        for s in 0..<40 { try soft.step(pairs(16, seed: UInt64(s), p: 0.5)) }
+        let eval = pairs(100, seed: 77)
+        let c = try soft.rm.scores(eval.map(\.chosen)), r = try soft.rm.scores(eval.map(\.rejected))
+        let meanGap = zip(c, r).map { abs($0 - $1) }.reduce(0, +) / Float(eval.count)
+        XCTAssertLessThan(meanGap, 0.1, "scores should stay together, mean |d| \(meanGap)")
+    }
+
+    func testSaveAndLoadKeepTheScores() throws {
+        let tokURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        let tok = try GGUFModel.tokenizer(of: GGUFFile(url: tokURL))
+        let c = ModelConfig(layers: 1, width: 16, heads: 2, kvHeads: 1, ffnWidth: 24, vocab: tok.vocabSize, contextLength: 64)
+        let rm = try RewardModel.initialize(from: LoadedModel(weights: .random(config: c, seed: 5), tokenizer: tok, source: tokURL), seed: 6)
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("charter-rm-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try rm.save(folder)
+        let back = try RewardModel.load(folder)
+        let seqs = [try rm.tokens(prompt: "Hi", response: "Hello!"), try rm.tokens(prompt: "2+2?", response: "4")]
+        XCTAssertEqual(try back.scores(seqs), try rm.scores(seqs))
+
+        let pairsFile = FileManager.default.temporaryDirectory.appendingPathComponent("charter-pairs-\(UUID()).jsonl")
+        defer { try? FileManager.default.removeItem(at: pairsFile) }
+        try Data(#"{"prompt": "a", "chosen": "b", "rejected": "c", "p_chosen": 0.8, "margin": 1}"#.utf8).write(to: pairsFile)
+        let loaded = try PreferencePair.load(pairsFile, rm: rm, maxLength: 64)
+        XCTAssertEqual(loaded.first?.pChosen, 0.8)
+        XCTAssertEqual(loaded.first?.margin, 1)
+        for (bad, message) in [(#"{"prompt": "a", "chosen": "b"}"#, "line 1: needs string fields"), (#"{"prompt": "a", "chosen": "b", "rejected": "c", "p_chosen": 2}"#, "\"p_chosen\" must be a number in [0, 1]"), ("oops", "line 1: not a JSON object")] {
+            try Data(bad.utf8).write(to: pairsFile)
+            XCTAssertThrowsError(try PreferencePair.load(pairsFile, rm: rm, maxLength: 64)) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
+        }
+    }
+}
