@@ -16,6 +16,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // libzmq from Debian's libzmq3-dev; used by the Cluster modules.
@@ -25,7 +26,7 @@ let package = Package(
         .target(name: "Engine", swiftSettings: fast, linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "Tokenizer", swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: fast),
-        .target(name: "Alignment", dependencies: ["Engine", "Tokenizer", "Formats"], swiftSettings: fast),
+        .target(name: "Alignment", dependencies: ["Engine", "Tokenizer", "Formats", "Yams"], swiftSettings: fast),
         .executableTarget(
             name: "Charter",
             dependencies: [

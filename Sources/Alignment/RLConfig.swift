@@ -1,0 +1,254 @@
+import Engine
+import Foundation
+import Yams
+
+/// The run configuration, one YAML file for the in-process loop (`charter rl`) and, later, the
+/// distributed run. Sections: run, model, data, reward, algorithm, rollout. An unknown key or a
+/// value of the wrong type is an error naming the key and its line.
+public struct RLConfig {
+    public struct Rule { public var kind: String; public var value: String; public var weight: Float; public var caseSensitive: Bool }
+
+    // run
+    public var runDir = "runs/rl"
+    public var iterations = 10
+    public var seed: UInt64 = 0
+    // model
+    public var policy = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    public var reference: String?
+    public var lora: LoRAConfig?
+    // data
+    public var prompts = ""
+    public var promptsPerIteration = 16
+    public var chat = true
+    public var system: String?
+    public var maxPromptTokens = 256
+    // reward
+    public var helpfulnessModel: String?
+    public var safetyModel: String?
+    public var safetyThreshold: Float = 0.15
+    public var logit = true
+    public var whiten = true
+    public var modelWeight: Float = 1
+    public var rules: [Rule] = []
+    // algorithm
+    public var algorithm = "ppo"
+    public var ppo = PPOSettings()
+    public var beta: Float = 0.05
+    public var targetKL: Float?
+    public var klHorizon: Float = 10_000
+    public var rejection = RejectionSettings()
+    // rollout
+    public var rollout = RolloutSettings()
+
+    public init() {}
+
+    public static func load(_ path: String) throws -> RLConfig {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw DataError("\(path): cannot read") }
+        return try parse(text, name: (path as NSString).lastPathComponent)
+    }
+
+    public static func parse(_ text: String, name: String) throws -> RLConfig {
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch { throw DataError("\(name): not valid YAML: \(error)") }
+        var c = RLConfig()
+        guard let root else { throw DataError("\(name): empty configuration") }
+        let top = try Section(root, path: "", file: name)
+        try top.only(["run", "model", "data", "reward", "algorithm", "rollout"])
+        if let run = try top.section("run") {
+            try run.only(["dir", "iterations", "seed"])
+            c.runDir = try run.string("dir") ?? c.runDir
+            c.iterations = try run.int("iterations", min: 1) ?? c.iterations
+            c.seed = UInt64(try run.int("seed", min: 0) ?? 0)
+        }
+        if let model = try top.section("model") {
+            try model.only(["policy", "reference", "lora"])
+            c.policy = try model.string("policy") ?? c.policy
+            c.reference = try model.string("reference")
+            if let lora = try model.section("lora") {
+                try lora.only(["rank", "alpha", "targets"])
+                guard let rank = try lora.int("rank", min: 1) else { throw lora.error("rank", "is required") }
+                let names = try lora.strings("targets") ?? LoRAConfig.Target.allCases.map(\.rawValue)
+                let targets = try names.map { n -> LoRAConfig.Target in
+                    guard let t = LoRAConfig.Target(rawValue: n) else { throw lora.error("targets", "has \"\(n)\" (q, k, v, o, gate, up, down)") }
+                    return t
+                }
+                c.lora = LoRAConfig(rank: rank, alpha: try lora.float("alpha"), targets: targets)
+            }
+        }
+        guard let data = try top.section("data") else { throw DataError("\(name): section \"data\" with \"prompts\" is required") }
+        try data.only(["prompts", "prompts_per_iteration", "chat", "system", "max_prompt_tokens"])
+        guard let prompts = try data.string("prompts") else { throw data.error("prompts", "is required") }
+        c.prompts = prompts
+        c.promptsPerIteration = try data.int("prompts_per_iteration", min: 1) ?? c.promptsPerIteration
+        c.chat = try data.bool("chat") ?? c.chat
+        c.system = try data.string("system")
+        c.maxPromptTokens = try data.int("max_prompt_tokens", min: 1) ?? c.maxPromptTokens
+        if let reward = try top.section("reward") {
+            try reward.only(["helpfulness_model", "safety_model", "safety_threshold", "logit", "whiten", "model_weight", "rules"])
+            c.helpfulnessModel = try reward.string("helpfulness_model")
+            c.safetyModel = try reward.string("safety_model")
+            c.safetyThreshold = try reward.float("safety_threshold") ?? c.safetyThreshold
+            c.logit = try reward.bool("logit") ?? c.logit
+            c.whiten = try reward.bool("whiten") ?? c.whiten
+            c.modelWeight = try reward.float("model_weight") ?? c.modelWeight
+            for rule in try reward.sections("rules") {
+                try rule.only(["type", "value", "weight", "case_sensitive"])
+                guard let kind = try rule.string("type"), ["keyword", "regex", "length", "token"].contains(kind) else {
+                    throw rule.error("type", "must be one of keyword, regex, length, token")
+                }
+                guard let value = try rule.string("value") else { throw rule.error("value", "is required") }
+                if kind == "length" || kind == "token", Int(value) == nil { throw rule.error("value", "must be an integer for a \(kind) rule") }
+                if kind == "regex" { _ = try RewardRule.regex(value) }
+                c.rules.append(Rule(kind: kind, value: value, weight: try rule.float("weight") ?? 1, caseSensitive: try rule.bool("case_sensitive") ?? false))
+            }
+        }
+        if c.rules.isEmpty && c.helpfulnessModel == nil && c.safetyModel == nil {
+            throw DataError("\(name): section \"reward\" needs a reward model or at least one rule")
+        }
+        if let algorithm = try top.section("algorithm") {
+            try algorithm.only(["name", "ppo", "rejection"])
+            c.algorithm = try algorithm.string("name") ?? c.algorithm
+            guard ["ppo", "rejection"].contains(c.algorithm) else { throw algorithm.error("name", "must be ppo or rejection") }
+            if let p = try algorithm.section("ppo") {
+                try p.only(["epochs", "minibatch_size", "clip", "value_clip", "gamma", "lambda", "whiten_advantages", "early_stop_kl",
+                            "critic", "value_coefficient", "learning_rate", "critic_learning_rate", "beta", "target_kl", "kl_horizon"])
+                c.ppo.epochs = try p.int("epochs", min: 1) ?? c.ppo.epochs
+                c.ppo.minibatchSize = try p.int("minibatch_size", min: 1) ?? c.ppo.minibatchSize
+                c.ppo.clip = try p.float("clip") ?? c.ppo.clip
+                c.ppo.valueClip = try p.float("value_clip") ?? c.ppo.valueClip
+                c.ppo.gamma = try p.float("gamma") ?? c.ppo.gamma
+                c.ppo.lambda = try p.float("lambda") ?? c.ppo.lambda
+                c.ppo.whitenAdvantages = try p.bool("whiten_advantages") ?? c.ppo.whitenAdvantages
+                c.ppo.earlyStopKL = try p.float("early_stop_kl") ?? c.ppo.earlyStopKL
+                if let critic = try p.string("critic") {
+                    guard let k = PPOSettings.Critic(rawValue: critic) else { throw p.error("critic", "must be separate or head") }
+                    c.ppo.critic = k
+                }
+                c.ppo.valueCoefficient = try p.float("value_coefficient") ?? c.ppo.valueCoefficient
+                c.ppo.learningRate = try p.float("learning_rate") ?? c.ppo.learningRate
+                c.ppo.criticLearningRate = try p.float("critic_learning_rate") ?? c.ppo.criticLearningRate
+                c.beta = try p.float("beta") ?? c.beta
+                c.targetKL = try p.float("target_kl")
+                c.klHorizon = try p.float("kl_horizon") ?? c.klHorizon
+            }
+            if let r = try algorithm.section("rejection") {
+                try r.only(["keep", "k", "threshold", "epochs", "batch_size", "learning_rate"])
+                switch try r.string("keep") ?? "best" {
+                case "best": c.rejection.keep = .best
+                case "top_k":
+                    guard let k = try r.int("k", min: 1) else { throw r.error("k", "is required with keep: top_k") }
+                    c.rejection.keep = .topK(k)
+                case "above":
+                    guard let t = try r.float("threshold") else { throw r.error("threshold", "is required with keep: above") }
+                    c.rejection.keep = .above(t)
+                default: throw r.error("keep", "must be best, top_k or above")
+                }
+                c.rejection.epochs = try r.int("epochs", min: 1) ?? c.rejection.epochs
+                c.rejection.batchSize = try r.int("batch_size", min: 1) ?? c.rejection.batchSize
+                c.rejection.learningRate = try r.float("learning_rate") ?? c.rejection.learningRate
+            }
+        }
+        if let r = try top.section("rollout") {
+            try r.only(["samples_per_prompt", "max_new_tokens", "temperature", "top_k", "top_p"])
+            c.rollout.samplesPerPrompt = try r.int("samples_per_prompt", min: 1) ?? c.rollout.samplesPerPrompt
+            c.rollout.maxNewTokens = try r.int("max_new_tokens", min: 1) ?? c.rollout.maxNewTokens
+            c.rollout.temperature = try r.float("temperature") ?? c.rollout.temperature
+            c.rollout.topK = try r.int("top_k", min: 0) ?? c.rollout.topK
+            c.rollout.topP = try r.float("top_p") ?? c.rollout.topP
+        }
+        c.ppo.seed = c.seed
+        c.rejection.seed = c.seed
+        return c
+    }
+
+    /// The rules as reward functions.
+    public func rewardRules() throws -> [(rule: RewardRule, weight: Float)] {
+        try rules.map { r in
+            switch r.kind {
+            case "keyword": return (.keyword(r.value, caseSensitive: r.caseSensitive), r.weight)
+            case "regex": return (try RewardRule.regex(r.value), r.weight)
+            case "length": return (.length(target: Int(r.value)!), r.weight)
+            default: return (.containsToken(Int32(r.value)!), r.weight)
+            }
+        }
+    }
+}
+
+/// A YAML mapping with typed, line-numbered access.
+struct Section {
+    let node: Node
+    let path: String
+    let file: String
+    let entries: [(key: String, keyNode: Node, value: Node)]
+
+    init(_ node: Node, path: String, file: String) throws {
+        guard let mapping = node.mapping else {
+            throw DataError("\(file) line \(node.mark?.line ?? 0): \(path.isEmpty ? "the document" : "\"\(path)\"") must be a mapping")
+        }
+        self.node = node; self.path = path; self.file = file
+        entries = mapping.map { (key: $0.key.string ?? "", keyNode: $0.key, value: $0.value) }
+    }
+
+    func full(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    func error(_ key: String, _ problem: String) -> DataError {
+        let line = entries.first { $0.key == key }?.keyNode.mark?.line ?? node.mark?.line ?? 0
+        return DataError("\(file) line \(line): \"\(full(key))\" \(problem)")
+    }
+
+    func only(_ known: [String]) throws {
+        for e in entries where !known.contains(e.key) {
+            throw DataError("\(file) line \(e.keyNode.mark?.line ?? 0): unknown key \"\(full(e.key))\" (known: \(known.joined(separator: ", ")))")
+        }
+    }
+
+    func value(_ key: String) -> Node? { entries.first { $0.key == key }?.value }
+
+    func scalar(_ key: String, _ type: String) throws -> String? {
+        guard let v = value(key) else { return nil }
+        if case .scalar(let s) = v, !(s.style == .plain && s.string.isEmpty) { return s.string }
+        throw error(key, "must be \(type)")
+    }
+
+    func string(_ key: String) throws -> String? { try scalar(key, "a string") }
+
+    func int(_ key: String, min: Int) throws -> Int? {
+        guard let s = try scalar(key, "an integer") else { return nil }
+        guard let v = Int(s) else { throw error(key, "must be an integer, found \"\(s)\"") }
+        guard v >= min else { throw error(key, "must be at least \(min), found \(v)") }
+        return v
+    }
+
+    func float(_ key: String) throws -> Float? {
+        guard let s = try scalar(key, "a number") else { return nil }
+        guard let v = Float(s), v.isFinite else { throw error(key, "must be a number, found \"\(s)\"") }
+        return v
+    }
+
+    func bool(_ key: String) throws -> Bool? {
+        guard let s = try scalar(key, "true or false") else { return nil }
+        switch s { case "true", "yes", "on": return true; case "false", "no", "off": return false
+        default: throw error(key, "must be true or false, found \"\(s)\"") }
+    }
+
+    func strings(_ key: String) throws -> [String]? {
+        guard let v = value(key) else { return nil }
+        guard let seq = v.sequence else { throw error(key, "must be a list") }
+        return try seq.map { item in
+            guard case .scalar(let s) = item else { throw error(key, "must be a list of strings") }
+            return s.string
+        }
+    }
+
+    func section(_ key: String) throws -> Section? {
+        guard let v = value(key) else { return nil }
+        guard v.mapping != nil else { throw error(key, "must be a mapping") }
+        return try Section(v, path: full(key), file: file)
+    }
+
+    func sections(_ key: String) throws -> [Section] {
+        guard let v = value(key) else { return [] }
+        guard let seq = v.sequence else { throw error(key, "must be a list") }
+        return try seq.enumerated().map { try Section($1, path: "\(full(key))[\($0)]", file: file) }
+    }
+}

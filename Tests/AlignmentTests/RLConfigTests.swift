@@ -1,0 +1,83 @@
+import Alignment
+import Engine
+import Foundation
+import XCTest
+
+final class RLConfigTests: XCTestCase {
+    let valid = """
+        run:
+          dir: runs/x
+          iterations: 3
+          seed: 7
+        model:
+          policy: models/tiny
+          lora: {rank: 4, targets: [q, v]}
+        data:
+          prompts: examples/prompts.jsonl
+          prompts_per_iteration: 4
+        reward:
+          rules:
+            - {type: keyword, value: "Paris", weight: 2}
+            - {type: regex, value: "[0-9]+"}
+            - {type: length, value: 20, weight: 0.5}
+        algorithm:
+          name: rejection
+          rejection: {keep: top_k, k: 2, epochs: 1}
+        rollout:
+          samples_per_prompt: 4
+          max_new_tokens: 16
+          temperature: 0.8
+        """
+
+    func testAValidConfigReadsEveryField() throws {
+        let c = try RLConfig.parse(valid, name: "c.yaml")
+        XCTAssertEqual(c.runDir, "runs/x"); XCTAssertEqual(c.iterations, 3); XCTAssertEqual(c.seed, 7)
+        XCTAssertEqual(c.lora, LoRAConfig(rank: 4, targets: [.q, .v]))
+        XCTAssertEqual(c.promptsPerIteration, 4)
+        XCTAssertEqual(c.rules.map(\.kind), ["keyword", "regex", "length"])
+        XCTAssertEqual(c.rules.map(\.weight), [2, 1, 0.5])
+        XCTAssertEqual(c.rejection.keep, .topK(2))
+        XCTAssertEqual(c.rollout.samplesPerPrompt, 4); XCTAssertEqual(c.rollout.temperature, 0.8)
+        XCTAssertEqual(try c.rewardRules().count, 3)
+    }
+
+    func testUnknownAndIllTypedKeysNameTheKeyAndLine() {
+        let cases: [(String, String, String)] = [
+            ("  iterations: 3", "  iteratons: 3", "c.yaml line 3: unknown key \"run.iteratons\""),
+            ("  max_new_tokens: 16", "  max_new_tokens: many", "c.yaml line 21: \"rollout.max_new_tokens\" must be an integer, found \"many\""),
+            ("  temperature: 0.8", "  temperature: hot", "c.yaml line 22: \"rollout.temperature\" must be a number, found \"hot\""),
+            ("  lora: {rank: 4, targets: [q, v]}", "  lora: {rank: 4, targets: [q, w]}", "c.yaml line 7: \"model.lora.targets\" has \"w\""),
+            ("  name: rejection", "  name: dpo", "c.yaml line 17: \"algorithm.name\" must be ppo or rejection"),
+            ("    - {type: regex, value: \"[0-9]+\"}", "    - {type: regex, value: \"[0-9\"}", "reward regex \"[0-9\" does not compile"),
+            ("    - {type: length, value: 20, weight: 0.5}", "    - {type: length, value: long}", "\"reward.rules[2].value\" must be an integer"),
+            ("  seed: 7", "  seed: -1", "c.yaml line 4: \"run.seed\" must be at least 0"),
+            ("run:", "runn:", "c.yaml line 1: unknown key \"runn\""),
+        ]
+        for (from, to, message) in cases {
+            let text = valid.replacingOccurrences(of: from, with: to)
+            XCTAssertNotEqual(text, valid, "fixture did not change for \(to)")
+            XCTAssertThrowsError(try RLConfig.parse(text, name: "c.yaml")) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
+        }
+        XCTAssertThrowsError(try RLConfig.parse("data: [1, 2", name: "c.yaml")) { XCTAssertTrue("\($0)".contains("not valid YAML"), "\($0)") }
+        XCTAssertThrowsError(try RLConfig.parse("run: {iterations: 2}", name: "c.yaml")) { XCTAssertTrue("\($0)".contains("section \"data\""), "\($0)") }
+        XCTAssertThrowsError(try RLConfig.parse("data: {prompts: p.jsonl}", name: "c.yaml")) { XCTAssertTrue("\($0)".contains("needs a reward model or at least one rule"), "\($0)") }
+    }
+}
+
+final class RewardTests: XCTestCase {
+    func sample(_ response: [Int32], prompt: Int = 0) -> Sample {
+        Sample(promptId: prompt, index: 0, prompt: [1], response: response, logprobs: response.map { _ in 0 }, policyVersion: 0, seed: 0)
+    }
+
+    func testRulesScoreTheResponse() throws {
+        let texts: [Int32: String] = [1: "The answer is 42!", 2: "no numbers here"]
+        let scorer = RewardScorer(models: nil, rules: [(.keyword("ANSWER", caseSensitive: false), 1), (try .regex("[0-9]+"), 10),
+                                                       (.length(target: 4), 100), (.containsToken(7), 1000)],
+                                  decode: { texts[$0.first!]! })
+        // sample 1: keyword 1 + regex 10 + length |2 - 4| / 4 -> 0.5 * 100 + token 7 -> 1000
+        // sample 2: keyword 0, regex 0, length 4 of 4 -> 100, no token 7
+        XCTAssertEqual(try scorer.score([sample([1, 7]), sample([2, 3, 3, 3])], prompts: [:]), [1061, 100])
+        XCTAssertEqual(try RewardScorer(models: nil, rules: [(.keyword("Answer", caseSensitive: true), 1)], decode: { texts[$0.first!]! })
+            .score([sample([1])], prompts: [:]), [0])
+    }
+}
