@@ -1,6 +1,8 @@
 import Alignment
 import Engine
 import Foundation
+import Formats
+import Tokenizer
 import XCTest
 
 final class RLConfigTests: XCTestCase {
@@ -79,5 +81,34 @@ final class RewardTests: XCTestCase {
         XCTAssertEqual(try scorer.score([sample([1, 7]), sample([2, 3, 3, 3])], prompts: [:]), [1061, 100])
         XCTAssertEqual(try RewardScorer(models: nil, rules: [(.keyword("Answer", caseSensitive: true), 1)], decode: { texts[$0.first!]! })
             .score([sample([1])], prompts: [:]), [0])
+    }
+}
+
+final class CombinedRewardTests: XCTestCase {
+    /// Two constant-score "reward models" (a zero trunk, so the head's bias is the score).
+    func constantRM(_ score: Float) throws -> RewardModel {
+        let config = ModelConfig(layers: 1, width: 8, heads: 2, kvHeads: 1, ffnWidth: 8, vocab: 8, contextLength: 16)
+        let head = ScalarHead(width: 8)
+        head.storage[8] = score
+        let tok = try BPETokenizer(tokens: (0..<8).map { "t\($0)" }, merges: [])
+        return try RewardModel(model: LoadedModel(weights: ModelWeights(config: config), tokenizer: tok, source: URL(fileURLWithPath: "/")), head: head)
+    }
+
+    /// sigmoid(2) = 0.8808 (helpful), sigmoid(-3) = 0.0474 (safety, below 0.15) and sigmoid(1) = 0.7311.
+    func testSafetyDecidesOnUnsafePromptsAndLowSafetyScores() throws {
+        var rewards = ModelRewards(helpfulness: try constantRM(2), safety: try constantRM(1))
+        rewards.logit = false; rewards.whiten = false
+        let samples = [0, 1].map { Sample(promptId: $0, index: 0, prompt: [1, 2], response: [3], logprobs: [0], policyVersion: 0, seed: 0) }
+        let prompts = [0: Prompt(id: 0, text: "", tokens: [1, 2]), 1: Prompt(id: 1, text: "", tokens: [1, 2], unsafe: true)]
+        let s = try rewards.scores(samples, prompts: prompts)
+        XCTAssertEqual(s[0], 0.8807971, accuracy: 1e-5) // safe prompt, safety 0.73 above threshold: helpfulness
+        XCTAssertEqual(s[1], 0.7310586, accuracy: 1e-5) // tagged unsafe: safety
+        rewards.safety = try constantRM(-3)
+        XCTAssertEqual(try rewards.scores(samples, prompts: prompts)[0], 0.0474259, accuracy: 1e-5) // safety below 0.15 wins
+        rewards.logit = true
+        XCTAssertEqual(try rewards.scores(samples, prompts: prompts)[0], -3, accuracy: 1e-4) // logit undoes the sigmoid
+        rewards.whiten = true
+        let w = try rewards.scores(samples, prompts: prompts)
+        XCTAssertEqual(w.reduce(0, +), 0, accuracy: 1e-5) // whitened over the batch
     }
 }

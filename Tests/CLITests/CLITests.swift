@@ -130,4 +130,58 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.err.contains("line 2: not valid JSON"), r.err)
         XCTAssertFalse(FileManager.default.fileExists(atPath: "/tmp/never-written"))
     }
+
+    func testRewardModelTrainAndScore() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-rm-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let tiny = dir.appendingPathComponent("tiny").path, out = dir.appendingPathComponent("rm").path
+        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let pairs = (0..<12).map { #"{"prompt": "Say hi \#($0)", "chosen": "Hello there!", "rejected": "No.", "p_chosen": 0.9}"# }
+        try Data(pairs.joined(separator: "\n").utf8).write(to: dir.appendingPathComponent("pairs.jsonl"))
+        let r = try charter("rm", "train", "--model", tiny, "--pairs", dir.appendingPathComponent("pairs.jsonl").path, "--out", out,
+                            "--lr", "1e-3", "--batch-size", "4", "--epochs", "3", "--eval-fraction", "0.25")
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("held-out accuracy"), r.out)
+        try Data([#"{"prompt": "Say hi", "response": "Hello there!"}"#, #"{"prompt": "Say hi", "response": "No."}"#].joined(separator: "\n").utf8)
+            .write(to: dir.appendingPathComponent("score.jsonl"))
+        let s = try charter("rm", "score", "--rm", out, "--data", dir.appendingPathComponent("score.jsonl").path)
+        XCTAssertEqual(s.status, 0, s.err)
+        let scores = s.out.split(separator: "\n").map { (try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Double])["score"]! }
+        XCTAssertEqual(scores.count, 2)
+        if scores.count == 2 { XCTAssertGreaterThan(scores[0], scores[1], "the trained preference should show") }
+    }
+
+    func testRLRunsFromAConfigAndRefusesABadOne() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-rl-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let tiny = dir.appendingPathComponent("tiny").path
+        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let config = """
+            run: {dir: \(dir.path)/run, iterations: 3, seed: 1}
+            model: {policy: \(tiny)}
+            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 4}
+            reward:
+              rules: [{type: keyword, value: "e"}]
+            algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: head, learning_rate: 0.001}}
+            rollout: {samples_per_prompt: 2, max_new_tokens: 6}
+            """
+        let path = dir.appendingPathComponent("c.yaml").path
+        try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+        let r = try charter("rl", "--config", path)
+        XCTAssertEqual(r.status, 0, r.err)
+        let lines = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, 3)
+        let last = try JSONSerialization.jsonObject(with: Data(lines[2].utf8)) as! [String: Any]
+        XCTAssertEqual(last["policyVersion"] as? Int, 2)
+        XCTAssertEqual(last["samples"] as? Int, 8)
+        XCTAssertNotNil(last["generationSeconds"]); XCTAssertNotNil(last["updateSeconds"]); XCTAssertNotNil(last["kl"])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.path + "/run/policy/model.safetensors"))
+
+        try Data(config.replacingOccurrences(of: "max_new_tokens: 6", with: "max_new_tokns: 6").utf8).write(to: URL(fileURLWithPath: path))
+        let bad = try charter("rl", "--config", path)
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.err.contains("c.yaml line 7: unknown key \"rollout.max_new_tokns\""), bad.err)
+    }
 }
