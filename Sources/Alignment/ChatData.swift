@@ -20,13 +20,9 @@ public enum ChatData {
 
     /// Parses and tokenizes a JSONL file. A malformed line is an error naming its number.
     public static func load(_ url: URL, tokenizer: BPETokenizer, maxLength: Int) throws -> LoadReport {
-        guard let data = try? Data(contentsOf: url) else { throw DataError("\(url.path): cannot read") }
         var report = LoadReport()
-        var lineNumber = 0
-        for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-            lineNumber += 1
-            if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") || $0 == UInt8(ascii: "\r") }) { continue }
-            let messages = try parse(Data(line), line: lineNumber, file: url.lastPathComponent)
+        for (lineNumber, object) in try JSONLines.read(url.path) {
+            let messages = try parse(object, line: lineNumber, path: url.path)
             var sequence = try encode(messages, tokenizer: tokenizer, line: lineNumber, file: url.lastPathComponent)
             if sequence.tokens.count > maxLength {
                 sequence.tokens.removeLast(sequence.tokens.count - maxLength)
@@ -39,10 +35,8 @@ public enum ChatData {
         return report
     }
 
-    static func parse(_ line: Data, line n: Int, file: String) throws -> [ChatMessage] {
-        func fail(_ s: String) -> DataError { DataError("\(file) line \(n): \(s)") }
-        guard let json = try? JSONSerialization.jsonObject(with: line) else { throw fail("not valid JSON") }
-        guard let object = json as? [String: Any] else { throw fail("expected a JSON object with \"messages\"") }
+    static func parse(_ object: [String: Any], line n: Int, path: String) throws -> [ChatMessage] {
+        func fail(_ s: String) -> DataError { JSONLines.error(path, n, s) }
         guard let list = object["messages"] as? [Any] else { throw fail("\"messages\" is missing or not an array") }
         var messages: [ChatMessage] = []
         for (i, item) in list.enumerated() {

@@ -5,12 +5,9 @@ import Tokenizer
 /// prompt becomes a user turn of the chat template, ready for the assistant's reply.
 public enum PromptData {
     public static func load(_ path: String, tokenizer: BPETokenizer, chat: Bool, system: String?, maxTokens: Int) throws -> [Prompt] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw DataError("\(path): cannot read") }
         var prompts: [Prompt] = []
-        for (i, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
-            func fail(_ s: String) -> DataError { DataError("\((path as NSString).lastPathComponent) line \(i + 1): \(s)") }
-            if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { continue }
-            guard let o = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else { throw fail("not a JSON object") }
+        for (line, o) in try JSONLines.read(path) {
+            func fail(_ s: String) -> DataError { JSONLines.error(path, line, s) }
             guard let text = o["prompt"] as? String, !text.isEmpty else { throw fail("needs a non-empty string \"prompt\"") }
             if let u = o["unsafe"], !(u is Bool) { throw fail("\"unsafe\" must be true or false") }
             let rendered = chat

@@ -80,12 +80,9 @@ public struct PreferencePair: Sendable {
 
     /// Reads `{"prompt", "chosen", "rejected", "margin"?, "p_chosen"?}` per line; errors name the line.
     public static func load(_ url: URL, rm: RewardModel, maxLength: Int) throws -> [PreferencePair] {
-        guard let data = try? Data(contentsOf: url) else { throw DataError("\(url.path): cannot read") }
         var pairs: [PreferencePair] = []
-        for (i, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
-            func fail(_ s: String) -> DataError { DataError("\(url.lastPathComponent) line \(i + 1): \(s)") }
-            if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { continue }
-            guard let o = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else { throw fail("not a JSON object") }
+        for (line, o) in try JSONLines.read(url.path) {
+            func fail(_ s: String) -> DataError { JSONLines.error(url.path, line, s) }
             guard let prompt = o["prompt"] as? String, let chosen = o["chosen"] as? String, let rejected = o["rejected"] as? String else {
                 throw fail("needs string fields \"prompt\", \"chosen\" and \"rejected\"")
             }

@@ -57,15 +57,11 @@ struct RMCommand: ParsableCommand {
 
         func run() throws {
             let model = try RewardModel.load(rm)
-            guard let bytes = FileManager.default.contents(atPath: data) else { throw CLIError("\(data): cannot read") }
-            var sequences: [[Int32]] = []
-            for (i, line) in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
-                if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { continue }
-                guard let o = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any],
-                      let prompt = o["prompt"] as? String, let response = o["response"] as? String else {
-                    throw CLIError("\(data) line \(i + 1): needs string fields \"prompt\" and \"response\"")
+            let sequences = try JSONLines.read(data).map { line, o -> [Int32] in
+                guard let prompt = o["prompt"] as? String, let response = o["response"] as? String else {
+                    throw JSONLines.error(data, line, "needs string fields \"prompt\" and \"response\"")
                 }
-                sequences.append(try model.tokens(prompt: prompt, response: response))
+                return try model.tokens(prompt: prompt, response: response)
             }
             for s in try model.scores(sequences) {
                 print(String(decoding: try JSONSerialization.data(withJSONObject: ["score": Double(s)]), as: UTF8.self))

@@ -79,7 +79,7 @@ final class RewardModelTests: XCTestCase {
         let loaded = try PreferencePair.load(pairsFile, rm: rm, maxLength: 64)
         XCTAssertEqual(loaded.first?.pChosen, 0.8)
         XCTAssertEqual(loaded.first?.margin, 1)
-        for (bad, message) in [(#"{"prompt": "a", "chosen": "b"}"#, "line 1: needs string fields"), (#"{"prompt": "a", "chosen": "b", "rejected": "c", "p_chosen": 2}"#, "\"p_chosen\" must be a number in [0, 1]"), ("oops", "line 1: not a JSON object")] {
+        for (bad, message) in [(#"{"prompt": "a", "chosen": "b"}"#, "line 1: needs string fields"), (#"{"prompt": "a", "chosen": "b", "rejected": "c", "p_chosen": 2}"#, "\"p_chosen\" must be a number in [0, 1]"), ("oops", "line 1: not valid JSON")] {
             try Data(bad.utf8).write(to: pairsFile)
             XCTAssertThrowsError(try PreferencePair.load(pairsFile, rm: rm, maxLength: 64)) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
         }
