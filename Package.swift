@@ -23,6 +23,7 @@ let package = Package(
         .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ"),
         // OpenBLAS is not linked: Engine/BLAS.swift opens it with dlopen after choosing the
         // kernel type, because OpenBLAS picks its kernels in a load-time constructor.
+        .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
         .target(name: "Engine", swiftSettings: fast, linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "Tokenizer", swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: fast),
@@ -35,6 +36,7 @@ let package = Package(
             ],
             swiftSettings: fast),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
+        .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ", "CZeroMQ"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "Engine"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "Formats"]),
         .testTarget(name: "ReferenceTests", dependencies: ["Engine", "Formats", "Tokenizer"]),
