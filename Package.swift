@@ -17,6 +17,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // libzmq from Debian's libzmq3-dev; used by the Cluster modules.
@@ -24,6 +25,8 @@ let package = Package(
         // OpenBLAS is not linked: Engine/BLAS.swift opens it with dlopen after choosing the
         // kernel type, because OpenBLAS picks its kernels in a load-time constructor.
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
+        // The protocol in code: generated message headers (scripts/gen-protocol.sh) and frame layout.
+        .target(name: "Wire", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .target(name: "Engine", swiftSettings: fast, linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "Tokenizer", swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: fast),
@@ -37,6 +40,7 @@ let package = Package(
             swiftSettings: fast),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ", "CZeroMQ"]),
+        .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "Engine"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "Formats"]),
         .testTarget(name: "ReferenceTests", dependencies: ["Engine", "Formats", "Tokenizer"]),

@@ -1,0 +1,65 @@
+import Foundation
+import Wire
+import XCTest
+
+final class WireTests: XCTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("protocol/fixtures")
+
+    /// The golden messages: what each fixture file holds.
+    static func golden() -> [(String, Message)] {
+        var register = Charter_V1_Register()
+        register.workerID = "worker-1"; register.threads = 2; register.capabilities = ["generate", "score"]
+        register.chunkEndpoint = "tcp://127.0.0.1:6001"; register.policyVersionHeld = 3
+        var task = Charter_V1_Task()
+        task.taskID = "7-2"; task.iteration = 7; task.policyVersion = 7; task.samplesPerPrompt = 2; task.runSeed = 42
+        var p = Charter_V1_PromptWork(); p.promptID = 11; p.tokens = [1, 4093, 198]; p.unsafe = true
+        task.prompts = [p]
+        task.sampling.temperature = 0.7; task.sampling.topP = 0.9; task.sampling.maxNewTokens = 48; task.sampling.stopTokens = [2]
+        var announce = Charter_V1_PolicyAnnounce()
+        announce.policyVersion = 8; announce.totalBytes = 6 << 20; announce.lora = false; announce.layout = "llama-30x576"
+        var c0 = Charter_V1_ChunkInfo(); c0.index = 0; c0.offset = 0; c0.size = 4 << 20; c0.crc32C = 0xDEAD_BEEF
+        var c1 = Charter_V1_ChunkInfo(); c1.index = 1; c1.offset = 4 << 20; c1.size = 2 << 20; c1.crc32C = 0x0BAD_F00D
+        announce.chunks = [c0, c1]; announce.manifestCrc32C = 0x1234_5678; announce.sources = ["tcp://127.0.0.1:6001", "tcp://127.0.0.1:5556"]
+        var error = Charter_V1_Error(); error.code = .versionMismatch; error.message = "coordinator speaks protocol 1, got 2"
+        return [("register", .register(register)), ("task", .task(task)), ("policy_announce", .policyAnnounce(announce)), ("error", .error(error))]
+    }
+
+    /// Set CHARTER_WRITE_FIXTURES=1 to write the fixtures anew after a deliberate schema change.
+    func testGoldenFramesDecodeToTheirMessages() throws {
+        for (name, message) in Self.golden() {
+            let url = Self.fixtures.appendingPathComponent("\(name).bin")
+            if ProcessInfo.processInfo.environment["CHARTER_WRITE_FIXTURES"] == "1" { try Wire.header(message).write(to: url) }
+            let decoded = try Wire.decode([try Data(contentsOf: url)])
+            XCTAssertEqual(decoded.message, message, name)
+            XCTAssertTrue(decoded.bulk.isEmpty)
+        }
+    }
+
+    func testBulkFramesFollowTheHeaderUntouched() throws {
+        var reply = Charter_V1_ChunkReply()
+        reply.policyVersion = 2; reply.index = 5; reply.crc32C = 99
+        let bulk = Data((0..<1000).map { UInt8($0 % 251) })
+        let decoded = try Wire.decode([Wire.header(.chunkReply(reply)), bulk])
+        XCTAssertEqual(decoded.message, .chunkReply(reply))
+        XCTAssertEqual(Array(decoded.bulk), [bulk])
+    }
+
+    func testBadHeadersAreNamed() throws {
+        XCTAssertThrowsError(try Wire.decode([])) { XCTAssertEqual($0 as? Wire.DecodeError, .empty) }
+        XCTAssertThrowsError(try Wire.decode([Data([0xFF, 0xFF, 0xFF])])) {
+            guard case .malformed = $0 as? Wire.DecodeError else { return XCTFail("\($0)") }
+        }
+        var future = Envelope()
+        future.protocolVersion = 2
+        future.heartbeat = Charter_V1_Heartbeat()
+        XCTAssertThrowsError(try Wire.decode([try future.serializedData()])) {
+            XCTAssertEqual($0 as? Wire.DecodeError, .versionMismatch(2))
+            XCTAssertEqual(($0 as! Wire.DecodeError).reply.code, .versionMismatch)
+            XCTAssertEqual("\($0)", "speaks protocol 1, got 2")
+        }
+        var empty = Envelope()
+        empty.protocolVersion = 1
+        XCTAssertThrowsError(try Wire.decode([try empty.serializedData()])) { XCTAssertEqual($0 as? Wire.DecodeError, .unknownMessage) }
+    }
+}
