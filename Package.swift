@@ -31,6 +31,8 @@ let package = Package(
         .target(name: "Tokenizer", swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: fast),
         .target(name: "Alignment", dependencies: ["Engine", "Tokenizer", "Formats", "Yams"], swiftSettings: fast),
+        // Coordinator and workers: scheduling, weight broadcast, processes.
+        .target(name: "Cluster", dependencies: ["Engine", "Alignment", "Wire", "ZeroMQ"], swiftSettings: fast),
         .executableTarget(
             name: "Charter",
             dependencies: [
@@ -41,6 +43,7 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ", "CZeroMQ"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "Engine"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "Formats"]),
         .testTarget(name: "ReferenceTests", dependencies: ["Engine", "Formats", "Tokenizer"]),

@@ -1,0 +1,108 @@
+/// The coordinator's bookkeeping of one iteration's work, free of sockets and clocks: tasks are
+/// pulled by workers, leased to them, returned to the queue when a worker goes silent, and
+/// accepted once each. Time comes in as seconds from the caller, so tests drive it directly.
+public final class Scheduler {
+    public struct TaskSpec: Sendable, Equatable {
+        public let id: String
+        public let iteration: Int
+        public let policyVersion: Int
+        public let promptIds: [Int]
+    }
+
+    public enum Outcome: Sendable, Equatable { case accepted, duplicate, stale, unknown }
+
+    public struct Counters: Sendable, Equatable {
+        public var redispatched = 0, duplicates = 0, stale = 0, unknown = 0
+        public init(redispatched: Int = 0, duplicates: Int = 0, stale: Int = 0, unknown: Int = 0) {
+            self.redispatched = redispatched; self.duplicates = duplicates; self.stale = stale; self.unknown = unknown
+        }
+    }
+
+    struct Worker { var lastSeen: Double; var leases: Set<String> }
+
+    public let heartbeatTimeout: Double
+    public private(set) var iteration = -1
+    public private(set) var policyVersion = 0
+    public private(set) var counters = Counters()
+    private var workers: [String: Worker] = [:]
+    private var tasks: [String: TaskSpec] = [:]
+    private var queue: [String] = []                 // task ids waiting, front first
+    private var leasedTo: [String: String] = [:]     // task id -> worker id
+    private var done: Set<String> = []
+
+    public init(heartbeatTimeout: Double) { self.heartbeatTimeout = heartbeatTimeout }
+
+    public var aliveWorkers: [String] { workers.keys.sorted() }
+    public var isIterationComplete: Bool { !tasks.isEmpty && done.count == tasks.count }
+    public var pendingTasks: Int { tasks.count - done.count }
+
+    /// A worker (re)joins. A reconnecting worker keeps its leases: its results are still welcome.
+    public func register(_ worker: String, now: Double) {
+        workers[worker, default: Worker(lastSeen: now, leases: [])].lastSeen = now
+    }
+
+    public func heartbeat(_ worker: String, now: Double) {
+        workers[worker]?.lastSeen = now
+    }
+
+    /// Forgets a worker at once (it said goodbye or its connection died); its leases go back.
+    public func remove(_ worker: String) {
+        guard let w = workers.removeValue(forKey: worker) else { return }
+        for id in w.leases where !done.contains(id) {
+            leasedTo[id] = nil
+            queue.insert(id, at: 0)
+            counters.redispatched += 1
+        }
+    }
+
+    /// Workers silent for longer than the timeout are removed; returns them.
+    @discardableResult
+    public func expire(now: Double) -> [String] {
+        let dead = workers.filter { now - $0.value.lastSeen > heartbeatTimeout }.keys.sorted()
+        dead.forEach(remove)
+        return dead
+    }
+
+    /// Cuts an iteration's prompts into tasks of at most `promptsPerTask`, in order.
+    public func startIteration(_ iteration: Int, policyVersion: Int, promptIds: [Int], promptsPerTask: Int) {
+        precondition(promptsPerTask >= 1, "tasks need at least one prompt")
+        self.iteration = iteration
+        self.policyVersion = policyVersion
+        tasks = [:]; queue = []; leasedTo = [:]; done = []
+        workers = workers.mapValues { Worker(lastSeen: $0.lastSeen, leases: []) }
+        for (n, start) in stride(from: 0, to: promptIds.count, by: promptsPerTask).enumerated() {
+            let spec = TaskSpec(id: "\(iteration)-\(n)", iteration: iteration, policyVersion: policyVersion,
+                                promptIds: Array(promptIds[start ..< min(start + promptsPerTask, promptIds.count)]))
+            tasks[spec.id] = spec
+            queue.append(spec.id)
+        }
+    }
+
+    /// The next task for a worker that asked for one, or nil when nothing waits.
+    public func nextTask(for worker: String, now: Double) -> TaskSpec? {
+        guard workers[worker] != nil, !queue.isEmpty else { return nil }
+        let id = queue.removeFirst()
+        leasedTo[id] = worker
+        workers[worker]!.leases.insert(id)
+        workers[worker]!.lastSeen = now
+        return tasks[id]
+    }
+
+    /// A result arrived for `taskId`, produced with `policyVersion`. Each task is accepted once.
+    public func complete(_ taskId: String, from worker: String, policyVersion: Int) -> Outcome {
+        workers[worker]?.leases.remove(taskId)
+        guard let spec = tasks[taskId] else {
+            // A task of an earlier iteration: stale if its version is old, otherwise unknown.
+            if policyVersion < self.policyVersion { counters.stale += 1; return .stale }
+            counters.unknown += 1
+            return .unknown
+        }
+        if policyVersion != spec.policyVersion { counters.stale += 1; return .stale }
+        if done.contains(taskId) { counters.duplicates += 1; return .duplicate }
+        done.insert(taskId)
+        if let holder = leasedTo[taskId], holder != worker { workers[holder]?.leases.remove(taskId) }
+        leasedTo[taskId] = nil
+        queue.removeAll { $0 == taskId } // a re-queued task finished by its first holder after all
+        return .accepted
+    }
+}

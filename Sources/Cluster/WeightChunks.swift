@@ -1,0 +1,92 @@
+/// CRC-32C (Castagnoli), the checksum of weight chunks and manifests.
+public enum CRC32C {
+    static let table: [UInt32] = (0..<256).map { i -> UInt32 in
+        var c = UInt32(i)
+        for _ in 0..<8 { c = c & 1 != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
+        return c
+    }
+
+    public static func checksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
+        var c = ~seed
+        table.withUnsafeBufferPointer { t in
+            for b in bytes { c = t[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
+        }
+        return ~c
+    }
+
+    public static func checksum(_ bytes: [UInt8]) -> UInt32 { bytes.withUnsafeBytes { checksum($0) } }
+}
+
+/// How a version of a flat parameter buffer is cut into checksummed chunks for the broadcast.
+public struct WeightManifest: Sendable, Equatable {
+    public struct Chunk: Sendable, Equatable {
+        public let index: Int, offset: Int, size: Int
+        public let crc32c: UInt32
+        public init(index: Int, offset: Int, size: Int, crc32c: UInt32) {
+            self.index = index; self.offset = offset; self.size = size; self.crc32c = crc32c
+        }
+    }
+
+    public let version: Int
+    public let totalBytes: Int
+    public let chunks: [Chunk]
+
+    /// Checksum over the chunk list (index, offset, size, crc), so a corrupted manifest is caught too.
+    public var checksum: UInt32 {
+        var bytes: [UInt8] = []
+        for c in chunks {
+            for v in [UInt64(c.index), UInt64(c.offset), UInt64(c.size), UInt64(c.crc32c)] {
+                withUnsafeBytes(of: v.littleEndian) { bytes += $0 }
+            }
+        }
+        return CRC32C.checksum(bytes)
+    }
+
+    public init(version: Int, totalBytes: Int, chunks: [Chunk]) {
+        self.version = version; self.totalBytes = totalBytes; self.chunks = chunks
+    }
+
+    public init(version: Int, buffer: UnsafeRawBufferPointer, chunkSize: Int = 4 << 20) {
+        precondition(chunkSize > 0, "chunk size must be positive")
+        var chunks: [Chunk] = []
+        var offset = 0
+        while offset < buffer.count {
+            let size = min(chunkSize, buffer.count - offset)
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: buffer[offset ..< offset + size]))
+            chunks.append(Chunk(index: chunks.count, offset: offset, size: size, crc32c: crc))
+            offset += size
+        }
+        self.init(version: version, totalBytes: buffer.count, chunks: chunks)
+    }
+}
+
+/// Collects the chunks of one version into a buffer. A chunk is kept only if its checksum holds;
+/// the version is complete only when every chunk is in, so a worker never runs a mix of versions.
+public final class WeightAssembler {
+    public enum Outcome: Sendable, Equatable { case stored, badChecksum, wrongSize, unknownChunk, alreadyHeld }
+
+    public let manifest: WeightManifest
+    public let buffer: UnsafeMutableRawBufferPointer
+    public private(set) var held: Set<Int> = []
+
+    public init(manifest: WeightManifest) {
+        self.manifest = manifest
+        buffer = .allocate(byteCount: max(manifest.totalBytes, 1), alignment: 64)
+    }
+
+    deinit { buffer.deallocate() }
+
+    public var missing: [Int] { manifest.chunks.map(\.index).filter { !held.contains($0) } }
+    public var isComplete: Bool { held.count == manifest.chunks.count }
+
+    public func accept(index: Int, bytes: UnsafeRawBufferPointer) -> Outcome {
+        guard manifest.chunks.indices.contains(index) else { return .unknownChunk }
+        if held.contains(index) { return .alreadyHeld }
+        let c = manifest.chunks[index]
+        guard bytes.count == c.size else { return .wrongSize }
+        guard CRC32C.checksum(bytes) == c.crc32c else { return .badChecksum }
+        UnsafeMutableRawBufferPointer(rebasing: buffer[c.offset ..< c.offset + c.size]).copyMemory(from: bytes)
+        held.insert(index)
+        return .stored
+    }
+}

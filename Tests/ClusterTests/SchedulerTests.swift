@@ -1,0 +1,103 @@
+import Cluster
+import XCTest
+
+final class SchedulerTests: XCTestCase {
+    func testWorkIsPulledSoAFastWorkerDoesMore() {
+        let s = Scheduler(heartbeatTimeout: 3)
+        s.register("fast", now: 0); s.register("slow", now: 0)
+        s.startIteration(0, policyVersion: 0, promptIds: Array(0..<8), promptsPerTask: 1)
+        var byWorker: [String: Int] = [:]
+        let slowTask = s.nextTask(for: "slow", now: 0)!
+        while let t = s.nextTask(for: "fast", now: 0.1) {
+            XCTAssertEqual(s.complete(t.id, from: "fast", policyVersion: 0), .accepted)
+            byWorker["fast", default: 0] += 1
+        }
+        XCTAssertEqual(s.complete(slowTask.id, from: "slow", policyVersion: 0), .accepted)
+        XCTAssertEqual(byWorker["fast"], 7)
+        XCTAssertTrue(s.isIterationComplete)
+    }
+
+    /// A worker that stops heartbeating loses its tasks to the queue; every prompt is answered once.
+    func testASilentWorkersTasksAreRedispatchedAndEveryPromptIsAnsweredOnce() {
+        let s = Scheduler(heartbeatTimeout: 3)
+        s.register("a", now: 0); s.register("b", now: 0)
+        s.startIteration(4, policyVersion: 4, promptIds: Array(0..<6), promptsPerTask: 2)
+        let lost = s.nextTask(for: "a", now: 0)!        // a dies holding this one
+        var answered: [Int] = []
+        let first = s.nextTask(for: "b", now: 1)!
+        XCTAssertEqual(s.complete(first.id, from: "b", policyVersion: 4), .accepted); answered += first.promptIds
+        s.heartbeat("b", now: 2.5)
+        XCTAssertEqual(s.expire(now: 3.0), [])          // a was last seen at 0: exactly 3 s is not over the limit
+        s.heartbeat("b", now: 3.4)
+        XCTAssertEqual(s.expire(now: 3.5), ["a"])
+        XCTAssertEqual(s.counters.redispatched, 1)
+        XCTAssertEqual(s.aliveWorkers, ["b"])
+        while let t = s.nextTask(for: "b", now: 4) {
+            XCTAssertEqual(s.complete(t.id, from: "b", policyVersion: 4), .accepted)
+            answered += t.promptIds
+        }
+        XCTAssertTrue(s.isIterationComplete)
+        XCTAssertEqual(answered.sorted(), Array(0..<6))
+        XCTAssertTrue(answered.contains(lost.promptIds[0]))
+        // The dead worker's late result is a duplicate, dropped and counted.
+        XCTAssertEqual(s.complete(lost.id, from: "a", policyVersion: 4), .duplicate)
+        XCTAssertEqual(s.counters.duplicates, 1)
+    }
+
+    func testStaleAndUnknownResultsAreDroppedAndCounted() {
+        let s = Scheduler(heartbeatTimeout: 3)
+        s.register("w", now: 0)
+        s.startIteration(1, policyVersion: 1, promptIds: [0, 1], promptsPerTask: 1)
+        let t = s.nextTask(for: "w", now: 0)!
+        s.startIteration(2, policyVersion: 2, promptIds: [0, 1], promptsPerTask: 1)
+        XCTAssertEqual(s.complete(t.id, from: "w", policyVersion: 1), .stale)
+        XCTAssertEqual(s.complete("9-9", from: "w", policyVersion: 2), .unknown)
+        let u = s.nextTask(for: "w", now: 1)!
+        XCTAssertEqual(s.complete(u.id, from: "w", policyVersion: 1), .stale) // right task, old weights
+        XCTAssertEqual(s.counters, Scheduler.Counters(redispatched: 0, duplicates: 0, stale: 2, unknown: 1))
+        XCTAssertEqual(s.complete(u.id, from: "w", policyVersion: 2), .accepted)
+    }
+
+    func testAnUnregisteredWorkerGetsNoTaskAndAGoodbyeReturnsItsLeases() {
+        let s = Scheduler(heartbeatTimeout: 3)
+        s.register("w", now: 0)
+        s.startIteration(0, policyVersion: 0, promptIds: [0], promptsPerTask: 1)
+        XCTAssertNil(s.nextTask(for: "stranger", now: 0))
+        _ = s.nextTask(for: "w", now: 0)
+        s.remove("w")
+        XCTAssertEqual(s.counters.redispatched, 1)
+        s.register("v", now: 1)
+        XCTAssertNotNil(s.nextTask(for: "v", now: 1))
+    }
+}
+
+final class WeightChunkTests: XCTestCase {
+    func testCRC32CKnownValue() {
+        XCTAssertEqual(CRC32C.checksum(Array("123456789".utf8)), 0xE306_9283) // the standard check value
+    }
+
+    func testChunksReassembleAndCorruptionIsCaught() {
+        let source = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        let manifest = source.withUnsafeBytes { WeightManifest(version: 3, buffer: $0, chunkSize: 4096) }
+        XCTAssertEqual(manifest.chunks.map(\.size), [4096, 4096, 1808])
+        let assembler = WeightAssembler(manifest: manifest)
+        source.withUnsafeBytes { all in
+            var corrupted = Array(all[4096 ..< 8192])
+            corrupted[10] ^= 1
+            XCTAssertEqual(corrupted.withUnsafeBytes { assembler.accept(index: 1, bytes: $0) }, .badChecksum)
+            XCTAssertEqual(assembler.accept(index: 0, bytes: UnsafeRawBufferPointer(rebasing: all[0 ..< 4096])), .stored)
+            XCTAssertEqual(assembler.accept(index: 0, bytes: UnsafeRawBufferPointer(rebasing: all[0 ..< 4096])), .alreadyHeld)
+            XCTAssertEqual(assembler.accept(index: 2, bytes: UnsafeRawBufferPointer(rebasing: all[8192 ..< 9000])), .wrongSize)
+            XCTAssertEqual(assembler.accept(index: 7, bytes: UnsafeRawBufferPointer(rebasing: all[0 ..< 10])), .unknownChunk)
+            XCTAssertFalse(assembler.isComplete)
+            XCTAssertEqual(assembler.missing, [1, 2])
+            XCTAssertEqual(assembler.accept(index: 1, bytes: UnsafeRawBufferPointer(rebasing: all[4096 ..< 8192])), .stored)
+            XCTAssertEqual(assembler.accept(index: 2, bytes: UnsafeRawBufferPointer(rebasing: all[8192...])), .stored)
+        }
+        XCTAssertTrue(assembler.isComplete)
+        XCTAssertEqual(Array(assembler.buffer.prefix(10_000)), source)
+        var tampered = manifest.chunks
+        tampered[1] = WeightManifest.Chunk(index: 1, offset: 4096, size: 4096, crc32c: tampered[1].crc32c ^ 1)
+        XCTAssertNotEqual(WeightManifest(version: 3, totalBytes: 10_000, chunks: tampered).checksum, manifest.checksum)
+    }
+}
