@@ -36,7 +36,7 @@ let package = Package(
         .executableTarget(
             name: "Charter",
             dependencies: [
-                "Engine", "Formats", "Tokenizer", "Alignment",
+                "Engine", "Formats", "Tokenizer", "Alignment", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: fast),

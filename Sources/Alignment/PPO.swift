@@ -101,9 +101,10 @@ public final class PPOTrainer {
         var clock = ContinuousClock.now
         func lap() -> Double { let now = ContinuousClock.now; defer { clock = now }; return (now - clock).seconds }
 
-        // Reference log-probs and old values, one pass each over every sample.
-        var reference: [[Float]] = []
-        for start in stride(from: 0, to: sequences.count, by: settings.minibatchSize) {
+        // Reference log-probs (unless the rollout source brought them) and old values.
+        var reference: [[Float]] = samples.compactMap(\.referenceLogprobs)
+        if reference.count != samples.count { reference = [] }
+        for start in stride(from: 0, to: reference.isEmpty ? sequences.count : 0, by: settings.minibatchSize) {
             let part = Array(sequences[start ..< min(start + settings.minibatchSize, sequences.count)])
             let (report, dx) = try self.reference.forward(part).languageModelLoss(grads: nil, backward: false)
             dx.deallocate()

@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Tokenizer
 import Yams
 
 /// The run configuration, one YAML file for the in-process loop (`charter rl`) and, later, the
@@ -159,6 +160,23 @@ public struct RLConfig {
         c.ppo.seed = c.seed
         c.rejection.seed = c.seed
         return c
+    }
+
+    /// The reward of the run: models (loaded from their folders) and rules.
+    public func makeScorer(tokenizer: BPETokenizer) throws -> RewardScorer {
+        var models: ModelRewards? = nil
+        if helpfulnessModel != nil || safetyModel != nil {
+            models = ModelRewards(helpfulness: try helpfulnessModel.map(RewardModel.load), safety: try safetyModel.map(RewardModel.load))
+            models!.safetyThreshold = safetyThreshold; models!.logit = logit; models!.whiten = whiten; models!.weight = modelWeight
+        }
+        return RewardScorer(models: models, rules: try rewardRules(), decode: { (try? tokenizer.decode($0)) ?? "" })
+    }
+
+    /// Rollout settings with the tokenizer's stop tokens.
+    public func rolloutSettings(tokenizer: BPETokenizer) -> RolloutSettings {
+        var r = rollout
+        r.stopTokens = [tokenizer.eos, tokenizer.id(of: "<|endoftext|>")].compactMap { $0 }
+        return r
     }
 
     /// The rules as reward functions.

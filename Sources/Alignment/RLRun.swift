@@ -83,8 +83,11 @@ public final class RLRun {
         var samples = try rollouts.rollouts(iteration: iteration, prompts: batch, policy: generatingPolicy(), policyVersion: policyVersion)
         m.generationSeconds = lap()
         let byId = Dictionary(batch.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        let rewards = try scorer.score(samples, prompts: byId)
-        for i in samples.indices { samples[i].reward = rewards[i] }
+        if !rollouts.scoresSamples {
+            let rewards = try scorer.score(samples, prompts: byId)
+            for i in samples.indices { samples[i].reward = rewards[i] }
+        }
+        let rewards = samples.map(\.reward)
         m.scoringSeconds = lap()
 
         m.iteration = iteration; m.policyVersion = policyVersion; m.prompts = batch.count; m.samples = samples.count

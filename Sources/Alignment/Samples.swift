@@ -23,6 +23,8 @@ public struct Sample: Sendable, Equatable {
     public var policyVersion: Int
     public var seed: UInt64
     public var reward: Float = 0
+    /// Log-probs of the response under the frozen reference, when the rollout source computed them.
+    public var referenceLogprobs: [Float]?
 
     public init(promptId: Int, index: Int, prompt: [Int32], response: [Int32], logprobs: [Float], policyVersion: Int, seed: UInt64) {
         self.promptId = promptId; self.index = index; self.prompt = prompt; self.response = response
@@ -39,6 +41,12 @@ public struct Sample: Sendable, Equatable {
 /// Where an iteration's samples come from: generated here, or gathered from workers.
 public protocol RolloutSource {
     func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int) throws -> [Sample]
+    /// True when the samples come back with their rewards (workers score them).
+    var scoresSamples: Bool { get }
+}
+
+extension RolloutSource {
+    public var scoresSamples: Bool { false }
 }
 
 /// Sampling settings of a rollout.
@@ -65,6 +73,12 @@ public struct InProcessRollouts: RolloutSource {
     }
 
     public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int) throws -> [Sample] {
+        try rollouts(iteration: iteration, prompts: prompts, policy: policy, policyVersion: policyVersion, tick: {})
+    }
+
+    /// `tick` runs after every decode step (a worker sends heartbeats from it).
+    public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int,
+                         tick: () -> Void) throws -> [Sample] {
         let generator = Generator(model: try Transformer(weights: policy))
         var requests: [GenerationRequest] = [], keys: [(Prompt, Int, UInt64)] = []
         for p in prompts {
@@ -76,7 +90,7 @@ public struct InProcessRollouts: RolloutSource {
                 keys.append((p, k, seed))
             }
         }
-        let results = try generator.generate(requests)
+        let results = try withoutActuallyEscaping(tick) { tick in try generator.generate(requests) { _, _ in tick() } }
         return zip(keys, results).map { key, r in
             Sample(promptId: key.0.id, index: key.1, prompt: key.0.tokens, response: r.tokens, logprobs: r.rawLogprobs,
                    policyVersion: policyVersion, seed: key.2)

@@ -7,5 +7,6 @@ struct Charter: ParsableCommand {
         commandName: "charter",
         abstract: "Constitutional AI / RLAIF training on Llama-architecture models.",
         version: "charter 0.1.0; \(BLAS.summary)",
-        subcommands: [ModelCommand.self, TokenizeCommand.self, GenerateCommand.self, SFTCommand.self, RMCommand.self, RLCommand.self, BenchCommand.self])
+        subcommands: [ModelCommand.self, TokenizeCommand.self, GenerateCommand.self, SFTCommand.self, RMCommand.self, RLCommand.self,
+                      CoordinatorCommand.self, WorkerCommand.self, LocalCommand.self, BenchCommand.self])
 }

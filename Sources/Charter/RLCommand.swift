@@ -3,6 +3,7 @@ import ArgumentParser
 import Engine
 import Formats
 import Foundation
+import Tokenizer
 
 struct RLCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -11,18 +12,19 @@ struct RLCommand: ParsableCommand {
     @Option(help: "The run configuration (YAML: run, model, data, reward, algorithm, rollout).") var config: String
 
     func run() throws {
+        try Self.execute(config: config) { c, _, tok, _ in InProcessRollouts(settings: c.rolloutSettings(tokenizer: tok), runSeed: c.seed) }
+    }
+
+    /// The run of a configuration with a given rollout source: in this process (`rl`) or from
+    /// workers (`coordinator`, `local`). `extra` adds fields to each metrics line.
+    static func execute(config: String, extra: (() -> [String: Any])? = nil,
+                        source: (RLConfig, LoadedModel, BPETokenizer, [Prompt]) throws -> RolloutSource) throws {
         let c = try RLConfig.load(config)
         let policy = try ModelLoader.load(c.policy)
         let tok = policy.tokenizer
         let prompts = try PromptData.load(c.prompts, tokenizer: tok, chat: c.chat, system: c.system, maxTokens: c.maxPromptTokens)
-        var models: ModelRewards? = nil
-        if c.helpfulnessModel != nil || c.safetyModel != nil {
-            models = ModelRewards(helpfulness: try c.helpfulnessModel.map(RewardModel.load), safety: try c.safetyModel.map(RewardModel.load))
-            models!.safetyThreshold = c.safetyThreshold; models!.logit = c.logit; models!.whiten = c.whiten; models!.weight = c.modelWeight
-        }
-        let scorer = RewardScorer(models: models, rules: try c.rewardRules(), decode: { (try? tok.decode($0)) ?? "" })
-        var rollout = c.rollout
-        rollout.stopTokens = [tok.eos, tok.id(of: "<|endoftext|>")].compactMap { $0 }
+        let scorer = try c.makeScorer(tokenizer: tok)
+        let rollout = c.rolloutSettings(tokenizer: tok)
         let lora = c.lora.map { LoRAAdapters(config: $0, model: policy.config) }
         lora?.initialize(seed: SplitMix64.derive(c.seed, 0x107A))
 
@@ -43,7 +45,7 @@ struct RLCommand: ParsableCommand {
             algorithm = .rejection(try RejectionSampler(policy: policy.weights, lora: lora, settings: c.rejection))
         }
         let run = try RLRun(prompts: prompts, promptsPerIteration: c.promptsPerIteration,
-                            rollouts: InProcessRollouts(settings: rollout, runSeed: c.seed), scorer: scorer, algorithm: algorithm, seed: c.seed)
+                            rollouts: try source(c, policy, tok, prompts), scorer: scorer, algorithm: algorithm, seed: c.seed)
 
         let dir = URL(fileURLWithPath: c.runDir)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -59,7 +61,9 @@ struct RLCommand: ParsableCommand {
         encoder.outputFormatting = [.sortedKeys]
         for _ in 0..<c.iterations {
             let m = try run.runIteration()
-            metricsFile.write(try encoder.encode(m) + Data("\n".utf8))
+            var line = try JSONSerialization.jsonObject(with: encoder.encode(m)) as! [String: Any]
+            for (k, v) in extra?() ?? [:] { line[k] = v }
+            metricsFile.write(try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) + Data("\n".utf8))
             progress.update(step: m.iteration + 1, text: String(format: "reward %.3f  KL %.3f  gen %.1fs  update %.1fs",
                                                                   m.rewardMean, m.kl, m.generationSeconds, m.updateSeconds))
         }

@@ -198,6 +198,9 @@ public nonisolated struct Charter_V1_Welcome: Sendable {
 
   public var heartbeatTimeoutMs: UInt32 = 0
 
+  /// the run configuration: models, rewards and rollout settings to load
+  public var configYaml: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -847,7 +850,7 @@ nonisolated extension Charter_V1_Register: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Charter_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{3}policy_version\0\u{3}heartbeat_interval_ms\0\u{3}heartbeat_timeout_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{3}policy_version\0\u{3}heartbeat_interval_ms\0\u{3}heartbeat_timeout_ms\0\u{3}config_yaml\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -859,6 +862,7 @@ nonisolated extension Charter_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatTimeoutMs) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.configYaml) }()
       default: break
       }
     }
@@ -877,6 +881,9 @@ nonisolated extension Charter_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
     if self.heartbeatTimeoutMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.heartbeatTimeoutMs, fieldNumber: 4)
     }
+    if !self.configYaml.isEmpty {
+      try visitor.visitSingularStringField(value: self.configYaml, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -885,6 +892,7 @@ nonisolated extension Charter_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.policyVersion != rhs.policyVersion {return false}
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
     if lhs.heartbeatTimeoutMs != rhs.heartbeatTimeoutMs {return false}
+    if lhs.configYaml != rhs.configYaml {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

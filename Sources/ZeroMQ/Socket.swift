@@ -14,8 +14,8 @@ public final class SharedBuffer: @unchecked Sendable {
 public enum Frame: Sendable {
     /// Copied into the message (small headers).
     case data(Data)
-    /// Handed to libzmq without a copy (bulk tensor data); `count` bytes from the start.
-    case shared(SharedBuffer, count: Int)
+    /// Handed to libzmq without a copy (bulk tensor data): `count` bytes from `offset`.
+    case shared(SharedBuffer, offset: Int = 0, count: Int)
 
     public init(_ string: String) { self = .data(Data(string.utf8)) }
 }
@@ -124,10 +124,10 @@ public final class ZMQSocket {
             case .data(let d):
                 _ = try call("msg_init_size") { zmq_msg_init_size(&msg, d.count) }
                 d.withUnsafeBytes { if let src = $0.baseAddress { zmq_msg_data(&msg).copyMemory(from: src, byteCount: d.count) } }
-            case .shared(let buffer, let count):
-                precondition(count <= buffer.bytes.count, "frame longer than its buffer")
+            case .shared(let buffer, let offset, let count):
+                precondition(offset >= 0 && offset + count <= buffer.bytes.count, "frame outside its buffer")
                 let hint = Unmanaged.passRetained(buffer).toOpaque()
-                let rc = zmq_msg_init_data(&msg, buffer.bytes.baseAddress, count, releaseSharedBuffer, hint)
+                let rc = zmq_msg_init_data(&msg, buffer.bytes.baseAddress! + offset, count, releaseSharedBuffer, hint)
                 if rc != 0 { Unmanaged<SharedBuffer>.fromOpaque(hint).release(); throw ZMQError(code: zmq_errno(), operation: "msg_init_data") }
             }
             do {

@@ -23,6 +23,9 @@ final class CLITests: XCTestCase {
         p.standardOutput = out
         p.standardError = err
         try p.run()
+        // No test may hang CI: a run still going after 5 minutes is stopped (and its test fails).
+        nonisolated(unsafe) let running = p
+        DispatchQueue.global().asyncAfter(deadline: .now() + 300) { if running.isRunning { running.terminate() } }
         // stderr is small; read stdout to the end first so a full pipe cannot block the child.
         let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
@@ -183,5 +186,40 @@ final class CLITests: XCTestCase {
         let bad = try charter("rl", "--config", path)
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.err.contains("c.yaml line 7: unknown key \"rollout.max_new_tokns\""), bad.err)
+    }
+
+    /// Coordinator and worker processes over loopback ZeroMQ: several PPO iterations; the same
+    /// seeded run with 1 and with 3 workers yields the same samples and the same weights, bit for bit.
+    func testLocalRunsWithOneAndThreeWorkersGiveTheSameWeights() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-local-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let tiny = dir.appendingPathComponent("tiny").path
+        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        var metrics: [[[String: Any]]] = []
+        for workers in [1, 3] {
+            let config = """
+                run: {dir: \(dir.path)/run\(workers), iterations: 3, seed: 1}
+                model: {policy: \(tiny)}
+                data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 6}
+                reward:
+                  rules: [{type: keyword, value: "a"}]
+                algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: head, learning_rate: 0.001}}
+                rollout: {samples_per_prompt: 2, max_new_tokens: 6}
+                """
+            let path = dir.appendingPathComponent("c\(workers).yaml").path
+            try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+            let r = try charter("local", "--config", path, "--workers", "\(workers)")
+            XCTAssertEqual(r.status, 0, r.err)
+            metrics.append(try String(contentsOfFile: "\(dir.path)/run\(workers)/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+                .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] })
+        }
+        XCTAssertEqual(metrics[1].count, 3)
+        XCTAssertEqual(metrics[1].map { $0["workersAlive"] as? Int }, [3, 3, 3])
+        XCTAssertEqual(metrics[0].map { $0["rewardMean"] as? Double }, metrics[1].map { $0["rewardMean"] as? Double })
+        XCTAssertGreaterThan(metrics[1].last?["bytesBroadcast"] as? Int ?? 0, 0, "versions after the first travel to the workers")
+        let one = try Data(contentsOf: dir.appendingPathComponent("run1/policy/model.safetensors"))
+        let three = try Data(contentsOf: dir.appendingPathComponent("run3/policy/model.safetensors"))
+        XCTAssertEqual(one, three, "1 and 3 workers must reach the same weights")
     }
 }

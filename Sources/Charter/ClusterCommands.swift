@@ -1,0 +1,104 @@
+import Alignment
+import ArgumentParser
+import Cluster
+import Engine
+import Foundation
+
+struct CoordinatorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator", abstract: "Run the configuration with rollouts from workers that connect over ZeroMQ.")
+
+    @Option(help: "The run configuration (YAML).") var config: String
+    @Option(help: "Control endpoint to bind; the chunk server binds the next free port on the same host.") var bind = "tcp://127.0.0.1:5555"
+    @Option(help: "Prompts per task.") var promptsPerTask = 2
+
+    func run() throws {
+        try ClusterRun.coordinate(config: config, bind: bind, promptsPerTask: promptsPerTask) { _ in }
+    }
+}
+
+struct WorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker", abstract: "Join a coordinator: pull tasks, generate, score, return samples.")
+
+    @Option(help: "The coordinator's control endpoint.") var connect: String
+    @Option(help: "Worker id (default: host and process id).") var id: String?
+
+    func run() throws {
+        let name = id ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+        try Worker(options: Worker.Options(connect: connect, id: name)).run()
+    }
+}
+
+struct LocalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "local", abstract: "Coordinator and N worker processes on this machine (loopback); all stop together.")
+
+    @Option(help: "The run configuration (YAML).") var config: String
+    @Option(help: "Worker processes.") var workers = 2
+    @Option(help: "Prompts per task.") var promptsPerTask = 2
+
+    func validate() throws { if workers < 1 { throw ValidationError("--workers must be at least 1") } }
+
+    func run() throws {
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var children: [Process] = []
+        defer { ClusterRun.stop(children) }
+        try ClusterRun.coordinate(config: config, bind: "tcp://127.0.0.1:*", promptsPerTask: promptsPerTask) { endpoint in
+            for i in 0..<workers {
+                let p = Process()
+                p.executableURL = binary
+                p.arguments = ["worker", "--connect", endpoint, "--id", "local-\(i)"]
+                try p.run()
+                children.append(p)
+                ClusterRun.children.append(p.processIdentifier)
+            }
+        }
+        ClusterRun.wait(children, seconds: 10)
+    }
+}
+
+enum ClusterRun {
+    /// Child processes to stop on Ctrl-C (the handler cannot capture).
+    nonisolated(unsafe) static var children: [Int32] = []
+
+    static func coordinate(config: String, bind: String, promptsPerTask: Int, started: (String) throws -> Void) throws {
+        signal(SIGINT) { _ in
+            for pid in ClusterRun.children { kill(pid, SIGTERM) }
+            _exit(130)
+        }
+        var coordinator: Coordinator?
+        try RLCommand.execute(config: config, extra: {
+            guard let c = coordinator else { return [:] }
+            return ["workersAlive": c.scheduler.aliveWorkers.count, "redispatched": c.scheduler.counters.redispatched,
+                    "duplicatesDropped": c.scheduler.counters.duplicates, "staleDropped": c.scheduler.counters.stale,
+                    "malformedDropped": c.counters.malformed + c.counters.unknownMessage, "versionMismatches": c.counters.versionMismatch,
+                    "bytesBroadcast": c.counters.bytesBroadcast]
+        }) { c, _, tok, prompts in
+            var settings = Coordinator.Settings()
+            settings.bind = bind
+            settings.promptsPerTask = promptsPerTask
+            let text = try String(contentsOfFile: config, encoding: .utf8)
+            let server = try Coordinator(settings: settings, configText: text, rollout: c.rolloutSettings(tokenizer: tok), runId: "run-\(c.seed)")
+            server.promptTokens = Dictionary(prompts.map { ($0.id, $0.tokens) }, uniquingKeysWith: { a, _ in a })
+            server.unsafePrompts = Set(prompts.filter(\.unsafe).map(\.id))
+            server.runSeed = c.seed
+            coordinator = server
+            print("coordinator: control \(server.controlEndpoint), chunks \(server.chunkEndpoint)")
+            try started(server.controlEndpoint)
+            return server
+        }
+        coordinator?.finish()
+    }
+
+    static func wait(_ processes: [Process], seconds: Double) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while processes.contains(where: \.isRunning) && Date() < deadline { usleep(20_000) }
+    }
+
+    static func stop(_ processes: [Process]) {
+        for p in processes where p.isRunning { p.terminate() }
+        wait(processes, seconds: 2)
+        for p in processes where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    }
+}

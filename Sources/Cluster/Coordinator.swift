@@ -1,0 +1,251 @@
+import Alignment
+import CZeroMQ
+import Engine
+import Foundation
+import Wire
+import ZeroMQ
+
+/// The coordinator's side of the protocol, as a rollout source: each iteration's prompts become
+/// tasks that workers pull; their scored samples come back. One thread owns the sockets; it serves
+/// them whenever an iteration is gathering (training happens between calls, and workers' messages
+/// wait in the socket queues meanwhile).
+public final class Coordinator: RolloutSource {
+    public struct Settings: Sendable {
+        public var bind = "tcp://127.0.0.1:5555"
+        public var promptsPerTask = 2
+        public var heartbeatIntervalMs: UInt32 = 1000
+        public var heartbeatTimeoutMs: UInt32 = 5000
+        public var chunkSize = 4 << 20
+        public var curveSecretKey: String?
+        public init() {}
+    }
+
+    public struct Counters: Sendable, Codable {
+        public var malformed = 0, versionMismatch = 0, unknownMessage = 0, bytesBroadcast = 0
+    }
+
+    public let settings: Settings
+    public let configText: String
+    public let runId: String
+    let rollout: RolloutSettings
+    let context = ZMQContext()
+    let control: ZMQSocket
+    let chunkServer: ZMQSocket
+    public let controlEndpoint: String
+    public let chunkEndpoint: String
+    public let scheduler: Scheduler
+    public private(set) var counters = Counters()
+    var log: (String) -> Void
+
+    var held: [String: Int] = [:]                 // worker -> policy version it generates with
+    var version = 0
+    var manifest: WeightManifest?
+    var broadcastBuffer: SharedBuffer?
+    var announced: Set<String> = []               // workers told about the current version
+
+    public init(settings: Settings, configText: String, rollout: RolloutSettings, runId: String,
+                log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
+        self.settings = settings; self.configText = configText; self.rollout = rollout; self.runId = runId; self.log = log
+        scheduler = Scheduler(heartbeatTimeout: Double(settings.heartbeatTimeoutMs) / 1000)
+        control = try ZMQSocket(context, .router)
+        chunkServer = try ZMQSocket(context, .router)
+        for s in [control, chunkServer] {
+            try s.set(ZMQ_ROUTER_MANDATORY, 1)
+            try s.set(ZMQ_ROUTER_HANDOVER, 1)
+            if let key = settings.curveSecretKey { try s.makeCurveServer(secretKey: key) }
+        }
+        controlEndpoint = try control.bind(settings.bind)
+        let host = controlEndpoint.split(separator: ":").dropLast().joined(separator: ":")
+        chunkEndpoint = try chunkServer.bind("\(host):*")
+    }
+
+    deinit {
+        // Sockets first: the context cannot end while one is open.
+        control.close()
+        chunkServer.close()
+    }
+
+    public var scoresSamples: Bool { true }
+
+    static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
+
+    /// `peer` is the routing id exactly as the ROUTER gave it (workers set theirs to their id).
+    func send(_ body: Message, to peer: Data, bulk: [Frame] = [], on socket: ZMQSocket? = nil) {
+        do {
+            try (socket ?? control).send([.data(peer), .data(Wire.header(body))] + bulk, wait: false)
+        } catch {
+            log("coordinator: could not send to \(String(decoding: peer, as: UTF8.self)): \(error)") // a gone worker stops heartbeating too
+        }
+    }
+
+    func send(_ body: Message, to worker: String) { send(body, to: Data(worker.utf8)) }
+
+    /// The samples of one iteration from the workers, in (prompt, sample) order.
+    public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int) throws -> [Sample] {
+        if policyVersion != version || (policyVersion > 0 && manifest == nil) { publish(policy, version: policyVersion) }
+        scheduler.startIteration(iteration, policyVersion: policyVersion, promptIds: prompts.map(\.id), promptsPerTask: settings.promptsPerTask)
+        let byId = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        var samples: [Sample] = []
+        while !scheduler.isIterationComplete {
+            try serve(timeoutMilliseconds: 100) { worker, result in
+                guard self.scheduler.complete(result.taskID, from: worker, policyVersion: Int(result.policyVersion)) == .accepted else { return }
+                for r in result.samples {
+                    guard let prompt = byId[Int(r.promptID)] else { continue }
+                    var s = Sample(promptId: prompt.id, index: Int(r.index), prompt: prompt.tokens, response: r.response,
+                                   logprobs: r.logprobs, policyVersion: Int(result.policyVersion), seed: r.seed)
+                    s.reward = r.reward
+                    s.referenceLogprobs = r.referenceLogprobs
+                    samples.append(s)
+                }
+            }
+        }
+        return samples.sorted { ($0.promptId, $0.index) < ($1.promptId, $1.index) }
+    }
+
+    /// Cuts the new version into chunks and tells every worker.
+    func publish(_ policy: ModelWeights, version v: Int) {
+        version = v
+        announced = []
+        guard v > 0 else { manifest = nil; return }
+        let bytes = policy.storage.count * 4
+        let buffer = SharedBuffer(count: bytes)
+        buffer.bytes.copyMemory(from: UnsafeRawBufferPointer(policy.storage))
+        broadcastBuffer = buffer
+        manifest = WeightManifest(version: v, buffer: UnsafeRawBufferPointer(start: buffer.bytes.baseAddress, count: bytes),
+                                  chunkSize: settings.chunkSize)
+        for w in scheduler.aliveWorkers { announce(to: w) }
+    }
+
+    func announce(to worker: String) {
+        guard let manifest else { return }
+        var a = Charter_V1_PolicyAnnounce()
+        a.policyVersion = UInt64(manifest.version)
+        a.totalBytes = UInt64(manifest.totalBytes)
+        a.chunks = manifest.chunks.map {
+            var c = Charter_V1_ChunkInfo()
+            c.index = UInt32($0.index); c.offset = UInt64($0.offset); c.size = UInt32($0.size); c.crc32C = $0.crc32c
+            return c
+        }
+        a.manifestCrc32C = manifest.checksum
+        a.sources = [chunkEndpoint]
+        send(.policyAnnounce(a), to: worker)
+        announced.insert(worker)
+    }
+
+    /// One round of the poll loop: every queued message, then the liveness check.
+    func serve(timeoutMilliseconds: Int, onResult: (String, Charter_V1_TaskResult) -> Void) throws {
+        let readable = try ZMQPoll.readable([control, chunkServer], timeoutMilliseconds: timeoutMilliseconds)
+        if readable[0] { while let frames = try control.receive(wait: false) { handleControl(frames, onResult: onResult) } }
+        if readable[1] { while let frames = try chunkServer.receive(wait: false) { handleChunkRequest(frames) } }
+        for dead in scheduler.expire(now: Self.now()) {
+            held[dead] = nil
+            log("coordinator: worker \(dead) stopped heartbeating; its tasks go back to the queue")
+        }
+    }
+
+    func handleControl(_ frames: [Data], onResult: (String, Charter_V1_TaskResult) -> Void) {
+        guard frames.count >= 2 else { counters.malformed += 1; return }
+        let worker = String(decoding: frames[0], as: UTF8.self), now = Self.now()
+        func send(_ body: Message) { self.send(body, to: frames[0]) }
+        let message: Message
+        do { message = try Wire.decode(Array(frames.dropFirst())).message } catch {
+            switch error {
+            case .versionMismatch: counters.versionMismatch += 1
+            case .unknownMessage: counters.unknownMessage += 1
+            default: counters.malformed += 1
+            }
+            log("coordinator: from \(worker): \(error)")
+            send(.error(error.reply))
+            return
+        }
+        if case .register = message {} else if !scheduler.aliveWorkers.contains(worker) {
+            var e = Charter_V1_Error(); e.code = .notRegistered; e.message = "register first"
+            send(.error(e))
+            return
+        }
+        switch message {
+        case .register(let r):
+            scheduler.register(worker, now: now)
+            held[worker] = Int(r.policyVersionHeld)
+            var w = Charter_V1_Welcome()
+            w.runID = runId; w.policyVersion = UInt64(version)
+            w.heartbeatIntervalMs = settings.heartbeatIntervalMs; w.heartbeatTimeoutMs = settings.heartbeatTimeoutMs
+            w.configYaml = configText
+            send(.welcome(w))
+            if version > 0 && held[worker] != version { announce(to: worker) }
+            log("coordinator: worker \(worker) registered (holds version \(r.policyVersionHeld))")
+        case .heartbeat:
+            scheduler.heartbeat(worker, now: now)
+        case .policyReady(let r):
+            held[worker] = Int(r.policyVersion)
+            scheduler.heartbeat(worker, now: now)
+        case .taskRequest:
+            scheduler.heartbeat(worker, now: now)
+            if held[worker] == version, let t = scheduler.nextTask(for: worker, now: now) {
+                send(.task(task(t)))
+            } else {
+                var n = Charter_V1_NoTask(); n.retryAfterMs = 200
+                send(.noTask(n))
+            }
+        case .taskResult(let r):
+            scheduler.heartbeat(worker, now: now)
+            onResult(worker, r)
+        case .goodbye:
+            scheduler.remove(worker)
+            held[worker] = nil
+        default:
+            counters.unknownMessage += 1
+            var e = Charter_V1_Error(); e.code = .unknownMessage; e.message = "not a message the coordinator takes"
+            send(.error(e))
+        }
+    }
+
+    func task(_ t: Scheduler.TaskSpec) -> Charter_V1_Task {
+        var task = Charter_V1_Task()
+        task.taskID = t.id; task.iteration = UInt64(t.iteration); task.policyVersion = UInt64(t.policyVersion)
+        task.samplesPerPrompt = UInt32(rollout.samplesPerPrompt); task.runSeed = runSeed
+        task.sampling.temperature = rollout.temperature; task.sampling.topK = UInt32(rollout.topK)
+        task.sampling.topP = rollout.topP; task.sampling.maxNewTokens = UInt32(rollout.maxNewTokens)
+        task.sampling.stopTokens = rollout.stopTokens
+        task.prompts = t.promptIds.map { id in
+            var p = Charter_V1_PromptWork()
+            p.promptID = UInt64(id)
+            p.tokens = promptTokens[id] ?? []
+            p.unsafe = unsafePrompts.contains(id)
+            return p
+        }
+        return task
+    }
+
+    /// Prompt tokens by id, and the run seed: set by the run before the first iteration.
+    public var promptTokens: [Int: [Int32]] = [:]
+    public var unsafePrompts: Set<Int> = []
+    public var runSeed: UInt64 = 0
+
+    func handleChunkRequest(_ frames: [Data]) {
+        guard frames.count >= 2 else { counters.malformed += 1; return }
+        let peer = frames[0]
+        guard let decoded = try? Wire.decode(Array(frames.dropFirst())), case .chunkRequest(let r) = decoded.message else {
+            counters.malformed += 1
+            return
+        }
+        guard let manifest, let buffer = broadcastBuffer, Int(r.policyVersion) == manifest.version,
+              manifest.chunks.indices.contains(Int(r.index)) else {
+            var e = Charter_V1_Error(); e.code = .notHeld; e.message = "version \(r.policyVersion) chunk \(r.index) not held"
+            send(.error(e), to: peer, on: chunkServer)
+            return
+        }
+        let c = manifest.chunks[Int(r.index)]
+        var reply = Charter_V1_ChunkReply()
+        reply.policyVersion = r.policyVersion; reply.index = r.index; reply.crc32C = c.crc32c
+        send(.chunkReply(reply), to: peer, bulk: [.shared(buffer, offset: c.offset, count: c.size)], on: chunkServer)
+        counters.bytesBroadcast += c.size
+    }
+
+    /// Tells every worker the run is over.
+    public func finish() {
+        var g = Charter_V1_Goodbye()
+        g.reason = "run finished"
+        for w in scheduler.aliveWorkers { send(.goodbye(g), to: w) }
+    }
+}
