@@ -23,10 +23,12 @@ struct WorkerCommand: ParsableCommand {
 
     @Option(help: "The coordinator's control endpoint.") var connect: String
     @Option(help: "Worker id (default: host and process id).") var id: String?
+    @Option(help: .hidden) var stallAfterTasks: Int?
 
     func run() throws {
-        let name = id ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
-        try Worker(options: Worker.Options(connect: connect, id: name)).run()
+        var options = Worker.Options(connect: connect, id: id ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
+        options.stallAfterTasks = stallAfterTasks
+        try Worker(options: options).run()
     }
 }
 

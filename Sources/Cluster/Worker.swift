@@ -15,6 +15,8 @@ public final class Worker {
         public var connect: String
         public var id: String
         public var curve: (serverKey: String, keys: CurveKeyPair)?
+        /// Fault injection for tests: after this many tasks, take the next one and never answer.
+        public var stallAfterTasks: Int?
         public init(connect: String, id: String) { self.connect = connect; self.id = id }
     }
 
@@ -263,6 +265,10 @@ public final class Worker {
 
     func work(_ task: Charter_V1_Task) throws {
         guard let policy, let reference, let scorer else { throw WorkerError("a task arrived before the run configuration") }
+        if let n = options.stallAfterTasks, tasksDone >= n {
+            log("worker \(options.id): stalling on task \(task.taskID) (--stall-after-tasks)")
+            while true { sleep(60) }
+        }
         let prompts = task.prompts.map { Prompt(id: Int($0.promptID), text: "", tokens: $0.tokens, unsafe: $0.unsafe) }
         var settings = rollout
         settings.samplesPerPrompt = Int(task.samplesPerPrompt)

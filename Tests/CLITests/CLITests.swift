@@ -222,4 +222,52 @@ final class CLITests: XCTestCase {
         let three = try Data(contentsOf: dir.appendingPathComponent("run3/policy/model.safetensors"))
         XCTAssertEqual(one, three, "1 and 3 workers must reach the same weights")
     }
+
+    /// kill -9 of a worker holding a task: its task goes back to the queue after the heartbeat
+    /// timeout, the iteration completes with every prompt answered once, and the metrics count it.
+    func testKilledWorkersTaskIsRedispatched() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-kill-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let tiny = dir.appendingPathComponent("tiny").path
+        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let config = """
+            run: {dir: \(dir.path)/run, iterations: 2, seed: 3}
+            model: {policy: \(tiny)}
+            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 8}
+            reward:
+              rules: [{type: keyword, value: "a"}]
+            algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: head}}
+            rollout: {samples_per_prompt: 2, max_new_tokens: 4}
+            """
+        let path = dir.appendingPathComponent("c.yaml").path
+        try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+        let endpoint = "tcp://127.0.0.1:\(30_000 + Int(getpid()) % 20_000)"
+        func start(_ args: [String], log: String) throws -> Process {
+            let p = Process()
+            p.executableURL = Self.binary
+            p.arguments = args
+            p.currentDirectoryURL = Self.root
+            FileManager.default.createFile(atPath: log, contents: nil)
+            p.standardOutput = FileHandle(forWritingAtPath: log)
+            p.standardError = FileHandle(forWritingAtPath: log)
+            try p.run()
+            return p
+        }
+        let coordinator = try start(["coordinator", "--config", path, "--bind", endpoint, "--prompts-per-task", "1"], log: dir.path + "/c.log")
+        let victim = try start(["worker", "--connect", endpoint, "--id", "victim", "--stall-after-tasks", "1"], log: dir.path + "/v.log")
+        let survivor = try start(["worker", "--connect", endpoint, "--id", "survivor"], log: dir.path + "/s.log")
+        defer { for p in [coordinator, victim, survivor] where p.isRunning { p.terminate() } }
+        let deadline = Date().addingTimeInterval(120)
+        while !((try? String(contentsOfFile: dir.path + "/v.log", encoding: .utf8))?.contains("stalling") ?? false) && Date() < deadline { usleep(50_000) }
+        kill(victim.processIdentifier, SIGKILL)
+        while coordinator.isRunning && Date() < deadline { usleep(50_000) }
+        XCTAssertFalse(coordinator.isRunning, "the run should finish without the killed worker")
+        XCTAssertEqual(coordinator.terminationStatus, 0, (try? String(contentsOfFile: dir.path + "/c.log", encoding: .utf8)) ?? "")
+        let lines = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(lines.count, 2)
+        XCTAssertEqual(lines.map { $0["samples"] as? Int }, [16, 16], "every prompt answered exactly once")
+        XCTAssertGreaterThanOrEqual(lines.last?["redispatched"] as? Int ?? 0, 1)
+    }
 }
