@@ -50,6 +50,6 @@ let package = Package(
         .testTarget(name: "TrainingTests", dependencies: ["Engine", "Formats", "Alignment"]),
         .testTarget(name: "AlignmentTests", dependencies: ["Alignment", "Engine", "Formats", "Tokenizer"]),
         // Runs the built `charter` binary; the dependency makes `swift test` build it first.
-        .testTarget(name: "CLITests", dependencies: ["Charter"]),
+        .testTarget(name: "CLITests", dependencies: ["Charter", "ZeroMQ", "Wire"]),
     ]
 )

@@ -1,5 +1,7 @@
 import Foundation
+import Wire
 import XCTest
+import ZeroMQ
 
 /// The `charter` binary as a user runs it, from the package folder (so the default model resolves).
 final class CLITests: XCTestCase {
@@ -269,5 +271,64 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(lines.count, 2)
         XCTAssertEqual(lines.map { $0["samples"] as? Int }, [16, 16], "every prompt answered exactly once")
         XCTAssertGreaterThanOrEqual(lines.last?["redispatched"] as? Int ?? 0, 1)
+    }
+
+    /// Garbage frames, a wrong protocol version and an unknown message get error replies and are
+    /// counted; the run goes on and finishes with a real worker.
+    func testBadMessagesAreRefusedAndCountedWhileTheRunGoesOn() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-bad-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let tiny = dir.appendingPathComponent("tiny").path
+        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let config = """
+            run: {dir: \(dir.path)/run, iterations: 1, seed: 3}
+            model: {policy: \(tiny)}
+            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 2}
+            reward:
+              rules: [{type: keyword, value: "a"}]
+            rollout: {samples_per_prompt: 1, max_new_tokens: 3}
+            """
+        let path = dir.appendingPathComponent("c.yaml").path
+        try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+        let endpoint = "tcp://127.0.0.1:\(30_000 + (Int(getpid()) + 7) % 20_000)"
+        let coordinator = Process()
+        coordinator.executableURL = Self.binary
+        coordinator.arguments = ["coordinator", "--config", path, "--bind", endpoint]
+        coordinator.currentDirectoryURL = Self.root
+        coordinator.standardOutput = FileHandle.nullDevice
+        coordinator.standardError = FileHandle.nullDevice
+        try coordinator.run()
+        defer { if coordinator.isRunning { coordinator.terminate() } }
+
+        let context = ZMQContext()
+        let intruder = try ZMQSocket(context, .dealer)
+        try intruder.connect(endpoint)
+        func reply(to frames: [Frame]) throws -> Charter_V1_Error? {
+            try intruder.send(frames)
+            guard try ZMQPoll.readable([intruder], timeoutMilliseconds: 20_000) == [true], let got = try intruder.receive() else { return nil }
+            if case .error(let e)? = try? Wire.decode(got).message { return e }
+            return nil
+        }
+        XCTAssertEqual(try reply(to: [.data(Data([0xFF, 0x00, 0x13, 0x37]))])?.code, .malformed)
+        var future = Envelope()
+        future.protocolVersion = 2
+        future.heartbeat = Charter_V1_Heartbeat()
+        XCTAssertEqual(try reply(to: [.data(try future.serializedData())])?.code, .versionMismatch)
+        var bodiless = Envelope()
+        bodiless.protocolVersion = 1
+        XCTAssertEqual(try reply(to: [.data(try bodiless.serializedData())])?.code, .unknownMessage)
+        XCTAssertEqual(try reply(to: [.data(Wire.header(.heartbeat(Charter_V1_Heartbeat())))])?.code, .notRegistered)
+        intruder.close()
+
+        let worker = try charter("worker", "--connect", endpoint, "--id", "honest")
+        XCTAssertEqual(worker.status, 0, worker.err)
+        let deadline = Date().addingTimeInterval(60)
+        while coordinator.isRunning && Date() < deadline { usleep(50_000) }
+        XCTAssertEqual(coordinator.terminationStatus, 0)
+        let line = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("run/metrics.jsonl"))) as! [String: Any]
+        XCTAssertEqual(line["versionMismatches"] as? Int, 1)
+        XCTAssertEqual(line["malformedDropped"] as? Int, 2) // the garbage frame and the envelope without a body
+        XCTAssertEqual(line["samples"] as? Int, 2)
     }
 }
