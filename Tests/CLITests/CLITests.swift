@@ -331,4 +331,52 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(line["malformedDropped"] as? Int, 2) // the garbage frame and the envelope without a body
         XCTAssertEqual(line["samples"] as? Int, 2)
     }
+
+    /// A worker that joins after the first update receives the current weights first, then takes
+    /// work: here the first worker does iteration 0 alone and then stalls, so the late one must finish.
+    func testALateJoinerGetsTheCurrentWeightsAndThenWorks() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-late-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let tiny = dir.appendingPathComponent("tiny").path
+        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let config = """
+            run: {dir: \(dir.path)/run, iterations: 2, seed: 5}
+            model: {policy: \(tiny)}
+            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 4}
+            reward:
+              rules: [{type: keyword, value: "a"}]
+            algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: head}}
+            rollout: {samples_per_prompt: 2, max_new_tokens: 4}
+            """
+        let path = dir.appendingPathComponent("c.yaml").path
+        try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+        let endpoint = "tcp://127.0.0.1:\(30_000 + (Int(getpid()) + 13) % 20_000)"
+        func start(_ args: [String], log: String) throws -> Process {
+            let p = Process()
+            p.executableURL = Self.binary
+            p.arguments = args
+            p.currentDirectoryURL = Self.root
+            FileManager.default.createFile(atPath: log, contents: nil)
+            p.standardOutput = FileHandle(forWritingAtPath: log)
+            p.standardError = FileHandle(forWritingAtPath: log)
+            try p.run()
+            return p
+        }
+        func log(_ name: String) -> String { (try? String(contentsOfFile: "\(dir.path)/\(name).log", encoding: .utf8)) ?? "" }
+        let coordinator = try start(["coordinator", "--config", path, "--bind", endpoint, "--prompts-per-task", "1"], log: dir.path + "/c.log")
+        let first = try start(["worker", "--connect", endpoint, "--id", "first", "--stall-after-tasks", "4"], log: dir.path + "/first.log")
+        defer { for p in [coordinator, first] where p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        let deadline = Date().addingTimeInterval(120)
+        while !log("first").contains("stalling") && Date() < deadline { usleep(50_000) }
+        let late = try start(["worker", "--connect", endpoint, "--id", "late"], log: dir.path + "/late.log")
+        defer { if late.isRunning { late.terminate() } }
+        while coordinator.isRunning && Date() < deadline { usleep(50_000) }
+        XCTAssertEqual(coordinator.terminationStatus, 0, log("c"))
+        XCTAssertTrue(log("late").contains("now at policy version 1"), log("late"))
+        XCTAssertTrue(log("late").contains("tasks done"), log("late"))
+        XCTAssertFalse(log("late").contains("; 0 tasks done"), "the late joiner should have worked: \(log("late"))")
+        let lines = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, 2)
+    }
 }
