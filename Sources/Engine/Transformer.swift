@@ -1,8 +1,9 @@
 /// Inference forward pass for a batch of sequences of different lengths.
 ///
 /// The new tokens of every sequence are packed into one (N, C) matrix, so each projection is one
-/// BLAS call for the whole batch; attention runs per sequence and head against that sequence's
-/// KV cache. No padding enters the arithmetic, so a sequence's logits do not depend on its batch.
+/// call of the engine's kernel (MatMul.swift) for the whole batch; attention runs per sequence and
+/// head against that sequence's KV cache. No padding enters the arithmetic and the kernel's result
+/// for a row does not depend on the other rows, so a sequence's logits are bitwise the same in any batch.
 public final class Transformer: @unchecked Sendable {
     public let weights: ModelWeights
     public let rotary: RotaryTable
