@@ -256,12 +256,14 @@ final class CLITests: XCTestCase {
             try p.run()
             return p
         }
+        // The victim works alone until it holds its second task, then the survivor joins and the victim dies.
         let coordinator = try start(["coordinator", "--config", path, "--bind", endpoint, "--prompts-per-task", "1"], log: dir.path + "/c.log")
         let victim = try start(["worker", "--connect", endpoint, "--id", "victim", "--stall-after-tasks", "1"], log: dir.path + "/v.log")
-        let survivor = try start(["worker", "--connect", endpoint, "--id", "survivor"], log: dir.path + "/s.log")
-        defer { for p in [coordinator, victim, survivor] where p.isRunning { p.terminate() } }
+        defer { for p in [coordinator, victim] where p.isRunning { p.terminate() } }
         let deadline = Date().addingTimeInterval(120)
         while !((try? String(contentsOfFile: dir.path + "/v.log", encoding: .utf8))?.contains("stalling") ?? false) && Date() < deadline { usleep(50_000) }
+        let survivor = try start(["worker", "--connect", endpoint, "--id", "survivor"], log: dir.path + "/s.log")
+        defer { if survivor.isRunning { survivor.terminate() } }
         kill(victim.processIdentifier, SIGKILL)
         while coordinator.isRunning && Date() < deadline { usleep(50_000) }
         XCTAssertFalse(coordinator.isRunning, "the run should finish without the killed worker")
