@@ -12,6 +12,19 @@ final class CLITests: XCTestCase {
 
     func charter(_ args: String...) throws -> Run { try charter(args) }
 
+    /// Starts `charter args` in the background with stdout and stderr going to the file `log`.
+    func start(_ args: [String], log: String) throws -> Process {
+        let p = Process()
+        p.executableURL = Self.binary
+        p.arguments = args
+        p.currentDirectoryURL = Self.root
+        FileManager.default.createFile(atPath: log, contents: nil)
+        p.standardOutput = FileHandle(forWritingAtPath: log)
+        p.standardError = FileHandle(forWritingAtPath: log)
+        try p.run()
+        return p
+    }
+
     func charter(_ args: [String]) throws -> Run {
         guard FileManager.default.isExecutableFile(atPath: Self.binary.path) else {
             XCTFail("no charter binary at \(Self.binary.path)")
@@ -245,17 +258,6 @@ final class CLITests: XCTestCase {
         let path = dir.appendingPathComponent("c.yaml").path
         try Data(config.utf8).write(to: URL(fileURLWithPath: path))
         let endpoint = "tcp://127.0.0.1:\(30_000 + Int(getpid()) % 20_000)"
-        func start(_ args: [String], log: String) throws -> Process {
-            let p = Process()
-            p.executableURL = Self.binary
-            p.arguments = args
-            p.currentDirectoryURL = Self.root
-            FileManager.default.createFile(atPath: log, contents: nil)
-            p.standardOutput = FileHandle(forWritingAtPath: log)
-            p.standardError = FileHandle(forWritingAtPath: log)
-            try p.run()
-            return p
-        }
         // The victim works alone until it holds its second task, then the survivor joins and the victim dies.
         let coordinator = try start(["coordinator", "--config", path, "--bind", endpoint, "--prompts-per-task", "1"], log: dir.path + "/c.log")
         let victim = try start(["worker", "--connect", endpoint, "--id", "victim", "--stall-after-tasks", "1"], log: dir.path + "/v.log")
@@ -354,17 +356,6 @@ final class CLITests: XCTestCase {
         let path = dir.appendingPathComponent("c.yaml").path
         try Data(config.utf8).write(to: URL(fileURLWithPath: path))
         let endpoint = "tcp://127.0.0.1:\(30_000 + (Int(getpid()) + 13) % 20_000)"
-        func start(_ args: [String], log: String) throws -> Process {
-            let p = Process()
-            p.executableURL = Self.binary
-            p.arguments = args
-            p.currentDirectoryURL = Self.root
-            FileManager.default.createFile(atPath: log, contents: nil)
-            p.standardOutput = FileHandle(forWritingAtPath: log)
-            p.standardError = FileHandle(forWritingAtPath: log)
-            try p.run()
-            return p
-        }
         func log(_ name: String) -> String { (try? String(contentsOfFile: "\(dir.path)/\(name).log", encoding: .utf8)) ?? "" }
         let coordinator = try start(["coordinator", "--config", path, "--bind", endpoint, "--prompts-per-task", "1"], log: dir.path + "/c.log")
         let first = try start(["worker", "--connect", endpoint, "--id", "first", "--stall-after-tasks", "4"], log: dir.path + "/first.log")
