@@ -12,6 +12,17 @@ final class CLITests: XCTestCase {
 
     func charter(_ args: String...) throws -> Run { try charter(args) }
 
+    /// A fresh folder (removed after the test) holding a 1-layer model with SmolLM2's tokenizer, made by `charter model tiny`.
+    func tinyModelFolder(_ label: String) throws -> (dir: URL, tiny: String) {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-\(label)-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        let tiny = dir.appendingPathComponent("tiny").path
+        let made = try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32")
+        XCTAssertEqual(made.status, 0, made.err)
+        return (dir, tiny)
+    }
+
     /// Starts `charter args` in the background with stdout and stderr going to the file `log`.
     func start(_ args: [String], log: String) throws -> Process {
         let p = Process()
@@ -102,10 +113,8 @@ final class CLITests: XCTestCase {
 
     /// A 1-layer model with SmolLM2's tokenizer, made by `charter` itself from the real file.
     func testSFTTrainsAndWritesALoadableFolder() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-sft-\(UUID())")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let tiny = dir.appendingPathComponent("tiny").path, out = dir.appendingPathComponent("out").path
-        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let (dir, tiny) = try tinyModelFolder("sft")
+        let out = dir.appendingPathComponent("out").path
         let r = try charter("sft", "--model", tiny, "--data", "examples/sft-sample.jsonl", "--out", out, "--epochs", "2",
                             "--batch-size", "4", "--micro-batch-size", "2", "--lr", "3e-3", "--eval-fraction", "0.2")
         XCTAssertEqual(r.status, 0, r.err)
@@ -127,10 +136,8 @@ final class CLITests: XCTestCase {
     }
 
     func testLoRASFTWritesMergedWeightsAndAdapters() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-lora-\(UUID())")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let tiny = dir.appendingPathComponent("tiny").path, out = dir.appendingPathComponent("out").path
-        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let (dir, tiny) = try tinyModelFolder("lora")
+        let out = dir.appendingPathComponent("out").path
         let r = try charter("sft", "--model", tiny, "--data", "examples/sft-sample.jsonl", "--out", out, "--batch-size", "8",
                             "--lora-rank", "4", "--lora-targets", "q,v,down", "--lr", "1e-2")
         XCTAssertEqual(r.status, 0, r.err)
@@ -150,11 +157,8 @@ final class CLITests: XCTestCase {
     }
 
     func testRewardModelTrainAndScore() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-rm-\(UUID())")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let tiny = dir.appendingPathComponent("tiny").path, out = dir.appendingPathComponent("rm").path
-        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let (dir, tiny) = try tinyModelFolder("rm")
+        let out = dir.appendingPathComponent("rm").path
         let pairs = (0..<12).map { #"{"prompt": "Say hi \#($0)", "chosen": "Hello there!", "rejected": "No.", "p_chosen": 0.9}"# }
         try Data(pairs.joined(separator: "\n").utf8).write(to: dir.appendingPathComponent("pairs.jsonl"))
         let r = try charter("rm", "train", "--model", tiny, "--pairs", dir.appendingPathComponent("pairs.jsonl").path, "--out", out,
@@ -171,11 +175,7 @@ final class CLITests: XCTestCase {
     }
 
     func testRLRunsFromAConfigAndRefusesABadOne() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-rl-\(UUID())")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let tiny = dir.appendingPathComponent("tiny").path
-        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let (dir, tiny) = try tinyModelFolder("rl")
         let config = """
             run: {dir: \(dir.path)/run, iterations: 3, seed: 1}
             model: {policy: \(tiny)}
@@ -206,11 +206,7 @@ final class CLITests: XCTestCase {
     /// Coordinator and worker processes over loopback ZeroMQ: several PPO iterations; the same
     /// seeded run with 1 and with 3 workers yields the same samples and the same weights, bit for bit.
     func testLocalRunsWithOneAndThreeWorkersGiveTheSameWeights() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-local-\(UUID())")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let tiny = dir.appendingPathComponent("tiny").path
-        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let (dir, tiny) = try tinyModelFolder("local")
         var metrics: [[[String: Any]]] = []
         for workers in [1, 3] {
             let config = """
@@ -241,11 +237,7 @@ final class CLITests: XCTestCase {
     /// kill -9 of a worker holding a task: its task goes back to the queue after the heartbeat
     /// timeout, the iteration completes with every prompt answered once, and the metrics count it.
     func testKilledWorkersTaskIsRedispatched() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-kill-\(UUID())")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let tiny = dir.appendingPathComponent("tiny").path
-        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let (dir, tiny) = try tinyModelFolder("kill")
         let config = """
             run: {dir: \(dir.path)/run, iterations: 2, seed: 3}
             model: {policy: \(tiny)}
@@ -280,11 +272,7 @@ final class CLITests: XCTestCase {
     /// Garbage frames, a wrong protocol version and an unknown message get error replies and are
     /// counted; the run goes on and finishes with a real worker.
     func testBadMessagesAreRefusedAndCountedWhileTheRunGoesOn() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-bad-\(UUID())")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let tiny = dir.appendingPathComponent("tiny").path
-        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let (dir, tiny) = try tinyModelFolder("bad")
         let config = """
             run: {dir: \(dir.path)/run, iterations: 1, seed: 3}
             model: {policy: \(tiny)}
@@ -339,11 +327,7 @@ final class CLITests: XCTestCase {
     /// A worker that joins after the first update receives the current weights first, then takes
     /// work: here the first worker does iteration 0 alone and then stalls, so the late one must finish.
     func testALateJoinerGetsTheCurrentWeightsAndThenWorks() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-cli-late-\(UUID())")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let tiny = dir.appendingPathComponent("tiny").path
-        XCTAssertEqual(try charter("model", "tiny", "--out", tiny, "--layers", "1", "--width", "32").status, 0)
+        let (dir, tiny) = try tinyModelFolder("late")
         let config = """
             run: {dir: \(dir.path)/run, iterations: 2, seed: 5}
             model: {policy: \(tiny)}
