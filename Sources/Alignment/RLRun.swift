@@ -41,10 +41,10 @@ public final class RLRun {
     public let scorer: RewardScorer
     public let algorithm: RLAlgorithm
     public let seed: UInt64
-    public private(set) var iteration = 0
-    public private(set) var policyVersion = 0
+    public internal(set) var iteration = 0
+    public internal(set) var policyVersion = 0
     /// Prompts handed out so far: the data cursor.
-    public private(set) var cursor = 0
+    public internal(set) var cursor = 0
 
     public init(prompts: [Prompt], promptsPerIteration: Int, rollouts: RolloutSource, scorer: RewardScorer,
                 algorithm: RLAlgorithm, seed: UInt64) throws {

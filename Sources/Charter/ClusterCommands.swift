@@ -11,9 +11,10 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(help: "The run configuration (YAML).") var config: String
     @Option(help: "Control endpoint to bind; the chunk server binds the next free port on the same host.") var bind = "tcp://127.0.0.1:5555"
     @Option(help: "Prompts per task.") var promptsPerTask = 2
+    @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
 
     func run() throws {
-        try ClusterRun.coordinate(config: config, bind: bind, promptsPerTask: promptsPerTask) { _ in }
+        try ClusterRun.coordinate(config: config, bind: bind, promptsPerTask: promptsPerTask, resume: resume) { _ in }
     }
 }
 
@@ -39,6 +40,7 @@ struct LocalCommand: ParsableCommand {
     @Option(help: "The run configuration (YAML).") var config: String
     @Option(help: "Worker processes.") var workers = 2
     @Option(help: "Prompts per task.") var promptsPerTask = 2
+    @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
 
     func validate() throws { if workers < 1 { throw ValidationError("--workers must be at least 1") } }
 
@@ -46,7 +48,7 @@ struct LocalCommand: ParsableCommand {
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         var children: [Process] = []
         defer { ClusterRun.stop(children) }
-        try ClusterRun.coordinate(config: config, bind: "tcp://127.0.0.1:*", promptsPerTask: promptsPerTask) { endpoint in
+        try ClusterRun.coordinate(config: config, bind: "tcp://127.0.0.1:*", promptsPerTask: promptsPerTask, resume: resume) { endpoint in
             for i in 0..<workers {
                 let p = Process()
                 p.executableURL = binary
@@ -64,13 +66,13 @@ enum ClusterRun {
     /// Child processes to stop on Ctrl-C (the handler cannot capture).
     nonisolated(unsafe) static var children: [Int32] = []
 
-    static func coordinate(config: String, bind: String, promptsPerTask: Int, started: (String) throws -> Void) throws {
+    static func coordinate(config: String, bind: String, promptsPerTask: Int, resume: Bool, started: (String) throws -> Void) throws {
         signal(SIGINT) { _ in
             for pid in ClusterRun.children { kill(pid, SIGTERM) }
             _exit(130)
         }
         var coordinator: Coordinator?
-        try RLCommand.execute(config: config, extra: {
+        try RLCommand.execute(config: config, resume: resume, extra: {
             guard let c = coordinator else { return [:] }
             return ["workersAlive": c.scheduler.aliveWorkers.count, "redispatched": c.scheduler.counters.redispatched,
                     "duplicatesDropped": c.scheduler.counters.duplicates, "staleDropped": c.scheduler.counters.stale,
@@ -81,7 +83,8 @@ enum ClusterRun {
             settings.bind = bind
             settings.promptsPerTask = promptsPerTask
             let text = try String(contentsOfFile: config, encoding: .utf8)
-            let server = try Coordinator(settings: settings, configText: text, rollout: c.rolloutSettings(tokenizer: tok), runId: "run-\(c.seed)")
+            let server = try Coordinator(settings: settings, configText: text, rollout: c.rolloutSettings(tokenizer: tok), 
+                                         runId: "run-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))")
             server.promptTokens = Dictionary(prompts.map { ($0.id, $0.tokens) }, uniquingKeysWith: { a, _ in a })
             server.unsafePrompts = Set(prompts.filter(\.unsafe).map(\.id))
             server.runSeed = c.seed

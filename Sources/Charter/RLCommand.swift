@@ -10,14 +10,16 @@ struct RLCommand: ParsableCommand {
         commandName: "rl", abstract: "Iterations of generate -> score -> PPO or rejection sampling, in this process.")
 
     @Option(help: "The run configuration (YAML: run, model, data, reward, algorithm, rollout).") var config: String
+    @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
 
     func run() throws {
-        try Self.execute(config: config) { c, _, tok, _ in InProcessRollouts(settings: c.rolloutSettings(tokenizer: tok), runSeed: c.seed) }
+        try Self.execute(config: config, resume: resume) { c, _, tok, _ in InProcessRollouts(settings: c.rolloutSettings(tokenizer: tok), runSeed: c.seed) }
     }
 
     /// The run of a configuration with a given rollout source: in this process (`rl`) or from
     /// workers (`coordinator`, `local`). `extra` adds fields to each metrics line.
-    static func execute(config: String, extra: (() -> [String: Any])? = nil,
+    /// Each iteration ends with a checkpoint in RUN/checkpoint; `resume` continues from it.
+    static func execute(config: String, resume: Bool, extra: (() -> [String: Any])? = nil,
                         source: (RLConfig, LoadedModel, BPETokenizer, [Prompt]) throws -> RolloutSource) throws {
         let c = try RLConfig.load(config)
         let policy = try ModelLoader.load(c.policy)
@@ -48,22 +50,35 @@ struct RLCommand: ParsableCommand {
                             rollouts: try source(c, policy, tok, prompts), scorer: scorer, algorithm: algorithm, seed: c.seed)
 
         let dir = URL(fileURLWithPath: c.runDir)
+        let checkpoint = dir.appendingPathComponent("checkpoint")
+        let configText = try String(contentsOfFile: config, encoding: .utf8)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        try? FileManager.default.removeItem(at: dir.appendingPathComponent("metrics.jsonl"))
-        try? FileManager.default.removeItem(at: dir.appendingPathComponent("config.yaml"))
-        try FileManager.default.copyItem(atPath: config, toPath: dir.appendingPathComponent("config.yaml").path)
-        FileManager.default.createFile(atPath: dir.appendingPathComponent("metrics.jsonl").path, contents: nil)
-        let metricsFile = try FileHandle(forWritingTo: dir.appendingPathComponent("metrics.jsonl"))
+        let metricsURL = dir.appendingPathComponent("metrics.jsonl")
+        var earlier: [Substring] = []
+        if resume && RLCheckpoint.exists(in: checkpoint) {
+            try RLCheckpoint.restore(run, configuration: configText, from: checkpoint)
+            // The metrics of iterations after the checkpoint are written again.
+            earlier = Array(((try? String(contentsOf: metricsURL, encoding: .utf8)) ?? "").split(separator: "\n").prefix(run.iteration))
+            print("rl: resuming at iteration \(run.iteration) from \(checkpoint.path)")
+        } else if resume {
+            print("rl: no checkpoint in \(checkpoint.path); starting from the beginning")
+        }
+        try Data(configText.utf8).write(to: dir.appendingPathComponent("config.yaml"))
+        try Data(earlier.map { $0 + "\n" }.joined().utf8).write(to: metricsURL)
+        let metricsFile = try FileHandle(forWritingTo: metricsURL)
+        try metricsFile.seekToEnd()
         defer { try? metricsFile.close() }
         print("rl: \(c.algorithm), \(prompts.count) prompts, \(c.iterations) iterations of \(c.promptsPerIteration) prompts x \(rollout.samplesPerPrompt) samples, \(BLAS.summary)")
-        let progress = ProgressBar(total: c.iterations, start: 0)
+        let progress = ProgressBar(total: c.iterations, start: run.iteration)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        for _ in 0..<c.iterations {
+        while run.iteration < c.iterations {
             let m = try run.runIteration()
             var line = try JSONSerialization.jsonObject(with: encoder.encode(m)) as! [String: Any]
             for (k, v) in extra?() ?? [:] { line[k] = v }
             metricsFile.write(try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) + Data("\n".utf8))
+            // After the metrics line: a crash between the two rewrites that line on resume.
+            try RLCheckpoint.save(run, configuration: configText, to: checkpoint)
             progress.update(step: m.iteration + 1, text: String(format: "reward %.3f  KL %.3f  gen %.1fs  update %.1fs",
                                                                   m.rewardMean, m.kl, m.generationSeconds, m.updateSeconds))
         }

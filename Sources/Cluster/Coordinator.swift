@@ -166,13 +166,14 @@ public final class Coordinator: RolloutSource {
         switch message {
         case .register(let r):
             scheduler.register(worker, now: now)
-            held[worker] = Int(r.policyVersionHeld)
+            // What it held may come from another run (a coordinator restarted): it confirms with PolicyReady.
+            held[worker] = version == 0 ? 0 : nil
             var w = Charter_V1_Welcome()
             w.runID = runId; w.policyVersion = UInt64(version)
             w.heartbeatIntervalMs = settings.heartbeatIntervalMs; w.heartbeatTimeoutMs = settings.heartbeatTimeoutMs
             w.configYaml = configText
             send(.welcome(w))
-            if version > 0 && held[worker] != version { announce(to: worker) }
+            if version > 0 { announce(to: worker) }
             log("coordinator: worker \(worker) registered (holds version \(r.policyVersionHeld))")
         case .heartbeat:
             scheduler.heartbeat(worker, now: now)

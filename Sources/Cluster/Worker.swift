@@ -43,6 +43,7 @@ public final class Worker {
     var base: LoadedModel?
     var policy: ModelWeights?
     var version = 0
+    var runId = ""
     var reference: Backprop?
     var scorer: RewardScorer?
     var rollout = RolloutSettings()
@@ -159,6 +160,11 @@ public final class Worker {
             heartbeatInterval = Double(max(w.heartbeatIntervalMs, 10)) / 1000
             heartbeatTimeout = Double(max(w.heartbeatTimeoutMs, 100)) / 1000
             if config == nil { try load(configText: w.configYaml) }
+            if w.runID != runId {
+                // Versions are numbered per run: what this worker holds from another run counts for nothing.
+                runId = w.runID
+                version = 0
+            }
             waitingForTask = false
             state = .ready // a PolicyAnnounce follows if this worker lacks the current version
         case .policyAnnounce(let a):
@@ -201,7 +207,9 @@ public final class Worker {
     // MARK: weight broadcast
 
     func startFetch(_ a: Charter_V1_PolicyAnnounce) throws {
-        guard Int(a.policyVersion) > version, let policy else { return }
+        guard let policy else { return }
+        if Int(a.policyVersion) == version { return try sendReady() }
+        guard Int(a.policyVersion) > version else { return }
         guard Int(a.totalBytes) == policy.storage.count * 4, !a.lora else {
             throw WorkerError("announced weights (\(a.totalBytes) bytes, lora \(a.lora)) do not fit this model")
         }
@@ -255,10 +263,14 @@ public final class Worker {
         }
         version = assembler.manifest.version
         state = .ready
+        try sendReady()
+        log("worker \(options.id): now at policy version \(version)")
+    }
+
+    func sendReady() throws {
         var ready = Charter_V1_PolicyReady()
         ready.policyVersion = UInt64(version)
         try send(.policyReady(ready))
-        log("worker \(options.id): now at policy version \(version)")
     }
 
     // MARK: work

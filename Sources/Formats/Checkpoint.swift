@@ -90,7 +90,8 @@ public enum Checkpoint {
             .write(to: folder.appendingPathComponent("tokenizer_config.json"))
     }
 
-    static func atomically(_ folder: URL, _ write: (URL) throws -> Void) throws {
+    /// Writes a folder beside its final name and renames it into place.
+    public static func atomically(_ folder: URL, _ write: (URL) throws -> Void) throws {
         let fm = FileManager.default
         let tmp = folder.deletingLastPathComponent().appendingPathComponent(".\(folder.lastPathComponent).partial-\(getpid())")
         try? fm.removeItem(at: tmp)

@@ -357,3 +357,74 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(lines.count, 2)
     }
 }
+
+extension CLITests {
+    /// kill -9 of the coordinator after an iteration boundary; restarted with --resume, it continues
+    /// from its checkpoint with the same (still running) worker and reaches the same weights as an
+    /// uninterrupted run.
+    func testKilledCoordinatorResumesToTheSameWeights() throws {
+        let (dir, tiny) = try tinyModelFolder("resume")
+        func config(_ run: String) throws -> String {
+            let text = """
+                run: {dir: \(dir.path)/\(run), iterations: 8, seed: 2}
+                model: {policy: \(tiny)}
+                data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 8}
+                reward:
+                  rules: [{type: keyword, value: "a"}]
+                algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: separate, learning_rate: 0.001}}
+                rollout: {samples_per_prompt: 2, max_new_tokens: 6}
+                """
+            let path = dir.appendingPathComponent("\(run).yaml").path
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+            return path
+        }
+        let whole = try charter("local", "--config", try config("whole"), "--workers", "1")
+        XCTAssertEqual(whole.status, 0, whole.err)
+
+        let path = try config("cut")
+        let endpoint = "tcp://127.0.0.1:\(30_000 + (Int(getpid()) + 17) % 20_000)"
+        let first = try start(["coordinator", "--config", path, "--bind", endpoint], log: dir.path + "/c1.log")
+        let worker = try start(["worker", "--connect", endpoint, "--id", "w"], log: dir.path + "/w.log")
+        defer { for p in [first, worker] where p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        let state = dir.appendingPathComponent("cut/checkpoint/state.json")
+        let deadline = Date().addingTimeInterval(120)
+        func savedIteration() -> Int {
+            guard let data = try? Data(contentsOf: state), let s = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return 0 }
+            return s["iteration"] as? Int ?? 0
+        }
+        while savedIteration() < 2 && Date() < deadline { usleep(10_000) }
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        let cutAt = savedIteration()
+        XCTAssertLessThan(cutAt, 8, "the coordinator should die before the run ends")
+
+        let resumed = try charter("coordinator", "--config", path, "--bind", endpoint, "--resume")
+        XCTAssertEqual(resumed.status, 0, resumed.err)
+        XCTAssertTrue(resumed.out.contains("resuming at iteration \(cutAt)"), resumed.out)
+        let lines = try String(contentsOfFile: dir.path + "/cut/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(lines.map { $0["iteration"] as? Int }, Array(0..<8))
+        let a = try Data(contentsOf: dir.appendingPathComponent("whole/policy/model.safetensors"))
+        let b = try Data(contentsOf: dir.appendingPathComponent("cut/policy/model.safetensors"))
+        XCTAssertEqual(a, b, "the resumed run must reach the uninterrupted run's weights")
+    }
+
+    func testResumeRefusesAChangedConfiguration() throws {
+        let (dir, tiny) = try tinyModelFolder("resume-changed")
+        let text = """
+            run: {dir: \(dir.path)/run, iterations: 1, seed: 2}
+            model: {policy: \(tiny)}
+            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 2}
+            reward:
+              rules: [{type: keyword, value: "a"}]
+            rollout: {samples_per_prompt: 1, max_new_tokens: 3}
+            """
+        let path = dir.appendingPathComponent("c.yaml").path
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertEqual(try charter("rl", "--config", path).status, 0)
+        try Data(text.replacingOccurrences(of: "max_new_tokens: 3", with: "max_new_tokens: 4").utf8).write(to: URL(fileURLWithPath: path))
+        let r = try charter("rl", "--config", path, "--resume")
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("the checkpoint was made with a different configuration"), r.err)
+    }
+}

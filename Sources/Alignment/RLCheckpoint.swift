@@ -1,0 +1,117 @@
+import Engine
+import Foundation
+import Formats
+
+/// The state of an RL run at an iteration boundary, so a resumed run continues exactly where the
+/// uninterrupted one would have been: every trained buffer with its AdamW moments and step (policy
+/// or its LoRA adapters, critic trunk, value head), the KL controller, the learner's shuffling RNG,
+/// the iteration, policy version and data cursor. Sample seeds derive from (run seed, iteration,
+/// prompt, index), so nothing about generation needs saving. A folder of two files, written
+/// atomically: state.safetensors (the buffers) and state.json (the rest, and the configuration
+/// text the run was started with; resuming under a different configuration is refused).
+public enum RLCheckpoint {
+    struct State: Codable {
+        var iteration: Int, policyVersion: Int, cursor: Int
+        var beta: Float?
+        var rng: UInt64
+        var steps: [String: Int]
+        var configuration: String
+    }
+
+    public static func exists(in folder: URL) -> Bool {
+        FileManager.default.fileExists(atPath: folder.appendingPathComponent("state.json").path)
+    }
+
+    public static func save(_ run: RLRun, configuration: String, to folder: URL) throws {
+        let buffers = run.algorithm.trainedBuffers
+        let state = State(iteration: run.iteration, policyVersion: run.policyVersion, cursor: run.cursor,
+                          beta: run.algorithm.kl?.beta, rng: run.algorithm.rngState,
+                          steps: run.algorithm.optimizers.mapValues(\.step), configuration: configuration)
+        try Checkpoint.atomically(folder) { tmp in
+            try SafetensorsFile.encode(buffers.map { ($0.name, [$0.values.count], UnsafeBufferPointer($0.values)) })
+                .write(to: tmp.appendingPathComponent("state.safetensors"))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(state).write(to: tmp.appendingPathComponent("state.json"))
+        }
+    }
+
+    /// Puts the saved state into a run built from the same configuration.
+    public static func restore(_ run: RLRun, configuration: String, from folder: URL) throws {
+        let stateURL = folder.appendingPathComponent("state.json")
+        let state: State
+        do { state = try JSONDecoder().decode(State.self, from: Data(contentsOf: stateURL)) } catch {
+            throw DataError("\(stateURL.path): not a readable run checkpoint (\(error.localizedDescription))")
+        }
+        guard state.configuration == configuration else {
+            throw DataError("\(stateURL.path): the checkpoint was made with a different configuration; resume with the same file (it is saved in the run folder as config.yaml)")
+        }
+        let file = try SafetensorsFile(url: folder.appendingPathComponent("state.safetensors"))
+        for (name, values) in run.algorithm.trainedBuffers {
+            guard let t = file.tensors[name], t.count == values.count else {
+                throw DataError("\(folder.path)/state.safetensors: \(name) is missing or has the wrong size")
+            }
+            file.read(t, into: values.baseAddress!)
+        }
+        for (name, optimizer) in run.algorithm.optimizers {
+            guard let step = state.steps[name] else { throw DataError("\(stateURL.path): no optimizer step for \(name)") }
+            optimizer.step = step
+        }
+        run.algorithm.restore(beta: state.beta, rng: state.rng)
+        run.iteration = state.iteration
+        run.policyVersion = state.policyVersion
+        run.cursor = state.cursor
+    }
+}
+
+extension RLAlgorithm {
+    /// Every optimizer of the learner, by the name of the buffer it trains.
+    var optimizers: [String: AdamW] {
+        switch self {
+        case .ppo(let p):
+            var o = ["policy": p.policy.optimizer, "value_head": p.headOptimizer]
+            if let c = p.criticTrainer { o["critic"] = c.optimizer }
+            return o
+        case .rejection(let r): return ["policy": r.trainer.optimizer]
+        }
+    }
+
+    /// Every buffer that training changes, by name: parameters and their optimizer moments.
+    var trainedBuffers: [(name: String, values: UnsafeMutableBufferPointer<Float>)] {
+        var trained: [(String, UnsafeMutableBufferPointer<Float>)] = []
+        switch self {
+        case .ppo(let p):
+            trained.append(("policy", p.policy.trainable))
+            trained.append(("value_head", p.valueHead.storage))
+            if let c = p.criticTrainer { trained.append(("critic", c.trainable)) }
+        case .rejection(let r):
+            trained.append(("policy", r.trainer.trainable))
+        }
+        let opts = optimizers
+        return trained.flatMap { name, values in
+            [(name, values), ("\(name).adam.m", opts[name]!.m), ("\(name).adam.v", opts[name]!.v)]
+        }
+    }
+
+    var kl: KLController? {
+        if case .ppo(let p) = self { return p.kl }
+        return nil
+    }
+
+    var rngState: UInt64 {
+        switch self {
+        case .ppo(let p): return p.rng.state
+        case .rejection(let r): return r.rng.state
+        }
+    }
+
+    func restore(beta: Float?, rng: UInt64) {
+        switch self {
+        case .ppo(let p):
+            if let beta { p.kl.beta = beta }
+            p.rng.state = rng
+        case .rejection(let r):
+            r.rng.state = rng
+        }
+    }
+}
