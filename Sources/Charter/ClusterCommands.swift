@@ -78,7 +78,7 @@ enum ClusterRun {
                     "duplicatesDropped": c.scheduler.counters.duplicates, "staleDropped": c.scheduler.counters.stale,
                     "malformedDropped": c.counters.malformed + c.counters.unknownMessage, "versionMismatches": c.counters.versionMismatch,
                     "bytesBroadcast": c.counters.bytesBroadcast]
-        }) { c, _, tok, prompts in
+        }) { c, _, tok, prompts, lora in
             var settings = Coordinator.Settings()
             settings.bind = bind
             settings.promptsPerTask = promptsPerTask
@@ -88,6 +88,7 @@ enum ClusterRun {
             server.promptTokens = Dictionary(prompts.map { ($0.id, $0.tokens) }, uniquingKeysWith: { a, _ in a })
             server.unsafePrompts = Set(prompts.filter(\.unsafe).map(\.id))
             server.runSeed = c.seed
+            server.adapters = lora
             coordinator = server
             print("coordinator: control \(server.controlEndpoint), chunks \(server.chunkEndpoint)")
             try started(server.controlEndpoint)

@@ -13,14 +13,14 @@ struct RLCommand: ParsableCommand {
     @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
 
     func run() throws {
-        try Self.execute(config: config, resume: resume) { c, _, tok, _ in InProcessRollouts(settings: c.rolloutSettings(tokenizer: tok), runSeed: c.seed) }
+        try Self.execute(config: config, resume: resume) { c, _, tok, _, _ in InProcessRollouts(settings: c.rolloutSettings(tokenizer: tok), runSeed: c.seed) }
     }
 
     /// The run of a configuration with a given rollout source: in this process (`rl`) or from
     /// workers (`coordinator`, `local`). `extra` adds fields to each metrics line.
     /// Each iteration ends with a checkpoint in RUN/checkpoint; `resume` continues from it.
     static func execute(config: String, resume: Bool, extra: (() -> [String: Any])? = nil,
-                        source: (RLConfig, LoadedModel, BPETokenizer, [Prompt]) throws -> RolloutSource) throws {
+                        source: (RLConfig, LoadedModel, BPETokenizer, [Prompt], LoRAAdapters?) throws -> RolloutSource) throws {
         let c = try RLConfig.load(config)
         let policy = try ModelLoader.load(c.policy)
         let tok = policy.tokenizer
@@ -47,7 +47,7 @@ struct RLCommand: ParsableCommand {
             algorithm = .rejection(try RejectionSampler(policy: policy.weights, lora: lora, settings: c.rejection))
         }
         let run = try RLRun(prompts: prompts, promptsPerIteration: c.promptsPerIteration,
-                            rollouts: try source(c, policy, tok, prompts), scorer: scorer, algorithm: algorithm, seed: c.seed)
+                            rollouts: try source(c, policy, tok, prompts, lora), scorer: scorer, algorithm: algorithm, seed: c.seed)
 
         let dir = URL(fileURLWithPath: c.runDir)
         let checkpoint = dir.appendingPathComponent("checkpoint")

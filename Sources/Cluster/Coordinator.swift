@@ -38,10 +38,10 @@ public final class Coordinator: RolloutSource {
     var log: (String) -> Void
 
     var held: [String: Int] = [:]                 // worker -> policy version it generates with
+    var chunkEndpoints: [String: String] = [:]    // worker -> where it serves chunks to peers
     var version = 0
     var manifest: WeightManifest?
     var broadcastBuffer: SharedBuffer?
-    var announced: Set<String> = []               // workers told about the current version
 
     public init(settings: Settings, configText: String, rollout: RolloutSettings, runId: String,
                 log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
@@ -80,6 +80,9 @@ public final class Coordinator: RolloutSource {
 
     func send(_ body: Message, to worker: String) { send(body, to: Data(worker.utf8)) }
 
+    /// With LoRA, the run's adapters: only they travel after an update.
+    public var adapters: LoRAAdapters?
+
     /// The samples of one iteration from the workers, in (prompt, sample) order.
     public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int) throws -> [Sample] {
         if policyVersion != version || (policyVersion > 0 && manifest == nil) { publish(policy, version: policyVersion) }
@@ -102,21 +105,28 @@ public final class Coordinator: RolloutSource {
         return samples.sorted { ($0.promptId, $0.index) < ($1.promptId, $1.index) }
     }
 
-    /// Cuts the new version into chunks and tells every worker.
+    /// Cuts the new version (the model's weights, or only the LoRA adapters) into chunks and tells
+    /// every worker. The workers form a chain: each fetches from the one before it and the first
+    /// from the coordinator, which so sends about one copy however many workers there are.
     func publish(_ policy: ModelWeights, version v: Int) {
         version = v
-        announced = []
         guard v > 0 else { manifest = nil; return }
-        let bytes = policy.storage.count * 4
+        let trained = adapters?.storage ?? policy.storage
+        let bytes = trained.count * 4
         let buffer = SharedBuffer(count: bytes)
-        buffer.bytes.copyMemory(from: UnsafeRawBufferPointer(policy.storage))
+        buffer.bytes.copyMemory(from: UnsafeRawBufferPointer(trained))
         broadcastBuffer = buffer
         manifest = WeightManifest(version: v, buffer: UnsafeRawBufferPointer(start: buffer.bytes.baseAddress, count: bytes),
                                   chunkSize: settings.chunkSize)
-        for w in scheduler.aliveWorkers { announce(to: w) }
+        var previous: String?
+        for w in scheduler.aliveWorkers.sorted() {
+            announce(to: w, from: previous.flatMap { chunkEndpoints[$0] })
+            if chunkEndpoints[w] != nil { previous = w }
+        }
     }
 
-    func announce(to worker: String) {
+    /// Tells a worker about the current version; `peer` is a chunk endpoint to try before the coordinator's.
+    func announce(to worker: String, from peer: String?) {
         guard let manifest else { return }
         var a = Charter_V1_PolicyAnnounce()
         a.policyVersion = UInt64(manifest.version)
@@ -127,9 +137,9 @@ public final class Coordinator: RolloutSource {
             return c
         }
         a.manifestCrc32C = manifest.checksum
-        a.sources = [chunkEndpoint]
+        a.lora = adapters != nil
+        a.sources = (peer.map { [$0] } ?? []) + [chunkEndpoint]
         send(.policyAnnounce(a), to: worker)
-        announced.insert(worker)
     }
 
     /// One round of the poll loop: every queued message, then the liveness check.
@@ -139,6 +149,7 @@ public final class Coordinator: RolloutSource {
         if readable[1] { while let frames = try chunkServer.receive(wait: false) { handleChunkRequest(frames) } }
         for dead in scheduler.expire(now: Self.now()) {
             held[dead] = nil
+            chunkEndpoints[dead] = nil
             log("coordinator: worker \(dead) stopped heartbeating; its tasks go back to the queue")
         }
     }
@@ -168,12 +179,15 @@ public final class Coordinator: RolloutSource {
             scheduler.register(worker, now: now)
             // What it held may come from another run (a coordinator restarted): it confirms with PolicyReady.
             held[worker] = version == 0 ? 0 : nil
+            chunkEndpoints[worker] = r.chunkEndpoint.isEmpty ? nil : r.chunkEndpoint
             var w = Charter_V1_Welcome()
             w.runID = runId; w.policyVersion = UInt64(version)
             w.heartbeatIntervalMs = settings.heartbeatIntervalMs; w.heartbeatTimeoutMs = settings.heartbeatTimeoutMs
             w.configYaml = configText
             send(.welcome(w))
-            if version > 0 { announce(to: worker) }
+            // A late joiner fetches from a worker that holds the version, if there is one.
+            let holder = held.filter { $0.value == version && $0.key != worker }.keys.sorted().first { chunkEndpoints[$0] != nil }
+            if version > 0 { announce(to: worker, from: holder.flatMap { chunkEndpoints[$0] }) }
             log("coordinator: worker \(worker) registered (holds version \(r.policyVersionHeld))")
         case .heartbeat:
             scheduler.heartbeat(worker, now: now)
@@ -194,6 +208,7 @@ public final class Coordinator: RolloutSource {
         case .goodbye:
             scheduler.remove(worker)
             held[worker] = nil
+            chunkEndpoints[worker] = nil
         default:
             counters.unknownMessage += 1
             var e = Charter_V1_Error(); e.code = .unknownMessage; e.message = "not a message the coordinator takes"
@@ -230,15 +245,16 @@ public final class Coordinator: RolloutSource {
             counters.malformed += 1
             return
         }
+        var reply = Charter_V1_ChunkReply()
+        reply.policyVersion = r.policyVersion; reply.index = r.index
         guard let manifest, let buffer = broadcastBuffer, Int(r.policyVersion) == manifest.version,
               manifest.chunks.indices.contains(Int(r.index)) else {
-            var e = Charter_V1_Error(); e.code = .notHeld; e.message = "version \(r.policyVersion) chunk \(r.index) not held"
-            send(.error(e), to: peer, on: chunkServer)
+            reply.missing = true
+            send(.chunkReply(reply), to: peer, on: chunkServer)
             return
         }
         let c = manifest.chunks[Int(r.index)]
-        var reply = Charter_V1_ChunkReply()
-        reply.policyVersion = r.policyVersion; reply.index = r.index; reply.crc32C = c.crc32c
+        reply.crc32C = c.crc32c
         send(.chunkReply(reply), to: peer, bulk: [.shared(buffer, offset: c.offset, count: c.size)], on: chunkServer)
         counters.bytesBroadcast += c.size
     }

@@ -15,6 +15,9 @@ public final class Worker {
         public var connect: String
         public var id: String
         public var curve: (serverKey: String, keys: CurveKeyPair)?
+        /// Where this worker serves the chunks it holds to peers (its endpoint goes in `Register`);
+        /// nil: it does not relay. Not used with CURVE (peers could not authenticate it).
+        public var chunkBind: String? = "tcp://127.0.0.1:*"
         /// Fault injection for tests: after this many tasks, take the next one and never answer.
         public var stallAfterTasks: Int?
         public init(connect: String, id: String) { self.connect = connect; self.id = id }
@@ -23,15 +26,17 @@ public final class Worker {
     /// Where the worker is in its life.
     enum State {
         case registering(since: Double, attempt: Int)
-        case fetching(WeightAssembler, inFlight: Set<Int>, lastProgress: Double)
+        case fetching(ChunkFetch)
         case ready
     }
 
     let options: Options
     let context = ZMQContext()
     var control: ZMQSocket
-    var chunks: ZMQSocket?
-    var chunkEndpoint: String?
+    /// Serves chunks to peers; `sourceSockets` fetch them, one per source endpoint.
+    let chunkServer: ZMQSocket?
+    var chunkServerEndpoint = ""
+    var sourceSockets: [String: ZMQSocket] = [:]
     var state: State = .registering(since: 0, attempt: 0)
     var heartbeatInterval = 1.0, heartbeatTimeout = 5.0
     var lastHeartbeat = 0.0, lastHeard = 0.0
@@ -41,8 +46,12 @@ public final class Worker {
     // What the run's configuration gives the worker.
     var config: RLConfig?
     var base: LoadedModel?
+    /// The weights that generate: the base model's own buffer, or with LoRA a copy with the adapters merged in.
     var policy: ModelWeights?
+    var adapters: LoRAAdapters?
+    /// The version held and its chunk list (served to peers).
     var version = 0
+    var heldManifest: WeightManifest?
     var runId = ""
     var reference: Backprop?
     var scorer: RewardScorer?
@@ -54,13 +63,21 @@ public final class Worker {
         self.options = options
         self.log = log
         control = try ZMQSocket(context, .dealer)
+        if let bind = options.chunkBind, options.curve == nil {
+            let server = try ZMQSocket(context, .router)
+            chunkServerEndpoint = try server.bind(bind)
+            chunkServer = server
+        } else {
+            chunkServer = nil
+        }
         try configure(control)
     }
 
     deinit {
         // Sockets first: the context cannot end while one is open.
         control.close()
-        chunks?.close()
+        chunkServer?.close()
+        for s in sourceSockets.values { s.close() }
     }
 
     func configure(_ s: ZMQSocket) throws {
@@ -81,6 +98,7 @@ public final class Worker {
         r.threads = UInt32(ProcessInfo.processInfo.activeProcessorCount)
         r.capabilities = ["generate", "score", "reference"]
         r.policyVersionHeld = UInt64(version)
+        r.chunkEndpoint = chunkServerEndpoint
         try send(.register(r))
     }
 
@@ -91,16 +109,16 @@ public final class Worker {
         lastHeard = start
         try register()
         while true {
-            let sockets = [control] + (chunks.map { [$0] } ?? [])
-            let readable = try ZMQPoll.readable(sockets, timeoutMilliseconds: 50)
+            let sources = Array(sourceSockets.values)
+            let readable = try ZMQPoll.readable([control] + sources + (chunkServer.map { [$0] } ?? []), timeoutMilliseconds: 50)
             if readable[0], let frames = try control.receive(wait: false) {
                 lastHeard = Self.now()
                 if try handleControl(frames) == false { return }
             }
-            if readable.count > 1, readable[1], let frames = try chunks?.receive(wait: false) {
-                lastHeard = Self.now() // the coordinator's chunk server is alive too
-                try handleChunk(frames)
+            for (i, socket) in sources.enumerated() where readable[1 + i] {
+                while let frames = try socket.receive(wait: false) { try handleChunkReply(frames) }
             }
+            serveChunkRequests()
             try tick(now: Self.now())
         }
     }
@@ -122,7 +140,7 @@ public final class Worker {
         case .fetching, .ready: break
         }
         if now - lastHeartbeat >= heartbeatInterval { try heartbeat(now) }
-        if case .fetching = state { try requestChunks() }
+        if case .fetching(let fetch) = state { try requestChunks(fetch, now: now) }
         if now - lastHeard > 3 * heartbeatTimeout {
             log("worker \(options.id): coordinator silent for \(Int(now - lastHeard)) s; reconnecting")
             state = .registering(since: 0, attempt: 0)
@@ -193,7 +211,15 @@ public final class Worker {
         let model = try ModelLoader.load(c.policy)
         config = c
         base = model
-        policy = model.weights
+        if let lora = c.lora {
+            // The coordinator's adapters start with B = 0, so version 0 generates with the base weights.
+            adapters = LoRAAdapters(config: lora, model: model.config)
+            let merged = ModelWeights(config: model.config)
+            merged.storage.update(from: model.weights.storage)
+            policy = merged
+        } else {
+            policy = model.weights
+        }
         reference = try Backprop(weights: try c.reference.map { try ModelLoader.load($0).weights } ?? {
             let copy = ModelWeights(config: model.config)
             copy.storage.update(from: model.weights.storage)
@@ -202,75 +228,6 @@ public final class Worker {
         scorer = try c.makeScorer(tokenizer: model.tokenizer)
         rollout = c.rolloutSettings(tokenizer: model.tokenizer)
         log("worker \(options.id): loaded \(c.policy)")
-    }
-
-    // MARK: weight broadcast
-
-    func startFetch(_ a: Charter_V1_PolicyAnnounce) throws {
-        guard let policy else { return }
-        if Int(a.policyVersion) == version { return try sendReady() }
-        guard Int(a.policyVersion) > version else { return }
-        guard Int(a.totalBytes) == policy.storage.count * 4, !a.lora else {
-            throw WorkerError("announced weights (\(a.totalBytes) bytes, lora \(a.lora)) do not fit this model")
-        }
-        let manifest = WeightManifest(version: Int(a.policyVersion), totalBytes: Int(a.totalBytes), chunks: a.chunks.map {
-            WeightManifest.Chunk(index: Int($0.index), offset: Int($0.offset), size: Int($0.size), crc32c: $0.crc32C)
-        })
-        guard manifest.checksum == a.manifestCrc32C else { log("worker \(options.id): manifest checksum mismatch; waiting for the next announce"); return }
-        guard let source = a.sources.first else { return }
-        if chunkEndpoint != source {
-            chunks?.close()
-            let s = try ZMQSocket(context, .dealer)
-            if let curve = options.curve { try s.makeCurveClient(serverKey: curve.serverKey, keys: curve.keys) }
-            try s.connect(source)
-            chunks = s
-            chunkEndpoint = source
-        }
-        state = .fetching(WeightAssembler(manifest: manifest), inFlight: [], lastProgress: Self.now())
-        try requestChunks()
-    }
-
-    /// Keeps a window of 4 chunk requests in flight; a chunk that failed its check, or whose reply
-    /// is 2 s late, is asked for again.
-    func requestChunks() throws {
-        guard case .fetching(let assembler, var inFlight, let lastProgress) = state, let chunks else { return }
-        if Self.now() - lastProgress > 2 { inFlight = [] }
-        for index in assembler.missing where !inFlight.contains(index) && inFlight.count < 4 {
-            var r = Charter_V1_ChunkRequest()
-            r.policyVersion = UInt64(assembler.manifest.version)
-            r.index = UInt32(index)
-            try send(.chunkRequest(r), on: chunks)
-            inFlight.insert(index)
-        }
-        state = .fetching(assembler, inFlight: inFlight, lastProgress: lastProgress)
-    }
-
-    func handleChunk(_ frames: [Data]) throws {
-        guard case .fetching(let assembler, var inFlight, _) = state else { return }
-        guard let decoded = try? Wire.decode(frames), case .chunkReply(let reply) = decoded.message,
-              Int(reply.policyVersion) == assembler.manifest.version, let bytes = decoded.bulk.first else { return }
-        let outcome = bytes.withUnsafeBytes { assembler.accept(index: Int(reply.index), bytes: $0) }
-        inFlight.remove(Int(reply.index))
-        if outcome == .badChecksum || outcome == .wrongSize {
-            log("worker \(options.id): chunk \(reply.index) \(outcome); fetching it again")
-        }
-        guard assembler.isComplete else {
-            state = .fetching(assembler, inFlight: inFlight, lastProgress: Self.now())
-            return try requestChunks()
-        }
-        policy!.storage.withMemoryRebound(to: UInt8.self) { dst in
-            _ = dst.initialize(from: UnsafeRawBufferPointer(start: assembler.buffer.baseAddress, count: assembler.manifest.totalBytes))
-        }
-        version = assembler.manifest.version
-        state = .ready
-        try sendReady()
-        log("worker \(options.id): now at policy version \(version)")
-    }
-
-    func sendReady() throws {
-        var ready = Charter_V1_PolicyReady()
-        ready.policyVersion = UInt64(version)
-        try send(.policyReady(ready))
     }
 
     // MARK: work
@@ -294,6 +251,7 @@ public final class Worker {
                                           policyVersion: Int(task.policyVersion)) { [self] in
             let now = Self.now()
             if now - lastHeartbeat >= heartbeatInterval { try? heartbeat(now) }
+            serveChunkRequests() // a busy worker still relays to its peers
         }
         let rewards = try scorer.score(samples, prompts: Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }))
         var result = Charter_V1_TaskResult()

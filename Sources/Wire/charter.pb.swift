@@ -421,7 +421,7 @@ public nonisolated struct Charter_V1_ChunkRequest: Sendable {
   public init() {}
 }
 
-/// followed by one raw frame with the chunk's bytes
+/// followed by one raw frame with the chunk's bytes, unless missing
 public nonisolated struct Charter_V1_ChunkReply: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -432,6 +432,9 @@ public nonisolated struct Charter_V1_ChunkReply: Sendable {
   public var index: UInt32 = 0
 
   public var crc32C: UInt32 = 0
+
+  /// the server does not hold this chunk (yet); no bytes follow
+  public var missing: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -482,7 +485,7 @@ public nonisolated struct Charter_V1_Error: Sendable {
     case unknownMessage // = 3
     case notRegistered // = 4
 
-    /// chunk server lacks that version or chunk
+    /// unused since ChunkReply.missing; kept so the numbers stay
     case notHeld // = 5
 
     /// result for an old policy version
@@ -1394,7 +1397,7 @@ nonisolated extension Charter_V1_ChunkRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Charter_V1_ChunkReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ChunkReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}policy_version\0\u{1}index\0\u{1}crc32c\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}policy_version\0\u{1}index\0\u{1}crc32c\0\u{1}missing\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1405,6 +1408,7 @@ nonisolated extension Charter_V1_ChunkReply: SwiftProtobuf.Message, SwiftProtobu
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.index) }()
       case 3: try { try decoder.decodeSingularFixed32Field(value: &self.crc32C) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.missing) }()
       default: break
       }
     }
@@ -1420,6 +1424,9 @@ nonisolated extension Charter_V1_ChunkReply: SwiftProtobuf.Message, SwiftProtobu
     if self.crc32C != 0 {
       try visitor.visitSingularFixed32Field(value: self.crc32C, fieldNumber: 3)
     }
+    if self.missing != false {
+      try visitor.visitSingularBoolField(value: self.missing, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1427,6 +1434,7 @@ nonisolated extension Charter_V1_ChunkReply: SwiftProtobuf.Message, SwiftProtobu
     if lhs.policyVersion != rhs.policyVersion {return false}
     if lhs.index != rhs.index {return false}
     if lhs.crc32C != rhs.crc32C {return false}
+    if lhs.missing != rhs.missing {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -228,7 +228,9 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(metrics[1].count, 3)
         XCTAssertEqual(metrics[1].map { $0["workersAlive"] as? Int }, [3, 3, 3])
         XCTAssertEqual(metrics[0].map { $0["rewardMean"] as? Double }, metrics[1].map { $0["rewardMean"] as? Double })
-        XCTAssertGreaterThan(metrics[1].last?["bytesBroadcast"] as? Int ?? 0, 0, "versions after the first travel to the workers")
+        let bytesOut = metrics.map { $0.last?["bytesBroadcast"] as? Int ?? 0 }
+        XCTAssertGreaterThan(bytesOut[0], 0, "versions after the first travel to the workers")
+        XCTAssertLessThanOrEqual(Double(bytesOut[1]), 1.2 * Double(bytesOut[0]), "workers relay: the coordinator sends about one copy")
         let one = try Data(contentsOf: dir.appendingPathComponent("run1/policy/model.safetensors"))
         let three = try Data(contentsOf: dir.appendingPathComponent("run3/policy/model.safetensors"))
         XCTAssertEqual(one, three, "1 and 3 workers must reach the same weights")
@@ -426,5 +428,29 @@ extension CLITests {
         let r = try charter("rl", "--config", path, "--resume")
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.err.contains("the checkpoint was made with a different configuration"), r.err)
+    }
+
+    /// With LoRA on, only the adapters travel: a few KB per version instead of the whole model.
+    func testLoRARunBroadcastsOnlyTheAdapters() throws {
+        let (dir, tiny) = try tinyModelFolder("lora")
+        let config = """
+            run: {dir: \(dir.path)/run, iterations: 3, seed: 1}
+            model: {policy: \(tiny), lora: {rank: 2, alpha: 4}}
+            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 4}
+            reward:
+              rules: [{type: keyword, value: "a"}]
+            algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: head, learning_rate: 0.01}}
+            rollout: {samples_per_prompt: 2, max_new_tokens: 4}
+            """
+        let path = dir.appendingPathComponent("c.yaml").path
+        try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+        let r = try charter("local", "--config", path, "--workers", "2")
+        XCTAssertEqual(r.status, 0, r.err)
+        let last = try JSONSerialization.jsonObject(with: Data(String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8)
+            .split(separator: "\n").last!.utf8)) as! [String: Any]
+        let perVersion = (last["bytesBroadcast"] as? Int ?? 0) / 2 // versions 1 and 2 travelled
+        let modelBytes = try FileManager.default.attributesOfItem(atPath: tiny + "/model.safetensors")[.size] as! Int
+        XCTAssertGreaterThan(perVersion, 0)
+        XCTAssertLessThan(perVersion, modelBytes / 50, "only the adapters should travel")
     }
 }

@@ -1,0 +1,61 @@
+/// One version's chunks on their way into a worker: which to ask for, from which source, and when.
+///
+/// Sources are chunk endpoints, nearest first, the coordinator last (see PROTOCOL.md, "Weight
+/// broadcast"). A peer that does not hold a chunk yet answers NOT_HELD, and the chunk is asked for
+/// again shortly (the peer is ahead in the chain and will have it). When no chunk has arrived for
+/// `timeout` seconds the fetch moves to the next source; a chunk that failed its checksum is asked
+/// of the last source, the coordinator.
+final class ChunkFetch {
+    static let window = 4, timeout = 2.0, notHeldRetry = 0.02
+
+    let assembler: WeightAssembler
+    let sources: [String]
+    private(set) var source = 0
+    private var inFlight: [Int: Double] = [:]     // chunk -> when asked
+    private var retryAt: [Int: Double] = [:]      // chunk -> not before (after NOT_HELD)
+    private var fromLast: Set<Int> = []
+    private var lastProgress: Double
+
+    init(manifest: WeightManifest, sources: [String], now: Double) {
+        precondition(!sources.isEmpty, "a fetch needs a source")
+        assembler = WeightAssembler(manifest: manifest)
+        self.sources = sources
+        lastProgress = now
+    }
+
+    var version: Int { assembler.manifest.version }
+
+    /// The requests to send now, as (source endpoint, chunk index).
+    func due(now: Double) -> [(source: String, index: Int)] {
+        if now - lastProgress > Self.timeout {
+            if source < sources.count - 1 { source += 1 }
+            inFlight = [:]
+            retryAt = [:]
+            lastProgress = now
+        }
+        var requests: [(String, Int)] = []
+        for index in assembler.missing where inFlight.count < Self.window {
+            guard inFlight[index] == nil, (retryAt[index] ?? 0) <= now else { continue }
+            inFlight[index] = now
+            retryAt[index] = nil
+            requests.append((fromLast.contains(index) ? sources[sources.count - 1] : sources[source], index))
+        }
+        return requests
+    }
+
+    func received(index: Int, bytes: UnsafeRawBufferPointer, now: Double) -> WeightAssembler.Outcome {
+        inFlight[index] = nil
+        let outcome = assembler.accept(index: index, bytes: bytes)
+        switch outcome {
+        case .stored: lastProgress = now
+        case .badChecksum, .wrongSize: fromLast.insert(index)
+        case .unknownChunk, .alreadyHeld: break
+        }
+        return outcome
+    }
+
+    func notHeld(index: Int, now: Double) {
+        inFlight[index] = nil
+        retryAt[index] = now + Self.notHeldRetry
+    }
+}
