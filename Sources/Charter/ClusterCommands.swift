@@ -12,9 +12,17 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(help: "Control endpoint to bind; the chunk server binds the next free port on the same host.") var bind = "tcp://127.0.0.1:5555"
     @Option(help: "Prompts per task.") var promptsPerTask = 2
     @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
+    @Option(help: "CURVE: file with the coordinator's secret key (charter keys); needs --allow-keys.") var curveSecretKey: String?
+    @Option(help: "CURVE: file with the public keys of the workers to admit, one per line.") var allowKeys: String?
 
     func run() throws {
-        try ClusterRun.coordinate(config: config, bind: bind, promptsPerTask: promptsPerTask, resume: resume) { _ in }
+        var curve: (String, [String])?
+        switch (curveSecretKey, allowKeys) {
+        case (nil, nil): curve = nil
+        case (let secret?, let allowed?): curve = (try CurveKeys.one(secret, what: "secret key file"), try CurveKeys.read(allowed, what: "allow-list"))
+        default: throw ValidationError("--curve-secret-key and --allow-keys go together")
+        }
+        try ClusterRun.coordinate(config: config, bind: bind, promptsPerTask: promptsPerTask, resume: resume, curve: curve) { _ in }
     }
 }
 
@@ -24,11 +32,23 @@ struct WorkerCommand: ParsableCommand {
 
     @Option(help: "The coordinator's control endpoint.") var connect: String
     @Option(help: "Worker id (default: host and process id).") var id: String?
+    @Option(help: "Where to serve weight chunks to other workers (its port is announced); \"none\": do not relay.")
+    var chunkBind = "tcp://127.0.0.1:*"
+    @Option(help: "CURVE: file with the coordinator's public key; needs --curve-secret-key.") var curveServerKey: String?
+    @Option(help: "CURVE: file with this worker's secret key (its public key must be on the coordinator's allow-list).")
+    var curveSecretKey: String?
     @Option(help: .hidden) var stallAfterTasks: Int?
 
     func run() throws {
         var options = Worker.Options(connect: connect, id: id ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
         options.stallAfterTasks = stallAfterTasks
+        options.chunkBind = chunkBind == "none" ? nil : chunkBind
+        switch (curveServerKey, curveSecretKey) {
+        case (nil, nil): break
+        case (let server?, let secret?):
+            options.curve = (try CurveKeys.one(server, what: "server key file"), try CurveKeys.pair(secretFile: secret))
+        default: throw ValidationError("--curve-server-key and --curve-secret-key go together")
+        }
         try Worker(options: options).run()
     }
 }
@@ -66,7 +86,8 @@ enum ClusterRun {
     /// Child processes to stop on Ctrl-C (the handler cannot capture).
     nonisolated(unsafe) static var children: [Int32] = []
 
-    static func coordinate(config: String, bind: String, promptsPerTask: Int, resume: Bool, started: (String) throws -> Void) throws {
+    static func coordinate(config: String, bind: String, promptsPerTask: Int, resume: Bool, curve: (secret: String, allowed: [String])? = nil,
+                           started: (String) throws -> Void) throws {
         signal(SIGINT) { _ in
             for pid in ClusterRun.children { kill(pid, SIGTERM) }
             _exit(130)
@@ -77,11 +98,13 @@ enum ClusterRun {
             return ["workersAlive": c.scheduler.aliveWorkers.count, "redispatched": c.scheduler.counters.redispatched,
                     "duplicatesDropped": c.scheduler.counters.duplicates, "staleDropped": c.scheduler.counters.stale,
                     "malformedDropped": c.counters.malformed + c.counters.unknownMessage, "versionMismatches": c.counters.versionMismatch,
-                    "bytesBroadcast": c.counters.bytesBroadcast]
+                    "bytesBroadcast": c.counters.bytesBroadcast, "curveRefused": c.counters.curveRefused]
         }) { c, _, tok, prompts, lora in
             var settings = Coordinator.Settings()
             settings.bind = bind
             settings.promptsPerTask = promptsPerTask
+            settings.curveSecretKey = curve?.secret
+            settings.allowedKeys = curve?.allowed ?? []
             let text = try String(contentsOfFile: config, encoding: .utf8)
             let server = try Coordinator(settings: settings, configText: text, rollout: c.rolloutSettings(tokenizer: tok), 
                                          runId: "run-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))")

@@ -68,9 +68,7 @@ struct ModelCommand: ParsableCommand {
 
         func run() throws {
             let source = try modelOptions.load()
-            let config = ModelConfig(layers: layers, width: width, heads: heads, kvHeads: kvHeads, ffnWidth: width * 8 / 3 / 8 * 8,
-                                     vocab: source.config.vocab, ropeTheta: 10000, contextLength: 1024)
-            try config.validate()
+            let config = try TinyModel.config(layers: layers, width: width, heads: heads, kvHeads: kvHeads, vocab: source.config.vocab)
             try Checkpoint.saveModel(LoadedModel(weights: .random(config: config, seed: seed, std: 0.02), tokenizer: source.tokenizer,
                                                  source: URL(fileURLWithPath: out), chatTemplate: source.chatTemplate), to: URL(fileURLWithPath: out))
             print("wrote \(out)")

@@ -16,12 +16,14 @@ public final class Coordinator: RolloutSource {
         public var heartbeatIntervalMs: UInt32 = 1000
         public var heartbeatTimeoutMs: UInt32 = 5000
         public var chunkSize = 4 << 20
+        /// CURVE: the coordinator's secret key and the workers' public keys it admits.
         public var curveSecretKey: String?
+        public var allowedKeys: [String] = []
         public init() {}
     }
 
     public struct Counters: Sendable, Codable {
-        public var malformed = 0, versionMismatch = 0, unknownMessage = 0, bytesBroadcast = 0
+        public var malformed = 0, versionMismatch = 0, unknownMessage = 0, bytesBroadcast = 0, curveRefused = 0
     }
 
     public let settings: Settings
@@ -34,7 +36,13 @@ public final class Coordinator: RolloutSource {
     public let controlEndpoint: String
     public let chunkEndpoint: String
     public let scheduler: Scheduler
-    public private(set) var counters = Counters()
+    var counts = Counters()
+    public var counters: Counters {
+        var c = counts
+        c.curveRefused = zap?.refused ?? 0
+        return c
+    }
+    let zap: ZAPHandler?
     var log: (String) -> Void
 
     var held: [String: Int] = [:]                 // worker -> policy version it generates with
@@ -47,6 +55,10 @@ public final class Coordinator: RolloutSource {
                 log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
         self.settings = settings; self.configText = configText; self.rollout = rollout; self.runId = runId; self.log = log
         scheduler = Scheduler(heartbeatTimeout: Double(settings.heartbeatTimeoutMs) / 1000)
+        // The ZAP handler comes first: a CURVE socket bound without one admits any key.
+        zap = settings.curveSecretKey == nil ? nil : try ZAPHandler(context: context, allowedKeys: settings.allowedKeys) {
+            FileHandle.standardError.write(Data("coordinator: \($0)\n".utf8))
+        }
         control = try ZMQSocket(context, .router)
         chunkServer = try ZMQSocket(context, .router)
         for s in [control, chunkServer] {
@@ -61,6 +73,7 @@ public final class Coordinator: RolloutSource {
 
     deinit {
         // Sockets first: the context cannot end while one is open.
+        zap?.stop()
         control.close()
         chunkServer.close()
     }
@@ -155,15 +168,15 @@ public final class Coordinator: RolloutSource {
     }
 
     func handleControl(_ frames: [Data], onResult: (String, Charter_V1_TaskResult) -> Void) {
-        guard frames.count >= 2 else { counters.malformed += 1; return }
+        guard frames.count >= 2 else { counts.malformed += 1; return }
         let worker = String(decoding: frames[0], as: UTF8.self), now = Self.now()
         func send(_ body: Message) { self.send(body, to: frames[0]) }
         let message: Message
         do { message = try Wire.decode(Array(frames.dropFirst())).message } catch {
             switch error {
-            case .versionMismatch: counters.versionMismatch += 1
-            case .unknownMessage: counters.unknownMessage += 1
-            default: counters.malformed += 1
+            case .versionMismatch: counts.versionMismatch += 1
+            case .unknownMessage: counts.unknownMessage += 1
+            default: counts.malformed += 1
             }
             log("coordinator: from \(worker): \(error)")
             send(.error(error.reply))
@@ -210,7 +223,7 @@ public final class Coordinator: RolloutSource {
             held[worker] = nil
             chunkEndpoints[worker] = nil
         default:
-            counters.unknownMessage += 1
+            counts.unknownMessage += 1
             var e = Charter_V1_Error(); e.code = .unknownMessage; e.message = "not a message the coordinator takes"
             send(.error(e))
         }
@@ -239,10 +252,10 @@ public final class Coordinator: RolloutSource {
     public var runSeed: UInt64 = 0
 
     func handleChunkRequest(_ frames: [Data]) {
-        guard frames.count >= 2 else { counters.malformed += 1; return }
+        guard frames.count >= 2 else { counts.malformed += 1; return }
         let peer = frames[0]
         guard let decoded = try? Wire.decode(Array(frames.dropFirst())), case .chunkRequest(let r) = decoded.message else {
-            counters.malformed += 1
+            counts.malformed += 1
             return
         }
         var reply = Charter_V1_ChunkReply()
@@ -256,7 +269,7 @@ public final class Coordinator: RolloutSource {
         let c = manifest.chunks[Int(r.index)]
         reply.crc32C = c.crc32c
         send(.chunkReply(reply), to: peer, bulk: [.shared(buffer, offset: c.offset, count: c.size)], on: chunkServer)
-        counters.bytesBroadcast += c.size
+        counts.bytesBroadcast += c.size
     }
 
     /// Tells every worker the run is over.

@@ -108,9 +108,11 @@ public enum Checkpoint {
     }
 }
 
-/// Loads a model from a GGUF file or a Hugging Face folder, whichever `path` is.
+/// Loads a model from a GGUF file or a Hugging Face folder, whichever `path` is, or makes the small
+/// random model a "tiny:..." spec names (see `TinyModel`).
 public enum ModelLoader {
     public static func load(_ path: String) throws -> LoadedModel {
+        if TinyModel.isSpec(path) { return try TinyModel.make(spec: path) }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw FormatError("model \(path) not found")

@@ -46,6 +46,8 @@ public struct CurveKeyPair: Sendable, Equatable {
     public let publicKey: String
     public let secretKey: String
 
+    public init(publicKey: String, secretKey: String) { self.publicKey = publicKey; self.secretKey = secretKey }
+
     public static func generate() throws(ZMQError) -> CurveKeyPair {
         var pub = [CChar](repeating: 0, count: 41), sec = [CChar](repeating: 0, count: 41)
         _ = try call("curve_keypair") { zmq_curve_keypair(&pub, &sec) }

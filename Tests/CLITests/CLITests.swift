@@ -453,4 +453,65 @@ extension CLITests {
         XCTAssertGreaterThan(perVersion, 0)
         XCTAssertLessThan(perVersion, modelBytes / 50, "only the adapters should travel")
     }
+
+    /// With CURVE on, a worker whose key is not on the allow-list is refused and counted, a plain
+    /// worker gets nowhere, and an allowed worker runs the whole run.
+    func testCurveAdmitsOnlyAllowedWorkers() throws {
+        let (dir, tiny) = try tinyModelFolder("curve")
+        let config = """
+            run: {dir: \(dir.path)/run, iterations: 2, seed: 3}
+            model: {policy: \(tiny)}
+            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 4}
+            reward:
+              rules: [{type: keyword, value: "a"}]
+            algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: head}}
+            rollout: {samples_per_prompt: 2, max_new_tokens: 4}
+            """
+        let path = dir.appendingPathComponent("c.yaml").path
+        try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+        for name in ["coordinator", "good", "rogue"] {
+            XCTAssertEqual(try charter("keys", "--out", dir.path + "/" + name).status, 0)
+        }
+        try FileManager.default.copyItem(atPath: dir.path + "/good.pub", toPath: dir.path + "/allowed")
+        let bad = try charter("coordinator", "--config", path, "--curve-secret-key", dir.path + "/coordinator.key", "--allow-keys", path)
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.err.contains("allow-list \(path) line 1: not a 40-character Z85 CURVE key"), bad.err)
+
+        let endpoint = "tcp://127.0.0.1:\(30_000 + (Int(getpid()) + 19) % 20_000)"
+        func log(_ name: String) -> String { (try? String(contentsOfFile: "\(dir.path)/\(name).log", encoding: .utf8)) ?? "" }
+        let coordinator = try start(["coordinator", "--config", path, "--bind", endpoint, "--curve-secret-key", dir.path + "/coordinator.key",
+                                     "--allow-keys", dir.path + "/allowed"], log: dir.path + "/c.log")
+        let curve = ["--curve-server-key", dir.path + "/coordinator.pub", "--curve-secret-key"]
+        let rogue = try start(["worker", "--connect", endpoint, "--id", "rogue"] + curve + [dir.path + "/rogue.key"], log: dir.path + "/rogue.log")
+        let plain = try start(["worker", "--connect", endpoint, "--id", "plain"], log: dir.path + "/plain.log")
+        defer { for p in [coordinator, rogue, plain] where p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        let deadline = Date().addingTimeInterval(120)
+        while !log("c").contains("is not allowed") && Date() < deadline { usleep(50_000) }
+        let good = try charter(["worker", "--connect", endpoint, "--id", "good"] + curve + [dir.path + "/good.key"])
+        XCTAssertEqual(good.status, 0, good.err)
+        while coordinator.isRunning && Date() < deadline { usleep(50_000) }
+        XCTAssertEqual(coordinator.terminationStatus, 0, log("c"))
+        let lines = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(lines.map { $0["samples"] as? Int }, [8, 8])
+        XCTAssertEqual(lines.map { $0["workersAlive"] as? Int }, [1, 1], "only the allowed worker is in")
+        XCTAssertGreaterThanOrEqual(lines.last?["curveRefused"] as? Int ?? 0, 1)
+        XCTAssertFalse(log("rogue").contains("loaded"), "the refused worker must never get the configuration")
+        XCTAssertFalse(log("plain").contains("loaded"), "a plain worker must never get the configuration")
+    }
+
+    /// examples/tiny.yaml (a tiny model made on the fly by every process) runs with `charter local`.
+    func testTinyExampleRunsLocally() throws {
+        let (dir, _) = try tinyModelFolder("example")
+        let text = try String(contentsOf: Self.root.appendingPathComponent("examples/tiny.yaml"), encoding: .utf8)
+        let path = dir.appendingPathComponent("tiny.yaml").path
+        try Data(text.replacingOccurrences(of: "dir: runs/tiny", with: "dir: \(dir.path)/run").utf8).write(to: URL(fileURLWithPath: path))
+        let r = try charter("local", "--config", path, "--workers", "2")
+        XCTAssertEqual(r.status, 0, r.err)
+        let lines = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, 8)
+        let bad = try charter("generate", "--model", "tiny:layers=2,depth=3", "--prompt", "hi")
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.err.contains("\"depth=3\" is not one of layers="), bad.err)
+    }
 }

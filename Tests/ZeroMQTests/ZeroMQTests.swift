@@ -109,4 +109,31 @@ final class ZeroMQTests: XCTestCase {
         _ = try plain.send([Frame("plain")], wait: false)
         XCTAssertEqual(try ZMQPoll.readable([router], timeoutMilliseconds: 500), [false])
     }
+
+    /// With a ZAP handler, a client with the right server key but a key not on the allow-list is
+    /// refused and counted; an allowed one gets in.
+    func testZAPAdmitsOnlyAllowedKeys() throws {
+        try XCTSkipUnless(ZMQ.hasCurve, "libzmq built without CURVE")
+        let ctx = ZMQContext()
+        let server = try CurveKeyPair.generate(), allowed = try CurveKeyPair.generate(), other = try CurveKeyPair.generate()
+        let zap = try ZAPHandler(context: ctx, allowedKeys: [allowed.publicKey]) { _ in }
+        let router = try ZMQSocket(ctx, .router)
+        try router.makeCurveServer(secretKey: server.secretKey)
+        let endpoint = try router.bind("tcp://127.0.0.1:*")
+        let outsider = try ZMQSocket(ctx, .dealer)
+        try outsider.makeCurveClient(serverKey: server.publicKey, keys: other)
+        try outsider.connect(endpoint)
+        _ = try outsider.send([Frame("let me in")], wait: false)
+        XCTAssertEqual(try ZMQPoll.readable([router], timeoutMilliseconds: 500), [false])
+        XCTAssertGreaterThanOrEqual(zap.refused, 1)
+        let insider = try ZMQSocket(ctx, .dealer)
+        try insider.makeCurveClient(serverKey: server.publicKey, keys: allowed)
+        try insider.connect(endpoint)
+        try insider.send([Frame("hi")])
+        XCTAssertEqual(try ZMQPoll.readable([router], timeoutMilliseconds: 3000), [true])
+        XCTAssertEqual(try router.receive()?.last.map { String(decoding: $0, as: UTF8.self) }, "hi")
+        for s in [router, outsider, insider] { s.close() }
+        zap.stop()
+        XCTAssertThrowsError(try ZAPHandler(context: ZMQContext(), allowedKeys: ["short"]) { _ in })
+    }
 }
