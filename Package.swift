@@ -25,6 +25,8 @@ let package = Package(
         // OpenBLAS is not linked: Engine/BLAS.swift opens it with dlopen after choosing the
         // kernel type, because OpenBLAS picks its kernels in a load-time constructor.
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
+        // CRC-32C with the SSE4.2 instruction, for weight chunks.
+        .target(name: "CCRC32C"),
         // The protocol in code: generated message headers (scripts/gen-protocol.sh) and frame layout.
         .target(name: "Wire", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .target(name: "Engine", swiftSettings: fast, linkerSettings: [.linkedLibrary("dl")]),
@@ -32,7 +34,7 @@ let package = Package(
         .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: fast),
         .target(name: "Alignment", dependencies: ["Engine", "Tokenizer", "Formats", "Yams"], swiftSettings: fast),
         // Coordinator and workers: scheduling, weight broadcast, processes.
-        .target(name: "Cluster", dependencies: ["Engine", "Alignment", "Wire", "ZeroMQ"], swiftSettings: fast),
+        .target(name: "Cluster", dependencies: ["Engine", "Alignment", "Wire", "ZeroMQ", "CCRC32C"], swiftSettings: fast),
         .executableTarget(
             name: "Charter",
             dependencies: [

@@ -38,8 +38,11 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "CURVE: file with this worker's secret key (its public key must be on the coordinator's allow-list).")
     var curveSecretKey: String?
     @Option(help: .hidden) var stallAfterTasks: Int?
+    @Option(help: "Simulate this many workers in this process: no model, made-up samples at once (for `bench dispatch`).")
+    var synthetic: Int?
 
     func run() throws {
+        if let synthetic { return try SyntheticWorkers(connect: connect, count: synthetic).run() }
         var options = Worker.Options(connect: connect, id: id ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
         options.stallAfterTasks = stallAfterTasks
         options.chunkBind = chunkBind == "none" ? nil : chunkBind
@@ -93,12 +96,15 @@ enum ClusterRun {
             _exit(130)
         }
         var coordinator: Coordinator?
-        try RLCommand.execute(config: config, resume: resume, extra: {
+        try RLCommand.execute(config: config, resume: resume, extra: { m in
             guard let c = coordinator else { return [:] }
+            // Time split: waiting for rollouts (the broadcast of the version included), the broadcast alone, training.
+            let split = ["waitingSeconds": m.generationSeconds, "broadcastSeconds": c.broadcastSeconds,
+                         "trainingSeconds": m.scoringSeconds + m.referenceSeconds + m.valueSeconds + m.updateSeconds]
             return ["workersAlive": c.scheduler.aliveWorkers.count, "redispatched": c.scheduler.counters.redispatched,
                     "duplicatesDropped": c.scheduler.counters.duplicates, "staleDropped": c.scheduler.counters.stale,
                     "malformedDropped": c.counters.malformed + c.counters.unknownMessage, "versionMismatches": c.counters.versionMismatch,
-                    "bytesBroadcast": c.counters.bytesBroadcast, "curveRefused": c.counters.curveRefused]
+                    "bytesBroadcast": c.counters.bytesBroadcast, "curveRefused": c.counters.curveRefused].merging(split) { a, _ in a }
         }) { c, _, tok, prompts, lora in
             var settings = Coordinator.Settings()
             settings.bind = bind

@@ -1,4 +1,3 @@
-import Alignment
 import ArgumentParser
 import Foundation
 import ZeroMQ
@@ -13,7 +12,7 @@ struct KeysCommand: ParsableCommand {
         let pair = try CurveKeyPair.generate()
         let secret = out + ".key", pub = out + ".pub"
         guard FileManager.default.createFile(atPath: secret, contents: Data((pair.secretKey + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
-            throw DataError("cannot write \(secret)")
+            throw CLIError("cannot write \(secret)")
         }
         try Data((pair.publicKey + "\n").utf8).write(to: URL(fileURLWithPath: pub))
         print("keys: secret \(secret), public \(pub): \(pair.publicKey)")
@@ -25,25 +24,25 @@ enum CurveKeys {
     /// The keys in a file, one per line; blank lines and # comment lines are skipped (# is also a
     /// Z85 character, so a line that is a valid key is a key, and a comment cannot follow a key).
     static func read(_ path: String, what: String) throws -> [String] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw DataError("\(what) \(path): cannot read") }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw CLIError("\(what) \(path): cannot read") }
         var keys: [String] = []
         for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = raw.trimmingCharacters(in: .whitespaces)
             let isKey = line.utf8.count == 40 && (try? CurveKeyPair.publicKey(for: line)) != nil
             if !isKey && (line.isEmpty || line.hasPrefix("#")) { continue }
             guard isKey else {
-                throw DataError("\(what) \(path) line \(n + 1): not a 40-character Z85 CURVE key")
+                throw CLIError("\(what) \(path) line \(n + 1): not a 40-character Z85 CURVE key")
             }
             keys.append(line)
         }
-        if keys.isEmpty { throw DataError("\(what) \(path): no key in it") }
+        if keys.isEmpty { throw CLIError("\(what) \(path): no key in it") }
         return keys
     }
 
     /// A file holding exactly one key.
     static func one(_ path: String, what: String) throws -> String {
         let keys = try read(path, what: what)
-        guard keys.count == 1 else { throw DataError("\(what) \(path): holds \(keys.count) keys, expected one") }
+        guard keys.count == 1 else { throw CLIError("\(what) \(path): holds \(keys.count) keys, expected one") }
         return keys[0]
     }
 

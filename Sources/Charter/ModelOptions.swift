@@ -6,11 +6,11 @@ import Foundation
 struct ModelOptions: ParsableArguments {
     static let defaultPath = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-    @Option(name: .long, help: "A GGUF file or a Hugging Face model folder (default: \(ModelOptions.defaultPath), from scripts/fetch-model.sh).")
+    @Option(name: .long, help: "A GGUF file, a Hugging Face model folder, or a tiny:... spec (default: \(ModelOptions.defaultPath), from scripts/fetch-model.sh).")
     var model: String = ModelOptions.defaultPath
 
     func load() throws -> LoadedModel {
-        guard FileManager.default.fileExists(atPath: model) else {
+        guard FileManager.default.fileExists(atPath: model) || TinyModel.isSpec(model) else {
             let hint = model == Self.defaultPath ? "; run `charter model fetch` or scripts/fetch-model.sh first" : ""
             throw CLIError("model file \(model) not found\(hint)")
         }

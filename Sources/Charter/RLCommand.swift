@@ -19,7 +19,7 @@ struct RLCommand: ParsableCommand {
     /// The run of a configuration with a given rollout source: in this process (`rl`) or from
     /// workers (`coordinator`, `local`). `extra` adds fields to each metrics line.
     /// Each iteration ends with a checkpoint in RUN/checkpoint; `resume` continues from it.
-    static func execute(config: String, resume: Bool, extra: (() -> [String: Any])? = nil,
+    static func execute(config: String, resume: Bool, extra: ((IterationMetrics) -> [String: Any])? = nil,
                         source: (RLConfig, LoadedModel, BPETokenizer, [Prompt], LoRAAdapters?) throws -> RolloutSource) throws {
         let c = try RLConfig.load(config)
         let policy = try ModelLoader.load(c.policy)
@@ -75,7 +75,7 @@ struct RLCommand: ParsableCommand {
         while run.iteration < c.iterations {
             let m = try run.runIteration()
             var line = try JSONSerialization.jsonObject(with: encoder.encode(m)) as! [String: Any]
-            for (k, v) in extra?() ?? [:] { line[k] = v }
+            for (k, v) in extra?(m) ?? [:] { line[k] = v }
             metricsFile.write(try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) + Data("\n".utf8))
             // After the metrics line: a crash between the two rewrites that line on resume.
             try RLCheckpoint.save(run, configuration: configText, to: checkpoint)

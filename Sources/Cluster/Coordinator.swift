@@ -96,9 +96,16 @@ public final class Coordinator: RolloutSource {
     /// With LoRA, the run's adapters: only they travel after an update.
     public var adapters: LoRAAdapters?
 
+    /// Seconds from publishing the last version until every live worker held it (or, if sooner,
+    /// until that iteration's samples were all in); 0 when the iteration published nothing.
+    public private(set) var broadcastSeconds = 0.0
+    var broadcastStarted: Double?
+
     /// The samples of one iteration from the workers, in (prompt, sample) order.
     public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int) throws -> [Sample] {
+        broadcastSeconds = 0
         if policyVersion != version || (policyVersion > 0 && manifest == nil) { publish(policy, version: policyVersion) }
+        defer { if let s = broadcastStarted { broadcastSeconds = Self.now() - s; broadcastStarted = nil } }
         scheduler.startIteration(iteration, policyVersion: policyVersion, promptIds: prompts.map(\.id), promptsPerTask: settings.promptsPerTask)
         let byId = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         var samples: [Sample] = []
@@ -124,6 +131,7 @@ public final class Coordinator: RolloutSource {
     func publish(_ policy: ModelWeights, version v: Int) {
         version = v
         guard v > 0 else { manifest = nil; return }
+        broadcastStarted = Self.now()
         let trained = adapters?.storage ?? policy.storage
         let bytes = trained.count * 4
         let buffer = SharedBuffer(count: bytes)
@@ -207,6 +215,10 @@ public final class Coordinator: RolloutSource {
         case .policyReady(let r):
             held[worker] = Int(r.policyVersion)
             scheduler.heartbeat(worker, now: now)
+            if let s = broadcastStarted, scheduler.aliveWorkers.allSatisfy({ held[$0] == version }) {
+                broadcastSeconds = now - s
+                broadcastStarted = nil
+            }
         case .taskRequest:
             scheduler.heartbeat(worker, now: now)
             if held[worker] == version, let t = scheduler.nextTask(for: worker, now: now) {
@@ -270,6 +282,23 @@ public final class Coordinator: RolloutSource {
         reply.crc32C = c.crc32c
         send(.chunkReply(reply), to: peer, bulk: [.shared(buffer, offset: c.offset, count: c.size)], on: chunkServer)
         counts.bytesBroadcast += c.size
+    }
+
+    /// Serves (registrations, heartbeats) until `count` workers are alive; false on timeout.
+    public func waitForWorkers(_ count: Int, seconds: Double) throws -> Bool {
+        let deadline = Self.now() + seconds
+        while scheduler.aliveWorkers.count < count && Self.now() < deadline { try serve(timeoutMilliseconds: 100) { _, _ in } }
+        return scheduler.aliveWorkers.count >= count
+    }
+
+    /// Publishes `weights` as `version` and serves until every live worker holds it: the seconds
+    /// that took and the bytes the coordinator sent. For benchmarks; a run publishes through `rollouts`.
+    public func broadcast(_ weights: ModelWeights, version v: Int, seconds: Double) throws -> (seconds: Double, bytesOut: Int) {
+        let bytes0 = counts.bytesBroadcast, began = Self.now()
+        publish(weights, version: v)
+        while broadcastStarted != nil && Self.now() - began < seconds { try serve(timeoutMilliseconds: 100) { _, _ in } }
+        guard broadcastStarted == nil else { throw WorkerError("version \(v) did not reach every worker within \(Int(seconds)) s") }
+        return (Self.now() - began, counts.bytesBroadcast - bytes0)
     }
 
     /// Tells every worker the run is over.

@@ -76,6 +76,30 @@ final class WeightChunkTests: XCTestCase {
         XCTAssertEqual(CRC32C.checksum(Array("123456789".utf8)), 0xE306_9283) // the standard check value
     }
 
+    /// The SSE4.2 checksum against a bitwise one written from the definition (reflected 0x82F63B78),
+    /// on every length up to 40 (the 8-byte loop and its tail) and at unaligned starts, and continued.
+    func testCRC32CMatchesTheBitwiseDefinition() {
+        func reference(_ bytes: ArraySlice<UInt8>) -> UInt32 {
+            var c: UInt32 = 0xFFFF_FFFF
+            for b in bytes {
+                c ^= UInt32(b)
+                for _ in 0..<8 { c = c & 1 != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
+            }
+            return ~c
+        }
+        var rng = SystemRandomNumberGenerator()
+        let data = (0..<64).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        for start in 0..<8 {
+            for n in 0...40 {
+                let slice = data[start ..< start + n]
+                XCTAssertEqual(Array(slice).withUnsafeBytes { CRC32C.checksum($0) }, reference(slice), "start \(start) length \(n)")
+            }
+        }
+        let whole = data.withUnsafeBytes { CRC32C.checksum($0) }
+        let first = data[..<13].withUnsafeBytes { CRC32C.checksum($0) }
+        XCTAssertEqual(data[13...].withUnsafeBytes { CRC32C.checksum($0, seed: first) }, whole)
+    }
+
     func testChunksReassembleAndCorruptionIsCaught() {
         let source = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 * 7) }
         let manifest = source.withUnsafeBytes { WeightManifest(version: 3, buffer: $0, chunkSize: 4096) }

@@ -1,0 +1,138 @@
+import Alignment
+import ArgumentParser
+import Cluster
+import Engine
+import Formats
+import Foundation
+import ZeroMQ
+
+/// `charter bench dispatch`: tasks per second through a coordinator serving many simulated workers.
+struct DispatchBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dispatch", abstract: "Tasks/s through the coordinator with simulated workers (no model), and its CPU share.")
+
+    @Option(help: "Simulated workers (one process, a connection each).") var workers = 256
+    @Option(help: "Tasks in the measured iteration.") var tasks = 20_000
+    @Option(help: "Prompts per task.") var promptsPerTask = 1
+
+    func run() throws {
+        var settings = Coordinator.Settings()
+        settings.bind = "tcp://127.0.0.1:*"
+        settings.promptsPerTask = promptsPerTask
+        var rollout = RolloutSettings()
+        rollout.samplesPerPrompt = 2
+        rollout.maxNewTokens = 16
+        let coordinator = try Coordinator(settings: settings, configText: "", rollout: rollout, runId: "bench-dispatch", log: { _ in })
+        let prompts = (0..<tasks * promptsPerTask).map { Prompt(id: $0, text: "", tokens: [1, 2, 3, 4], unsafe: false) }
+        coordinator.promptTokens = Dictionary(uniqueKeysWithValues: prompts.map { ($0.id, $0.tokens) })
+        let child = try ClusterBench.spawn(["worker", "--connect", coordinator.controlEndpoint, "--synthetic", "\(workers)"])
+        defer { ClusterRun.stop([child]) }
+        guard try coordinator.waitForWorkers(workers, seconds: 60) else { throw CLIError("only \(coordinator.scheduler.aliveWorkers.count) of \(workers) workers registered") }
+        let unused = ModelWeights(config: try TinyModel.config(layers: 1, width: 8, heads: 1, kvHeads: 1, vocab: 16)) // version 0 never travels
+        let cpu0 = ClusterBench.cpuSeconds(), began = ContinuousClock.now
+        let samples = try coordinator.rollouts(iteration: 0, prompts: prompts, policy: unused, policyVersion: 0)
+        let wall = (ContinuousClock.now - began).seconds, cpu = ClusterBench.cpuSeconds() - cpu0
+        coordinator.finish()
+        guard samples.count == prompts.count * rollout.samplesPerPrompt else { throw CLIError("got \(samples.count) samples, expected \(prompts.count * 2)") }
+        print(String(format: "dispatch: %d simulated workers, %d tasks of %d prompt(s) x 2 samples in %.2f s: %.0f tasks/s; coordinator CPU %.2f s = %.0f%% of one core, %.0f us per task",
+                     workers, tasks, promptsPerTask, wall, Double(tasks) / wall, cpu, 100 * cpu / wall, 1e6 * cpu / Double(tasks)))
+    }
+}
+
+/// `charter bench broadcast`: one new policy version to N worker processes, beside a raw transfer.
+struct BroadcastBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "broadcast", abstract: "Seconds, MB/s and coordinator bytes out to send a version to 1, 2, 4 workers, beside raw ZeroMQ.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Comma-separated worker counts.") var workers = "1,2,4"
+
+    func run() throws {
+        let counts = try workers.split(separator: ",").map { s -> Int in
+            guard let n = Int(s.trimmingCharacters(in: .whitespaces)), n > 0 else { throw ValidationError("--workers: \"\(s)\" is not a positive integer") }
+            return n
+        }
+        let model = try modelOptions.load()
+        let bytes = model.weights.storage.count * 4
+        let mb = Double(bytes) / 1e6
+        let raw = try ClusterBench.rawTransfer(bytes: bytes)
+        print(String(format: "raw ZeroMQ (DEALER -> ROUTER, 4 MiB frames, one receiver process): %.1f MB in %.3f s = %.0f MB/s", mb, raw, mb / raw))
+        let config = """
+            model: {policy: "\(modelOptions.model)"}
+            data: {prompts: examples/prompts.jsonl}
+            reward: {rules: [{type: keyword, value: "a"}]}
+            """
+        print("workers | seconds | MB/s | % of raw | coordinator bytes out (copies)")
+        for n in counts {
+            var settings = Coordinator.Settings()
+            settings.bind = "tcp://127.0.0.1:*"
+            let coordinator = try Coordinator(settings: settings, configText: config, rollout: RolloutSettings(), runId: "bench-broadcast-\(n)", log: { _ in })
+            let children = try (0..<n).map { try ClusterBench.spawn(["worker", "--connect", coordinator.controlEndpoint, "--id", "bench-\($0)"]) }
+            defer { ClusterRun.stop(children) }
+            guard try coordinator.waitForWorkers(n, seconds: 60) else { throw CLIError("workers did not register") }
+            _ = try coordinator.broadcast(model.weights, version: 1, seconds: 300) // warm-up: workers have loaded the model
+            let (seconds, out) = try coordinator.broadcast(model.weights, version: 2, seconds: 300)
+            coordinator.finish()
+            print(String(format: "%7d | %7.3f | %4.0f | %7.0f%% | %.0f MB (%.2f)", n, seconds, mb / seconds, 100 * raw / seconds,
+                         Double(out) / 1e6, Double(out) / Double(bytes)))
+        }
+    }
+}
+
+/// A hidden helper process for the raw transfer: receives `bytes` bytes, then says done.
+struct ZMQSinkCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "zmq-sink", shouldDisplay: false)
+    @Option var connect: String
+    @Option var bytes: Int
+
+    func run() throws {
+        let context = ZMQContext()
+        let s = try ZMQSocket(context, .dealer)
+        defer { s.close() }
+        try s.connect(connect)
+        try s.send([Frame("ready")])
+        var got = 0
+        while got < bytes { got += try s.receive()?.reduce(0) { $0 + $1.count } ?? 0 }
+        try s.send([Frame("done")])
+        _ = try ZMQPoll.readable([s], timeoutMilliseconds: 1000)
+    }
+}
+
+enum ClusterBench {
+    static func spawn(_ arguments: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        p.arguments = arguments
+        p.standardError = FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    /// User + system CPU seconds of this process (all its threads, ZeroMQ's I/O thread included).
+    static func cpuSeconds() -> Double {
+        var u = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+        return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6
+    }
+
+    /// Seconds to send `bytes` bytes in 4 MiB zero-copy frames to another process over loopback TCP.
+    static func rawTransfer(bytes: Int) throws -> Double {
+        let context = ZMQContext()
+        let router = try ZMQSocket(context, .router)
+        defer { router.close() }
+        let endpoint = try router.bind("tcp://127.0.0.1:*")
+        let sink = try spawn(["bench", "zmq-sink", "--connect", endpoint, "--bytes", "\(bytes)"])
+        defer { ClusterRun.stop([sink]) }
+        guard let ready = try router.receive() else { throw CLIError("sink did not start") }
+        let buffer = SharedBuffer(count: bytes)
+        buffer.bytes.initializeMemory(as: UInt8.self, repeating: 7)
+        let chunk = 4 << 20
+        let began = ContinuousClock.now
+        for offset in stride(from: 0, to: bytes, by: chunk) {
+            try router.send([.data(ready[0]), .shared(buffer, offset: offset, count: min(chunk, bytes - offset))])
+        }
+        _ = try router.receive()
+        return (ContinuousClock.now - began).seconds
+    }
+}
