@@ -55,15 +55,15 @@ struct BroadcastBench: ParsableCommand {
         let model = try modelOptions.load()
         let bytes = model.weights.storage.count * 4
         let mb = Double(bytes) / 1e6
-        let raw = try ClusterBench.rawTransfer(bytes: bytes)
-        print(String(format: "raw ZeroMQ (DEALER -> ROUTER, 4 MiB frames, one receiver process): %.1f MB in %.3f s = %.0f MB/s", mb, raw, mb / raw))
+        print(String(format: "%.1f MB of weights; raw: the same bytes from one ROUTER to N receiver processes (DEALER), 4 MiB zero-copy frames", mb))
         let config = """
             model: {policy: "\(modelOptions.model)"}
             data: {prompts: examples/prompts.jsonl}
             reward: {rules: [{type: keyword, value: "a"}]}
             """
-        print("workers | seconds | MB/s | % of raw | coordinator bytes out (copies)")
+        print("workers | broadcast s | MB/s | raw s | raw MB/s | broadcast rate / raw rate | coordinator bytes out (copies)")
         for n in counts {
+            let raw = try ClusterBench.rawTransfer(bytes: bytes, receivers: n)
             var settings = Coordinator.Settings()
             settings.bind = "tcp://127.0.0.1:*"
             let coordinator = try Coordinator(settings: settings, configText: config, rollout: RolloutSettings(), runId: "bench-broadcast-\(n)", log: { _ in })
@@ -73,8 +73,8 @@ struct BroadcastBench: ParsableCommand {
             _ = try coordinator.broadcast(model.weights, version: 1, seconds: 300) // warm-up: workers have loaded the model
             let (seconds, out) = try coordinator.broadcast(model.weights, version: 2, seconds: 300)
             coordinator.finish()
-            print(String(format: "%7d | %7.3f | %4.0f | %7.0f%% | %.0f MB (%.2f)", n, seconds, mb / seconds, 100 * raw / seconds,
-                         Double(out) / 1e6, Double(out) / Double(bytes)))
+            print(String(format: "%7d | %11.3f | %4.0f | %5.3f | %8.0f | %24.0f%% | %.0f MB (%.2f)", n, seconds, mb / seconds, raw, mb / raw,
+                         100 * raw / seconds, Double(out) / 1e6, Double(out) / Double(bytes)))
         }
     }
 }
@@ -116,23 +116,25 @@ enum ClusterBench {
         return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6
     }
 
-    /// Seconds to send `bytes` bytes in 4 MiB zero-copy frames to another process over loopback TCP.
-    static func rawTransfer(bytes: Int) throws -> Double {
+    /// Seconds until each of `receivers` processes has `bytes` bytes, sent in 4 MiB zero-copy frames
+    /// over loopback TCP (chunk by chunk to every receiver in turn).
+    static func rawTransfer(bytes: Int, receivers: Int) throws -> Double {
         let context = ZMQContext()
         let router = try ZMQSocket(context, .router)
         defer { router.close() }
         let endpoint = try router.bind("tcp://127.0.0.1:*")
-        let sink = try spawn(["bench", "zmq-sink", "--connect", endpoint, "--bytes", "\(bytes)"])
-        defer { ClusterRun.stop([sink]) }
-        guard let ready = try router.receive() else { throw CLIError("sink did not start") }
+        let sinks = try (0..<receivers).map { _ in try spawn(["bench", "zmq-sink", "--connect", endpoint, "--bytes", "\(bytes)"]) }
+        defer { ClusterRun.stop(sinks) }
+        var peers: [Data] = []
+        while peers.count < receivers, let ready = try router.receive() { peers.append(ready[0]) }
         let buffer = SharedBuffer(count: bytes)
         buffer.bytes.initializeMemory(as: UInt8.self, repeating: 7)
         let chunk = 4 << 20
         let began = ContinuousClock.now
         for offset in stride(from: 0, to: bytes, by: chunk) {
-            try router.send([.data(ready[0]), .shared(buffer, offset: offset, count: min(chunk, bytes - offset))])
+            for peer in peers { try router.send([.data(peer), .shared(buffer, offset: offset, count: min(chunk, bytes - offset))]) }
         }
-        _ = try router.receive()
+        for _ in peers { _ = try router.receive() }
         return (ContinuousClock.now - began).seconds
     }
 }

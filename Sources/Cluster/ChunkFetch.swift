@@ -1,3 +1,5 @@
+import ZeroMQ
+
 /// One version's chunks on their way into a worker: which to ask for, from which source, and when.
 ///
 /// Sources are chunk endpoints, nearest first, the coordinator last (see PROTOCOL.md, "Weight
@@ -16,9 +18,9 @@ final class ChunkFetch {
     private var fromLast: Set<Int> = []
     private var lastProgress: Double
 
-    init(manifest: WeightManifest, sources: [String], now: Double) {
+    init(manifest: WeightManifest, sources: [String], now: Double, reusing buffer: SharedBuffer?) {
         precondition(!sources.isEmpty, "a fetch needs a source")
-        assembler = WeightAssembler(manifest: manifest)
+        assembler = WeightAssembler(manifest: manifest, reusing: buffer)
         self.sources = sources
         lastProgress = now
     }

@@ -134,7 +134,13 @@ public final class Coordinator: RolloutSource {
         broadcastStarted = Self.now()
         let trained = adapters?.storage ?? policy.storage
         let bytes = trained.count * 4
-        let buffer = SharedBuffer(count: bytes)
+        // The last version's buffer is reused unless frames still queued for sending hold it.
+        var reusable: SharedBuffer?
+        if var last = broadcastBuffer {
+            broadcastBuffer = nil
+            if isKnownUniquelyReferenced(&last) && last.bytes.count == max(bytes, 1) { reusable = last }
+        }
+        let buffer = reusable ?? SharedBuffer(count: bytes)
         buffer.bytes.copyMemory(from: UnsafeRawBufferPointer(trained))
         broadcastBuffer = buffer
         manifest = WeightManifest(version: v, buffer: UnsafeRawBufferPointer(start: buffer.bytes.baseAddress, count: bytes),

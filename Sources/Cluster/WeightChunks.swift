@@ -1,4 +1,5 @@
 import CCRC32C
+import ZeroMQ
 
 /// CRC-32C (Castagnoli), the checksum of weight chunks and manifests: the SSE4.2 instruction,
 /// several GB/s, so checking a chunk costs far less than moving it.
@@ -59,15 +60,16 @@ public final class WeightAssembler {
     public enum Outcome: Sendable, Equatable { case stored, badChecksum, wrongSize, unknownChunk, alreadyHeld }
 
     public let manifest: WeightManifest
-    public let buffer: UnsafeMutableRawBufferPointer
+    /// Where the chunks land; `reusing` a previous version's storage of the same size saves
+    /// faulting in fresh pages (a fifth of a second for SmolLM2's 540 MB).
+    public let storage: SharedBuffer
+    public var buffer: UnsafeMutableRawBufferPointer { storage.bytes }
     public private(set) var held: Set<Int> = []
 
-    public init(manifest: WeightManifest) {
+    public init(manifest: WeightManifest, reusing old: SharedBuffer? = nil) {
         self.manifest = manifest
-        buffer = .allocate(byteCount: max(manifest.totalBytes, 1), alignment: 64)
+        storage = old.flatMap { $0.bytes.count == max(manifest.totalBytes, 1) ? $0 : nil } ?? SharedBuffer(count: manifest.totalBytes)
     }
-
-    deinit { buffer.deallocate() }
 
     public var missing: [Int] { manifest.chunks.map(\.index).filter { !held.contains($0) } }
     public var isComplete: Bool { held.count == manifest.chunks.count }

@@ -52,6 +52,8 @@ public final class Worker {
     /// The version held and its chunk list (served to peers).
     var version = 0
     var heldManifest: WeightManifest?
+    /// The last fetch's buffer, for the next one.
+    var spareBuffer: SharedBuffer?
     var runId = ""
     var reference: Backprop?
     var scorer: RewardScorer?

@@ -34,7 +34,13 @@ extension Worker {
             try s.connect(endpoint)
             sourceSockets[endpoint] = s
         }
-        let fetch = ChunkFetch(manifest: manifest, sources: sources, now: Self.now())
+        // The held version's buffer is reused unless frames still queued for peers hold it.
+        var reusable: SharedBuffer?
+        if var spare = spareBuffer {
+            spareBuffer = nil
+            if isKnownUniquelyReferenced(&spare) { reusable = spare }
+        }
+        let fetch = ChunkFetch(manifest: manifest, sources: sources, now: Self.now(), reusing: reusable)
         state = .fetching(fetch)
         try requestChunks(fetch, now: Self.now())
     }
@@ -76,6 +82,7 @@ extension Worker {
         }
         version = assembler.manifest.version
         heldManifest = assembler.manifest
+        spareBuffer = assembler.storage
         state = .ready
         try sendReady()
         log("worker \(options.id): now at policy version \(version)")
@@ -101,9 +108,9 @@ extension Worker {
             reply.policyVersion = r.policyVersion
             reply.index = r.index
             var bulk: [Frame] = []
-            if let bytes = heldChunk(version: Int(r.policyVersion), index: Int(r.index)) {
-                reply.crc32C = bytes.crc
-                bulk = [.data(bytes.data)]
+            if let (frame, crc) = heldChunk(version: Int(r.policyVersion), index: Int(r.index)) {
+                reply.crc32C = crc
+                bulk = [frame]
             } else {
                 reply.missing = true
             }
@@ -111,14 +118,17 @@ extension Worker {
         }
     }
 
-    func heldChunk(version v: Int, index: Int) -> (data: Data, crc: UInt32)? {
+    /// A chunk as a frame that shares the assembled buffer (no copy), or a copy of the held weights
+    /// once that buffer went to the next fetch.
+    func heldChunk(version v: Int, index: Int) -> (Frame, UInt32)? {
         if v == version, let manifest = heldManifest, let trained = trainedBytes, manifest.chunks.indices.contains(index) {
             let c = manifest.chunks[index]
-            return (Data(trained[c.offset ..< c.offset + c.size]), c.crc32c)
+            if let spare = spareBuffer { return (.shared(spare, offset: c.offset, count: c.size), c.crc32c) }
+            return (.data(Data(trained[c.offset ..< c.offset + c.size])), c.crc32c)
         }
         if case .fetching(let fetch) = state, fetch.version == v, fetch.assembler.held.contains(index) {
             let c = fetch.assembler.manifest.chunks[index]
-            return (Data(fetch.assembler.buffer[c.offset ..< c.offset + c.size]), c.crc32c)
+            return (.shared(fetch.assembler.storage, offset: c.offset, count: c.size), c.crc32c)
         }
         return nil
     }
