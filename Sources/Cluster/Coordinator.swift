@@ -141,10 +141,8 @@ public final class Coordinator: RolloutSource {
             if isKnownUniquelyReferenced(&last) && last.bytes.count == max(bytes, 1) { reusable = last }
         }
         let buffer = reusable ?? SharedBuffer(count: bytes)
-        buffer.bytes.copyMemory(from: UnsafeRawBufferPointer(trained))
         broadcastBuffer = buffer
-        manifest = WeightManifest(version: v, buffer: UnsafeRawBufferPointer(start: buffer.bytes.baseAddress, count: bytes),
-                                  chunkSize: settings.chunkSize)
+        manifest = WeightManifest(version: v, copying: UnsafeRawBufferPointer(trained), into: buffer.bytes, chunkSize: settings.chunkSize)
         var previous: String?
         for w in scheduler.aliveWorkers.sorted() {
             announce(to: w, from: previous.flatMap { chunkEndpoints[$0] })

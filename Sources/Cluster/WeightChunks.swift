@@ -1,4 +1,5 @@
 import CCRC32C
+import Dispatch
 import ZeroMQ
 
 /// CRC-32C (Castagnoli), the checksum of weight chunks and manifests: the SSE4.2 instruction,
@@ -41,16 +42,34 @@ public struct WeightManifest: Sendable, Equatable {
     }
 
     public init(version: Int, buffer: UnsafeRawBufferPointer, chunkSize: Int = 4 << 20) {
+        self.init(version: version, copying: buffer, into: nil, chunkSize: chunkSize)
+    }
+
+    /// The manifest of `source`, copied into `destination` (if given) on the way: each chunk is
+    /// copied and then checksummed while it is still in cache, chunks spread over the cores.
+    public init(version: Int, copying source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer?, chunkSize: Int = 4 << 20) {
         precondition(chunkSize > 0, "chunk size must be positive")
-        var chunks: [Chunk] = []
-        var offset = 0
-        while offset < buffer.count {
-            let size = min(chunkSize, buffer.count - offset)
-            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: buffer[offset ..< offset + size]))
-            chunks.append(Chunk(index: chunks.count, offset: offset, size: size, crc32c: crc))
-            offset += size
+        precondition(destination.map { $0.count >= source.count } ?? true, "destination too small")
+        let count = (source.count + chunkSize - 1) / chunkSize
+        var crcs = [UInt32](repeating: 0, count: count)
+        crcs.withUnsafeMutableBufferPointer { out in
+            // Each iteration touches its own chunk and its own slot of `out`.
+            nonisolated(unsafe) let out = out, source = source, destination = destination
+            DispatchQueue.concurrentPerform(iterations: count) { i in
+                let range = i * chunkSize ..< min((i + 1) * chunkSize, source.count)
+                var bytes = UnsafeRawBufferPointer(rebasing: source[range])
+                if let destination {
+                    let target = UnsafeMutableRawBufferPointer(rebasing: destination[range])
+                    target.copyMemory(from: bytes)
+                    bytes = UnsafeRawBufferPointer(target)
+                }
+                out[i] = CRC32C.checksum(bytes)
+            }
         }
-        self.init(version: version, totalBytes: buffer.count, chunks: chunks)
+        let chunks = crcs.indices.map { i in
+            Chunk(index: i, offset: i * chunkSize, size: min(chunkSize, source.count - i * chunkSize), crc32c: crcs[i])
+        }
+        self.init(version: version, totalBytes: source.count, chunks: chunks)
     }
 }
 
