@@ -11,6 +11,8 @@ public struct RLConfig {
 
     // run
     public var runDir = "runs/rl"
+    /// Iterations between checkpoints in RUN/checkpoint (0: none); the last iteration always writes one.
+    public var checkpointEvery = 1
     public var iterations = 10
     public var seed: UInt64 = 0
     // model
@@ -56,7 +58,8 @@ public struct RLConfig {
         let top = try Section(root, path: "", file: name)
         try top.only(["run", "model", "data", "reward", "algorithm", "rollout"])
         if let run = try top.section("run") {
-            try run.only(["dir", "iterations", "seed"])
+            try run.only(["dir", "iterations", "seed", "checkpoint_every"])
+            c.checkpointEvery = try run.int("checkpoint_every", min: 0) ?? c.checkpointEvery
             c.runDir = try run.string("dir") ?? c.runDir
             c.iterations = try run.int("iterations", min: 1) ?? c.iterations
             c.seed = UInt64(try run.int("seed", min: 0) ?? 0)

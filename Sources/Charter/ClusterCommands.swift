@@ -9,11 +9,13 @@ struct CoordinatorCommand: ParsableCommand {
         commandName: "coordinator", abstract: "Run the configuration with rollouts from workers that connect over ZeroMQ.")
 
     @Option(help: "The run configuration (YAML).") var config: String
-    @Option(help: "Control endpoint to bind; the chunk server binds the next free port on the same host.") var bind = "tcp://127.0.0.1:5555"
-    @Option(help: "Prompts per task.") var promptsPerTask = 2
+    @Option(help: "Control endpoint to bind; the chunk server binds a free port on the same host.") var bind = "tcp://127.0.0.1:5555"
+    @Option(help: "Prompts per task (default: about two tasks per live worker each iteration).") var promptsPerTask: Int?
     @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
     @Option(help: "CURVE: file with the coordinator's secret key (charter keys); needs --allow-keys.") var curveSecretKey: String?
     @Option(help: "CURVE: file with the public keys of the workers to admit, one per line.") var allowKeys: String?
+
+    func validate() throws { if let p = promptsPerTask, p < 1 { throw ValidationError("--prompts-per-task must be at least 1") } }
 
     func run() throws {
         var curve: (String, [String])?
@@ -62,10 +64,13 @@ struct LocalCommand: ParsableCommand {
 
     @Option(help: "The run configuration (YAML).") var config: String
     @Option(help: "Worker processes.") var workers = 2
-    @Option(help: "Prompts per task.") var promptsPerTask = 2
+    @Option(help: "Prompts per task (default: about two tasks per live worker each iteration).") var promptsPerTask: Int?
     @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
 
-    func validate() throws { if workers < 1 { throw ValidationError("--workers must be at least 1") } }
+    func validate() throws {
+        if workers < 1 { throw ValidationError("--workers must be at least 1") }
+        if let p = promptsPerTask, p < 1 { throw ValidationError("--prompts-per-task must be at least 1") }
+    }
 
     func run() throws {
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
@@ -89,7 +94,7 @@ enum ClusterRun {
     /// Child processes to stop on Ctrl-C (the handler cannot capture).
     nonisolated(unsafe) static var children: [Int32] = []
 
-    static func coordinate(config: String, bind: String, promptsPerTask: Int, resume: Bool, curve: (secret: String, allowed: [String])? = nil,
+    static func coordinate(config: String, bind: String, promptsPerTask: Int?, resume: Bool, curve: (secret: String, allowed: [String])? = nil,
                            started: (String) throws -> Void) throws {
         signal(SIGINT) { _ in
             for pid in ClusterRun.children { kill(pid, SIGTERM) }

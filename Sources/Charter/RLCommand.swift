@@ -78,7 +78,9 @@ struct RLCommand: ParsableCommand {
             for (k, v) in extra?(m) ?? [:] { line[k] = v }
             metricsFile.write(try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) + Data("\n".utf8))
             // After the metrics line: a crash between the two rewrites that line on resume.
-            try RLCheckpoint.save(run, configuration: configText, to: checkpoint)
+            if c.checkpointEvery > 0 && (run.iteration % c.checkpointEvery == 0 || run.iteration == c.iterations) {
+                try RLCheckpoint.save(run, configuration: configText, to: checkpoint)
+            }
             progress.update(step: m.iteration + 1, text: String(format: "reward %.3f  KL %.3f  gen %.1fs  update %.1fs",
                                                                   m.rewardMean, m.kl, m.generationSeconds, m.updateSeconds))
         }

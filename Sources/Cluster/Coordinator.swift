@@ -12,7 +12,9 @@ import ZeroMQ
 public final class Coordinator: RolloutSource {
     public struct Settings: Sendable {
         public var bind = "tcp://127.0.0.1:5555"
-        public var promptsPerTask = 2
+        /// nil: about two tasks per live worker, so each batch is large (decode is much faster at
+        /// batch 16 than at 4) and a slow or lost worker still leaves work for the others.
+        public var promptsPerTask: Int?
         public var heartbeatIntervalMs: UInt32 = 1000
         public var heartbeatTimeoutMs: UInt32 = 5000
         public var chunkSize = 4 << 20
@@ -106,7 +108,9 @@ public final class Coordinator: RolloutSource {
         broadcastSeconds = 0
         if policyVersion != version || (policyVersion > 0 && manifest == nil) { publish(policy, version: policyVersion) }
         defer { if let s = broadcastStarted { broadcastSeconds = Self.now() - s; broadcastStarted = nil } }
-        scheduler.startIteration(iteration, policyVersion: policyVersion, promptIds: prompts.map(\.id), promptsPerTask: settings.promptsPerTask)
+        let live = max(scheduler.aliveWorkers.count, 1)
+        let perTask = settings.promptsPerTask ?? max(1, (prompts.count + 2 * live - 1) / (2 * live))
+        scheduler.startIteration(iteration, policyVersion: policyVersion, promptIds: prompts.map(\.id), promptsPerTask: perTask)
         let byId = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         var samples: [Sample] = []
         while !scheduler.isIterationComplete {
@@ -194,12 +198,25 @@ public final class Coordinator: RolloutSource {
             send(.error(error.reply))
             return
         }
-        if case .register = message {} else if !scheduler.aliveWorkers.contains(worker) {
+        // Results are keyed by task, so one is taken from whoever brings it (a worker that timed out
+        // and came back, or a connection the ROUTER renamed); anything else needs a registration.
+        let needsRegistration: Bool
+        switch message {
+        case .register, .taskResult: needsRegistration = false
+        default: needsRegistration = true
+        }
+        if needsRegistration && !scheduler.aliveWorkers.contains(worker) {
             var e = Charter_V1_Error(); e.code = .notRegistered; e.message = "register first"
             send(.error(e))
             return
         }
         switch message {
+        case .register(let r) where r.workerID != worker:
+            // Workers route as their id. Another id is a misconfigured peer, or messages that were
+            // still queued on a connection the same worker replaced (the ROUTER renames those).
+            counts.malformed += 1
+            var e = Charter_V1_Error(); e.code = .malformed; e.message = "routing id must be the worker id \"\(r.workerID)\""
+            send(.error(e))
         case .register(let r):
             scheduler.register(worker, now: now)
             // What it held may come from another run (a coordinator restarted): it confirms with PolicyReady.

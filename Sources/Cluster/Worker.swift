@@ -32,14 +32,14 @@ public final class Worker {
 
     let options: Options
     let context = ZMQContext()
-    var control: ZMQSocket
+    let control: ZMQSocket
     /// Serves chunks to peers; `sourceSockets` fetch them, one per source endpoint.
     let chunkServer: ZMQSocket?
     var chunkServerEndpoint = ""
     var sourceSockets: [String: ZMQSocket] = [:]
     var state: State = .registering(since: 0, attempt: 0)
-    var heartbeatInterval = 1.0, heartbeatTimeout = 5.0
-    var lastHeartbeat = 0.0, lastHeard = 0.0
+    var heartbeatInterval = 1.0
+    var lastHeartbeat = 0.0
     var waitingForTask = false, retryAt = 0.0
     var log: (String) -> Void
 
@@ -82,8 +82,16 @@ public final class Worker {
         for s in sourceSockets.values { s.close() }
     }
 
+    /// The coordinator's silence says nothing (it trains between iterations without reading), so the
+    /// connection's liveness is left to ZMTP heartbeats, which its I/O thread answers while it trains:
+    /// a dead connection is dropped and redialled with backoff, and the first message to a new
+    /// coordinator process gets NOT_REGISTERED, upon which the worker registers again.
     func configure(_ s: ZMQSocket) throws {
         try s.set(ZMQ_ROUTING_ID, options.id)
+        try s.set(ZMQ_HEARTBEAT_IVL, 1000)
+        try s.set(ZMQ_HEARTBEAT_TIMEOUT, 5000)
+        try s.set(ZMQ_RECONNECT_IVL, 100)
+        try s.set(ZMQ_RECONNECT_IVL_MAX, 5000)
         if let curve = options.curve { try s.makeCurveClient(serverKey: curve.serverKey, keys: curve.keys) }
         try s.connect(options.connect)
     }
@@ -108,13 +116,11 @@ public final class Worker {
     public func run() throws {
         let start = Self.now()
         state = .registering(since: start, attempt: 0)
-        lastHeard = start
         try register()
         while true {
             let sources = Array(sourceSockets.values)
             let readable = try ZMQPoll.readable([control] + sources + (chunkServer.map { [$0] } ?? []), timeoutMilliseconds: 50)
             if readable[0], let frames = try control.receive(wait: false) {
-                lastHeard = Self.now()
                 if try handleControl(frames) == false { return }
             }
             for (i, socket) in sources.enumerated() where readable[1 + i] {
@@ -129,12 +135,10 @@ public final class Worker {
     func tick(now: Double) throws {
         switch state {
         case .registering(let since, let attempt):
+            // A Register lost with a broken connection is sent again. Always on the same socket: a
+            // fresh one would leave the old connection's queued messages to arrive under a stray id.
             let backoff = min(0.1 * pow(2, Double(attempt)), 5)
             if now - since > backoff {
-                // The coordinator may have gone: start over on a fresh connection.
-                control.close()
-                control = try ZMQSocket(context, .dealer)
-                try configure(control)
                 try register()
                 state = .registering(since: now, attempt: attempt + 1)
             }
@@ -143,11 +147,6 @@ public final class Worker {
         }
         if now - lastHeartbeat >= heartbeatInterval { try heartbeat(now) }
         if case .fetching(let fetch) = state { try requestChunks(fetch, now: now) }
-        if now - lastHeard > 3 * heartbeatTimeout {
-            log("worker \(options.id): coordinator silent for \(Int(now - lastHeard)) s; reconnecting")
-            state = .registering(since: 0, attempt: 0)
-            return
-        }
         if case .ready = state, !waitingForTask, now >= retryAt {
             if let task = pendingTasks.first(where: { Int($0.policyVersion) == version }) {
                 pendingTasks.removeAll { $0.taskID == task.taskID }
@@ -178,7 +177,6 @@ public final class Worker {
         switch message {
         case .welcome(let w):
             heartbeatInterval = Double(max(w.heartbeatIntervalMs, 10)) / 1000
-            heartbeatTimeout = Double(max(w.heartbeatTimeoutMs, 100)) / 1000
             if config == nil { try load(configText: w.configYaml) }
             if w.runID != runId {
                 // Versions are numbered per run: what this worker holds from another run counts for nothing.
@@ -234,6 +232,14 @@ public final class Worker {
 
     // MARK: work
 
+    /// Called between steps of a long task: heartbeats keep the worker alive at the coordinator, and
+    /// its peers still get their chunks.
+    func stayInTouch() {
+        let now = Self.now()
+        if now - lastHeartbeat >= heartbeatInterval { try? heartbeat(now) }
+        serveChunkRequests()
+    }
+
     func work(_ task: Charter_V1_Task) throws {
         guard let policy, let reference, let scorer else { throw WorkerError("a task arrived before the run configuration") }
         if let n = options.stallAfterTasks, tasksDone >= n {
@@ -250,17 +256,14 @@ public final class Worker {
         settings.stopTokens = task.sampling.stopTokens
         let source = InProcessRollouts(settings: settings, runSeed: task.runSeed)
         var samples = try source.rollouts(iteration: Int(task.iteration), prompts: prompts, policy: policy,
-                                          policyVersion: Int(task.policyVersion)) { [self] in
-            let now = Self.now()
-            if now - lastHeartbeat >= heartbeatInterval { try? heartbeat(now) }
-            serveChunkRequests() // a busy worker still relays to its peers
-        }
+                                          policyVersion: Int(task.policyVersion)) { [self] in stayInTouch() }
         let rewards = try scorer.score(samples, prompts: Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }))
         var result = Charter_V1_TaskResult()
         result.taskID = task.taskID
         result.iteration = task.iteration
         result.policyVersion = task.policyVersion
         for i in samples.indices {
+            stayInTouch()
             samples[i].reward = rewards[i]
             // One sample per pass: its reference log-probs then do not depend on how tasks were cut.
             let (report, dx) = try reference.forward([samples[i].trainingSequence()]).languageModelLoss(grads: nil, backward: false)

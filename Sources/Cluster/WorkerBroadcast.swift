@@ -59,7 +59,6 @@ extension Worker {
         guard let decoded = try? Wire.decode(frames), case .chunkReply(let reply) = decoded.message,
               Int(reply.policyVersion) == fetch.version else { return }
         let now = Self.now()
-        lastHeard = now // a fetch in progress is not a silent coordinator
         guard !reply.missing, let bytes = decoded.bulk.first else {
             fetch.notHeld(index: Int(reply.index), now: now)
             return try requestChunks(fetch, now: now)

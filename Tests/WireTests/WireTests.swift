@@ -22,7 +22,9 @@ final class WireTests: XCTestCase {
         var c1 = Charter_V1_ChunkInfo(); c1.index = 1; c1.offset = 4 << 20; c1.size = 2 << 20; c1.crc32C = 0x0BAD_F00D
         announce.chunks = [c0, c1]; announce.manifestCrc32C = 0x1234_5678; announce.sources = ["tcp://127.0.0.1:6001", "tcp://127.0.0.1:5556"]
         var error = Charter_V1_Error(); error.code = .versionMismatch; error.message = "coordinator speaks protocol 1, got 2"
-        return [("register", .register(register)), ("task", .task(task)), ("policy_announce", .policyAnnounce(announce)), ("error", .error(error))]
+        var missing = Charter_V1_ChunkReply(); missing.policyVersion = 8; missing.index = 1; missing.missing = true
+        return [("register", .register(register)), ("task", .task(task)), ("policy_announce", .policyAnnounce(announce)), ("error", .error(error)),
+                ("chunk_reply_missing", .chunkReply(missing))]
     }
 
     /// Set CHARTER_WRITE_FIXTURES=1 to write the fixtures anew after a deliberate schema change.
