@@ -1,0 +1,47 @@
+@testable import Cluster
+import XCTest
+
+/// Which source a fetch asks, and when: the relay chain's failure rules (PROTOCOL.md, "Weight broadcast").
+final class ChunkFetchTests: XCTestCase {
+    let bytes = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 * 13) }
+    func manifest() -> WeightManifest { bytes.withUnsafeBytes { WeightManifest(version: 2, buffer: $0, chunkSize: 1000) } }
+    func chunk(_ i: Int) -> ArraySlice<UInt8> { bytes[i * 1000 ..< (i + 1) * 1000] }
+
+    func testAWindowGoesToTheNearestSourceAndMissingChunksAreAskedAgainSoon() {
+        let fetch = ChunkFetch(manifest: manifest(), sources: ["peer", "coordinator"], now: 0, reusing: nil)
+        let first = fetch.due(now: 0)
+        XCTAssertEqual(first.map(\.index), [0, 1, 2, 3])
+        XCTAssertEqual(Set(first.map(\.source)), ["peer"])
+        XCTAssertTrue(fetch.due(now: 0.001).isEmpty, "the window is full")
+        fetch.notHeld(index: 0, now: 0.01)
+        XCTAssertEqual(fetch.due(now: 0.02).map(\.index), [4], "a missing chunk waits; its slot goes to the next chunk")
+        XCTAssertEqual(Array(chunk(1)).withUnsafeBytes { fetch.received(index: 1, bytes: $0, now: 0.05) }, .stored)
+        XCTAssertEqual(fetch.due(now: 0.05).map(\.index), [0], "once its wait is over the missing chunk is asked again")
+    }
+
+    func testAStalledSourceIsLeftForTheNextAndABadChunkGoesToTheCoordinator() {
+        let fetch = ChunkFetch(manifest: manifest(), sources: ["peer", "coordinator"], now: 0, reusing: nil)
+        _ = fetch.due(now: 0)
+        var corrupted = Array(chunk(2))
+        corrupted[5] ^= 0xFF
+        XCTAssertEqual(corrupted.withUnsafeBytes { fetch.received(index: 2, bytes: $0, now: 0.1) }, .badChecksum)
+        XCTAssertEqual(fetch.due(now: 0.1).map { "\($0.index)@\($0.source)" }, ["2@coordinator"])
+        // No chunk stored for longer than the timeout: everything in flight is asked of the next source.
+        let later = fetch.due(now: ChunkFetch.timeout + 0.01)
+        XCTAssertEqual(fetch.source, 1)
+        XCTAssertEqual(later.map(\.index), [0, 1, 2, 3])
+        XCTAssertEqual(Set(later.map(\.source)), ["coordinator"])
+        for i in 0..<10 { _ = Array(chunk(i)).withUnsafeBytes { fetch.received(index: i, bytes: $0, now: 3) } }
+        XCTAssertTrue(fetch.assembler.isComplete)
+        XCTAssertEqual(Array(fetch.assembler.buffer.prefix(bytes.count)), bytes)
+        // The coordinator is the last source: a stall there keeps asking it.
+        XCTAssertEqual(ChunkFetch(manifest: manifest(), sources: ["coordinator"], now: 0, reusing: nil).due(now: 10).first?.source, "coordinator")
+    }
+
+    func testPublishingCopiesAndChecksumsInOnePass() {
+        var copy = [UInt8](repeating: 0, count: bytes.count)
+        let viaCopy = bytes.withUnsafeBytes { src in copy.withUnsafeMutableBytes { WeightManifest(version: 2, copying: src, into: $0, chunkSize: 1000) } }
+        XCTAssertEqual(viaCopy, manifest())
+        XCTAssertEqual(copy, bytes)
+    }
+}
