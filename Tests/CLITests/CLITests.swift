@@ -23,6 +23,25 @@ final class CLITests: XCTestCase {
         return (dir, tiny)
     }
 
+    /// Writes DIR/NAME.yaml, a PPO run of `model` rewarded when the response contains `keyword`,
+    /// and returns its path and text. The rollout section is line 7.
+    func runConfig(_ dir: URL, name: String = "c", run: String = "run", model: String, iterations: Int, seed: Int, prompts: Int,
+                   samples: Int = 2, tokens: Int = 4, ppo: String = "epochs: 1, minibatch_size: 8, critic: head",
+                   keyword: String = "a") throws -> (path: String, text: String) {
+        let text = """
+            run: {dir: \(dir.path)/\(run), iterations: \(iterations), seed: \(seed)}
+            model: {policy: \(model)}
+            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: \(prompts)}
+            reward:
+              rules: [{type: keyword, value: "\(keyword)"}]
+            algorithm: {name: ppo, ppo: {\(ppo)}}
+            rollout: {samples_per_prompt: \(samples), max_new_tokens: \(tokens)}
+            """
+        let path = dir.appendingPathComponent("\(name).yaml").path
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        return (path, text)
+    }
+
     /// Starts `charter args` in the background with stdout and stderr going to the file `log`.
     func start(_ args: [String], log: String) throws -> Process {
         let p = Process()
@@ -176,17 +195,7 @@ final class CLITests: XCTestCase {
 
     func testRLRunsFromAConfigAndRefusesABadOne() throws {
         let (dir, tiny) = try tinyModelFolder("rl")
-        let config = """
-            run: {dir: \(dir.path)/run, iterations: 3, seed: 1}
-            model: {policy: \(tiny)}
-            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 4}
-            reward:
-              rules: [{type: keyword, value: "e"}]
-            algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: head, learning_rate: 0.001}}
-            rollout: {samples_per_prompt: 2, max_new_tokens: 6}
-            """
-        let path = dir.appendingPathComponent("c.yaml").path
-        try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+        let (path, config) = try runConfig(dir, model: tiny, iterations: 3, seed: 1, prompts: 4, tokens: 6, ppo: "epochs: 1, minibatch_size: 8, critic: head, learning_rate: 0.001", keyword: "e")
         let r = try charter("rl", "--config", path)
         XCTAssertEqual(r.status, 0, r.err)
         let lines = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n")
@@ -209,17 +218,7 @@ final class CLITests: XCTestCase {
         let (dir, tiny) = try tinyModelFolder("local")
         var metrics: [[[String: Any]]] = []
         for workers in [1, 3] {
-            let config = """
-                run: {dir: \(dir.path)/run\(workers), iterations: 3, seed: 1}
-                model: {policy: \(tiny)}
-                data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 6}
-                reward:
-                  rules: [{type: keyword, value: "a"}]
-                algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: head, learning_rate: 0.001}}
-                rollout: {samples_per_prompt: 2, max_new_tokens: 6}
-                """
-            let path = dir.appendingPathComponent("c\(workers).yaml").path
-            try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+            let (path, _) = try runConfig(dir, name: "c\(workers)", run: "run\(workers)", model: tiny, iterations: 3, seed: 1, prompts: 6, tokens: 6, ppo: "epochs: 1, minibatch_size: 8, critic: head, learning_rate: 0.001")
             let r = try charter("local", "--config", path, "--workers", "\(workers)")
             XCTAssertEqual(r.status, 0, r.err)
             metrics.append(try String(contentsOfFile: "\(dir.path)/run\(workers)/metrics.jsonl", encoding: .utf8).split(separator: "\n")
@@ -240,17 +239,7 @@ final class CLITests: XCTestCase {
     /// timeout, the iteration completes with every prompt answered once, and the metrics count it.
     func testKilledWorkersTaskIsRedispatched() throws {
         let (dir, tiny) = try tinyModelFolder("kill")
-        let config = """
-            run: {dir: \(dir.path)/run, iterations: 2, seed: 3}
-            model: {policy: \(tiny)}
-            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 8}
-            reward:
-              rules: [{type: keyword, value: "a"}]
-            algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: head}}
-            rollout: {samples_per_prompt: 2, max_new_tokens: 4}
-            """
-        let path = dir.appendingPathComponent("c.yaml").path
-        try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+        let (path, _) = try runConfig(dir, model: tiny, iterations: 2, seed: 3, prompts: 8)
         let endpoint = "tcp://127.0.0.1:\(30_000 + Int(getpid()) % 20_000)"
         // The victim works alone until it holds its second task, then the survivor joins and the victim dies.
         let coordinator = try start(["coordinator", "--config", path, "--bind", endpoint, "--prompts-per-task", "1"], log: dir.path + "/c.log")
@@ -275,16 +264,7 @@ final class CLITests: XCTestCase {
     /// counted; the run goes on and finishes with a real worker.
     func testBadMessagesAreRefusedAndCountedWhileTheRunGoesOn() throws {
         let (dir, tiny) = try tinyModelFolder("bad")
-        let config = """
-            run: {dir: \(dir.path)/run, iterations: 1, seed: 3}
-            model: {policy: \(tiny)}
-            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 2}
-            reward:
-              rules: [{type: keyword, value: "a"}]
-            rollout: {samples_per_prompt: 1, max_new_tokens: 3}
-            """
-        let path = dir.appendingPathComponent("c.yaml").path
-        try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+        let (path, _) = try runConfig(dir, model: tiny, iterations: 1, seed: 3, prompts: 2, samples: 1, tokens: 3)
         let endpoint = "tcp://127.0.0.1:\(30_000 + (Int(getpid()) + 7) % 20_000)"
         let coordinator = Process()
         coordinator.executableURL = Self.binary
@@ -330,17 +310,7 @@ final class CLITests: XCTestCase {
     /// work: here the first worker does iteration 0 alone and then stalls, so the late one must finish.
     func testALateJoinerGetsTheCurrentWeightsAndThenWorks() throws {
         let (dir, tiny) = try tinyModelFolder("late")
-        let config = """
-            run: {dir: \(dir.path)/run, iterations: 2, seed: 5}
-            model: {policy: \(tiny)}
-            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 4}
-            reward:
-              rules: [{type: keyword, value: "a"}]
-            algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: head}}
-            rollout: {samples_per_prompt: 2, max_new_tokens: 4}
-            """
-        let path = dir.appendingPathComponent("c.yaml").path
-        try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+        let (path, _) = try runConfig(dir, model: tiny, iterations: 2, seed: 5, prompts: 4)
         let endpoint = "tcp://127.0.0.1:\(30_000 + (Int(getpid()) + 13) % 20_000)"
         func log(_ name: String) -> String { (try? String(contentsOfFile: "\(dir.path)/\(name).log", encoding: .utf8)) ?? "" }
         let coordinator = try start(["coordinator", "--config", path, "--bind", endpoint, "--prompts-per-task", "1"], log: dir.path + "/c.log")
@@ -367,17 +337,7 @@ extension CLITests {
     func testKilledCoordinatorResumesToTheSameWeights() throws {
         let (dir, tiny) = try tinyModelFolder("resume")
         func config(_ run: String) throws -> String {
-            let text = """
-                run: {dir: \(dir.path)/\(run), iterations: 8, seed: 2}
-                model: {policy: \(tiny)}
-                data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 8}
-                reward:
-                  rules: [{type: keyword, value: "a"}]
-                algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: separate, learning_rate: 0.001}}
-                rollout: {samples_per_prompt: 2, max_new_tokens: 6}
-                """
-            let path = dir.appendingPathComponent("\(run).yaml").path
-            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+            let (path, _) = try runConfig(dir, name: "\(run)", run: "\(run)", model: tiny, iterations: 8, seed: 2, prompts: 8, tokens: 6, ppo: "epochs: 1, minibatch_size: 8, critic: separate, learning_rate: 0.001")
             return path
         }
         let whole = try charter("local", "--config", try config("whole"), "--workers", "1")
@@ -413,16 +373,7 @@ extension CLITests {
 
     func testResumeRefusesAChangedConfiguration() throws {
         let (dir, tiny) = try tinyModelFolder("resume-changed")
-        let text = """
-            run: {dir: \(dir.path)/run, iterations: 1, seed: 2}
-            model: {policy: \(tiny)}
-            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 2}
-            reward:
-              rules: [{type: keyword, value: "a"}]
-            rollout: {samples_per_prompt: 1, max_new_tokens: 3}
-            """
-        let path = dir.appendingPathComponent("c.yaml").path
-        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        let (path, text) = try runConfig(dir, model: tiny, iterations: 1, seed: 2, prompts: 2, samples: 1, tokens: 3)
         XCTAssertEqual(try charter("rl", "--config", path).status, 0)
         try Data(text.replacingOccurrences(of: "max_new_tokens: 3", with: "max_new_tokens: 4").utf8).write(to: URL(fileURLWithPath: path))
         let r = try charter("rl", "--config", path, "--resume")
@@ -433,17 +384,7 @@ extension CLITests {
     /// With LoRA on, only the adapters travel: a few KB per version instead of the whole model.
     func testLoRARunBroadcastsOnlyTheAdapters() throws {
         let (dir, tiny) = try tinyModelFolder("lora")
-        let config = """
-            run: {dir: \(dir.path)/run, iterations: 3, seed: 1}
-            model: {policy: \(tiny), lora: {rank: 2, alpha: 4}}
-            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 4}
-            reward:
-              rules: [{type: keyword, value: "a"}]
-            algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: head, learning_rate: 0.01}}
-            rollout: {samples_per_prompt: 2, max_new_tokens: 4}
-            """
-        let path = dir.appendingPathComponent("c.yaml").path
-        try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+        let (path, _) = try runConfig(dir, model: tiny + ", lora: {rank: 2, alpha: 4}", iterations: 3, seed: 1, prompts: 4, ppo: "epochs: 1, minibatch_size: 8, critic: head, learning_rate: 0.01")
         let r = try charter("local", "--config", path, "--workers", "2")
         XCTAssertEqual(r.status, 0, r.err)
         let last = try JSONSerialization.jsonObject(with: Data(String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8)
@@ -458,17 +399,7 @@ extension CLITests {
     /// worker gets nowhere, and an allowed worker runs the whole run.
     func testCurveAdmitsOnlyAllowedWorkers() throws {
         let (dir, tiny) = try tinyModelFolder("curve")
-        let config = """
-            run: {dir: \(dir.path)/run, iterations: 2, seed: 3}
-            model: {policy: \(tiny)}
-            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: 4}
-            reward:
-              rules: [{type: keyword, value: "a"}]
-            algorithm: {name: ppo, ppo: {epochs: 1, minibatch_size: 8, critic: head}}
-            rollout: {samples_per_prompt: 2, max_new_tokens: 4}
-            """
-        let path = dir.appendingPathComponent("c.yaml").path
-        try Data(config.utf8).write(to: URL(fileURLWithPath: path))
+        let (path, _) = try runConfig(dir, model: tiny, iterations: 2, seed: 3, prompts: 4)
         for name in ["coordinator", "good", "rogue"] {
             XCTAssertEqual(try charter("keys", "--out", dir.path + "/" + name).status, 0)
         }
