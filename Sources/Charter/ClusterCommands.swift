@@ -76,7 +76,8 @@ struct LocalCommand: ParsableCommand {
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         var children: [Process] = []
         defer { ClusterRun.stop(children) }
-        try ClusterRun.coordinate(config: config, bind: "tcp://127.0.0.1:*", promptsPerTask: promptsPerTask, resume: resume) { endpoint in
+        try ClusterRun.coordinate(config: config, bind: "tcp://127.0.0.1:*", promptsPerTask: promptsPerTask, expectedWorkers: workers,
+                                  resume: resume) { endpoint in
             for i in 0..<workers {
                 let p = Process()
                 p.executableURL = binary
@@ -94,7 +95,7 @@ enum ClusterRun {
     /// Child processes to stop on Ctrl-C (the handler cannot capture).
     nonisolated(unsafe) static var children: [Int32] = []
 
-    static func coordinate(config: String, bind: String, promptsPerTask: Int?, resume: Bool, curve: (secret: String, allowed: [String])? = nil,
+    static func coordinate(config: String, bind: String, promptsPerTask: Int?, expectedWorkers: Int = 0, resume: Bool, curve: (secret: String, allowed: [String])? = nil,
                            started: (String) throws -> Void) throws {
         signal(SIGINT) { _ in
             for pid in ClusterRun.children { kill(pid, SIGTERM) }
@@ -109,11 +110,13 @@ enum ClusterRun {
             return ["workersAlive": c.scheduler.aliveWorkers.count, "redispatched": c.scheduler.counters.redispatched,
                     "duplicatesDropped": c.scheduler.counters.duplicates, "staleDropped": c.scheduler.counters.stale,
                     "malformedDropped": c.counters.malformed + c.counters.unknownMessage, "versionMismatches": c.counters.versionMismatch,
+                    "mismatchedResults": c.counters.mismatchedResults,
                     "bytesBroadcast": c.counters.bytesBroadcast, "curveRefused": c.counters.curveRefused].merging(split) { a, _ in a }
         }) { c, _, tok, prompts, lora in
             var settings = Coordinator.Settings()
             settings.bind = bind
             settings.promptsPerTask = promptsPerTask
+            settings.expectedWorkers = expectedWorkers
             settings.curveSecretKey = curve?.secret
             settings.allowedKeys = curve?.allowed ?? []
             let text = try String(contentsOfFile: config, encoding: .utf8)

@@ -11,9 +11,13 @@ struct KeysCommand: ParsableCommand {
     func run() throws {
         let pair = try CurveKeyPair.generate()
         let secret = out + ".key", pub = out + ".pub"
-        guard FileManager.default.createFile(atPath: secret, contents: Data((pair.secretKey + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
-            throw CLIError("cannot write \(secret)")
-        }
+        // Created readable by the owner only from the start, and never over an existing key.
+        let fd = open(secret, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard fd >= 0 else { throw CLIError("cannot create \(secret): \(String(cString: strerror(errno)))") }
+        let line = Array((pair.secretKey + "\n").utf8)
+        let written = write(fd, line, line.count)
+        close(fd)
+        guard written == line.count else { throw CLIError("cannot write \(secret)") }
         try Data((pair.publicKey + "\n").utf8).write(to: URL(fileURLWithPath: pub))
         print("keys: secret \(secret), public \(pub): \(pair.publicKey)")
     }

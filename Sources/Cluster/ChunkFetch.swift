@@ -3,8 +3,9 @@ import ZeroMQ
 /// One version's chunks on their way into a worker: which to ask for, from which source, and when.
 ///
 /// Sources are chunk endpoints, nearest first, the coordinator last (see PROTOCOL.md, "Weight
-/// broadcast"). A peer that does not hold a chunk yet answers NOT_HELD, and the chunk is asked for
-/// again shortly (the peer is ahead in the chain and will have it). When no chunk has arrived for
+/// broadcast"). A peer that does not hold a chunk yet answers `missing`, and the chunk is asked for
+/// again shortly (the peer is ahead in the chain and will have it); until then it keeps its place
+/// in the window, so a fetcher does not sweep ahead of a peer that is behind. When no chunk has arrived for
 /// `timeout` seconds the fetch moves to the next source; a chunk that failed its checksum is asked
 /// of the last source, the coordinator.
 final class ChunkFetch {
@@ -14,7 +15,7 @@ final class ChunkFetch {
     let sources: [String]
     private(set) var source = 0
     private var inFlight: [Int: Double] = [:]     // chunk -> when asked
-    private var retryAt: [Int: Double] = [:]      // chunk -> not before (after NOT_HELD)
+    private var retryAt: [Int: Double] = [:]      // chunk -> not before (after `missing`)
     private var fromLast: Set<Int> = []
     private var lastProgress: Double
 
@@ -36,7 +37,7 @@ final class ChunkFetch {
             lastProgress = now
         }
         var requests: [(String, Int)] = []
-        for index in assembler.missing where inFlight.count < Self.window {
+        for index in assembler.missing where inFlight.count + retryAt.count < Self.window || retryAt[index] != nil {
             guard inFlight[index] == nil, (retryAt[index] ?? 0) <= now else { continue }
             inFlight[index] = now
             retryAt[index] = nil

@@ -15,6 +15,8 @@ public final class Coordinator: RolloutSource {
         /// nil: about two tasks per live worker, so each batch is large (decode is much faster at
         /// batch 16 than at 4) and a slow or lost worker still leaves work for the others.
         public var promptsPerTask: Int?
+        /// Workers known to be on their way (`charter local`), counted when sizing the first tasks.
+        public var expectedWorkers = 0
         public var heartbeatIntervalMs: UInt32 = 1000
         public var heartbeatTimeoutMs: UInt32 = 5000
         public var chunkSize = 4 << 20
@@ -26,6 +28,8 @@ public final class Coordinator: RolloutSource {
 
     public struct Counters: Sendable, Codable {
         public var malformed = 0, versionMismatch = 0, unknownMessage = 0, bytesBroadcast = 0, curveRefused = 0
+        /// Results whose samples were not exactly their task's (prompt, sample index) pairs.
+        public var mismatchedResults = 0
     }
 
     public let settings: Settings
@@ -75,9 +79,9 @@ public final class Coordinator: RolloutSource {
 
     deinit {
         // Sockets first: the context cannot end while one is open.
-        zap?.stop()
         control.close()
         chunkServer.close()
+        zap?.stop() // after the CURVE sockets: no handshake goes unchecked
     }
 
     public var scoresSamples: Bool { true }
@@ -108,13 +112,24 @@ public final class Coordinator: RolloutSource {
         broadcastSeconds = 0
         if policyVersion != version || (policyVersion > 0 && manifest == nil) { publish(policy, version: policyVersion) }
         defer { if let s = broadcastStarted { broadcastSeconds = Self.now() - s; broadcastStarted = nil } }
-        let live = max(scheduler.aliveWorkers.count, 1)
+        let live = max(scheduler.aliveWorkers.count, settings.expectedWorkers, 1)
         let perTask = settings.promptsPerTask ?? max(1, (prompts.count + 2 * live - 1) / (2 * live))
         scheduler.startIteration(iteration, policyVersion: policyVersion, promptIds: prompts.map(\.id), promptsPerTask: perTask)
         let byId = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         var samples: [Sample] = []
         while !scheduler.isIterationComplete {
             try serve(timeoutMilliseconds: 100) { worker, result in
+                // A result must hold each (prompt, sample) of its task once: one cut differently (by an
+                // earlier coordinator process, say) is dropped and counted, and the task stays open.
+                if let spec = self.scheduler.task(result.taskID) {
+                    let expected = Set(spec.promptIds.flatMap { p in (0..<self.rollout.samplesPerPrompt).map { "\(p)/\($0)" } })
+                    let got = result.samples.map { "\($0.promptID)/\($0.index)" }
+                    guard got.count == expected.count, Set(got) == expected else {
+                        self.counts.mismatchedResults += 1
+                        self.log("coordinator: result for task \(result.taskID) from \(worker) does not match the task; dropped")
+                        return
+                    }
+                }
                 guard self.scheduler.complete(result.taskID, from: worker, policyVersion: Int(result.policyVersion)) == .accepted else { return }
                 for r in result.samples {
                     guard let prompt = byId[Int(r.promptID)] else { continue }

@@ -35,6 +35,7 @@ public final class Scheduler {
     public var aliveWorkers: [String] { workers.keys.sorted() }
     public var isIterationComplete: Bool { !tasks.isEmpty && done.count == tasks.count }
     public var pendingTasks: Int { tasks.count - done.count }
+    public func task(_ id: String) -> TaskSpec? { tasks[id] }
 
     /// A worker (re)joins. A reconnecting worker keeps its leases: its results are still welcome.
     public func register(_ worker: String, now: Double) {

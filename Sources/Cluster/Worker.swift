@@ -45,6 +45,7 @@ public final class Worker {
 
     // What the run's configuration gives the worker.
     var config: RLConfig?
+    var configText = ""
     var base: LoadedModel?
     /// The weights that generate: the base model's own buffer, or with LoRA a copy with the adapters merged in.
     var policy: ModelWeights?
@@ -98,8 +99,8 @@ public final class Worker {
 
     static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
 
-    func send(_ body: Message, on socket: ZMQSocket? = nil) throws {
-        try (socket ?? control).send([.data(Wire.header(body))], wait: false)
+    func send(_ body: Message) throws {
+        try control.send([.data(Wire.header(body))], wait: false)
     }
 
     func register() throws {
@@ -177,14 +178,19 @@ public final class Worker {
         switch message {
         case .welcome(let w):
             heartbeatInterval = Double(max(w.heartbeatIntervalMs, 10)) / 1000
-            if config == nil { try load(configText: w.configYaml) }
             if w.runID != runId {
-                // Versions are numbered per run: what this worker holds from another run counts for nothing.
+                // Versions are numbered per run: weights or settings of another run are not this
+                // run's version 0, so the worker starts again from the configuration it is sent.
+                if config == nil || version != 0 || w.configYaml != configText { try load(configText: w.configYaml) }
                 runId = w.runID
                 version = 0
+                heldManifest = nil
+                pendingTasks = []
             }
             waitingForTask = false
-            state = .ready // a PolicyAnnounce follows if this worker lacks the current version
+            // A PolicyAnnounce follows if this worker lacks the current version; a repeated Welcome
+            // (answering a repeated Register) leaves a fetch in progress alone.
+            if case .registering = state { state = .ready }
         case .policyAnnounce(let a):
             try startFetch(a)
         case .task(let t):
@@ -206,10 +212,11 @@ public final class Worker {
         return true
     }
 
-    func load(configText: String) throws {
-        let c = try RLConfig.parse(configText, name: "run configuration")
+    func load(configText text: String) throws {
+        let c = try RLConfig.parse(text, name: "run configuration")
         let model = try ModelLoader.load(c.policy)
         config = c
+        configText = text
         base = model
         if let lora = c.lora {
             // The coordinator's adapters start with B = 0, so version 0 generates with the base weights.

@@ -26,6 +26,8 @@ extension Worker {
             log("worker \(options.id): manifest checksum mismatch; waiting for the next announce")
             return
         }
+        // The same announce again (after a repeated Register): the fetch in progress goes on.
+        if case .fetching(let current) = state, current.assembler.manifest == manifest { return }
         let sources = a.sources.filter { $0 != chunkServerEndpoint }
         guard !sources.isEmpty else { return log("worker \(options.id): announce of version \(a.policyVersion) names no source") }
         for endpoint in sources where sourceSockets[endpoint] == nil {

@@ -30,7 +30,9 @@ public enum TinyModel {
             values[kv[0]] = kv[1]
         }
         func int(_ key: String) throws -> Int {
-            guard let v = Int(values[key]!), v > 0 || key == "seed" else { throw FormatError("model \"\(spec)\": \(key) must be a positive integer") }
+            guard let v = Int(values[key]!), v > 0 || (key == "seed" && v == 0) else {
+                throw FormatError("model \"\(spec)\": \(key) must be \(key == "seed" ? "a non-negative" : "a positive") integer")
+            }
             return v
         }
         let source = try tokenizerSource(values["tokenizer"]!)

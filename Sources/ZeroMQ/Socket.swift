@@ -35,11 +35,15 @@ public final class ZMQSocket {
     let handle: UnsafeMutableRawPointer
     public let kind: Kind
     private var closed = false
+    /// Held so the context (whose end waits for every socket) outlives its sockets, whatever order
+    /// their owners release them in.
+    private let context: ZMQContext
 
     public init(_ context: ZMQContext, _ kind: Kind) throws(ZMQError) {
         guard let h = zmq_socket(context.handle, kind.rawValue) else { throw ZMQError(code: zmq_errno(), operation: "socket") }
         handle = h
         self.kind = kind
+        self.context = context
         try set(ZMQ_LINGER, 0)
     }
 

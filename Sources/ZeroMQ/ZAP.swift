@@ -20,7 +20,7 @@ public final class ZAPHandler: @unchecked Sendable {
     public init(context: ZMQContext, allowedKeys: [String], log: @escaping @Sendable (String) -> Void) throws {
         var keys = Set<Data>()
         for key in allowedKeys {
-            guard let binary = Self.decode(key) else { throw ZMQError(code: EINVAL, operation: "allow-list key \"\(key)\" is not a 40-character Z85 key") }
+            guard let binary = Self.decode(key) else { throw ZAPError(description: "allow-list key \"\(key)\" is not a 40-character Z85 key") }
             keys.insert(binary)
         }
         allowed = keys
@@ -54,8 +54,12 @@ public final class ZAPHandler: @unchecked Sendable {
     private func serve() {
         defer { socket.close(); finished.signal() }
         while !lock.withLock({ stopping }) {
-            guard (try? ZMQPoll.readable([socket], timeoutMilliseconds: 100)) == [true],
-                  let request = try? socket.receive(wait: false) else { continue }
+            let ready: Bool
+            do { ready = try ZMQPoll.readable([socket], timeoutMilliseconds: 100) == [true] } catch {
+                if error.isTerminated { return } // the context is ending: close and leave
+                continue
+            }
+            guard ready, let request = try? socket.receive(wait: false) else { continue }
             // version, request id, domain, address, identity, mechanism, credentials...
             let field = { (i: Int) in request.count > i ? request[i] : Data() }
             let mechanism = String(decoding: field(5), as: UTF8.self)
@@ -74,4 +78,8 @@ public final class ZAPHandler: @unchecked Sendable {
             _ = try? socket.send(reply)
         }
     }
+}
+
+public struct ZAPError: Error, CustomStringConvertible {
+    public let description: String
 }

@@ -337,38 +337,51 @@ extension CLITests {
     func testKilledCoordinatorResumesToTheSameWeights() throws {
         let (dir, tiny) = try tinyModelFolder("resume")
         func config(_ run: String) throws -> String {
-            let (path, _) = try runConfig(dir, name: "\(run)", run: "\(run)", model: tiny, iterations: 8, seed: 2, prompts: 8, tokens: 6, ppo: "epochs: 1, minibatch_size: 8, critic: separate, learning_rate: 0.001")
-            return path
+            try runConfig(dir, name: run, run: run, model: tiny, iterations: 8, seed: 2, prompts: 8, tokens: 6,
+                          ppo: "epochs: 1, minibatch_size: 8, critic: separate, learning_rate: 0.001").path
         }
         let whole = try charter("local", "--config", try config("whole"), "--workers", "1")
         XCTAssertEqual(whole.status, 0, whole.err)
-
-        let path = try config("cut")
+        let wholeWeights = try Data(contentsOf: dir.appendingPathComponent("whole/policy/model.safetensors"))
         let endpoint = "tcp://127.0.0.1:\(30_000 + (Int(getpid()) + 17) % 20_000)"
-        let first = try start(["coordinator", "--config", path, "--bind", endpoint], log: dir.path + "/c1.log")
-        let worker = try start(["worker", "--connect", endpoint, "--id", "w"], log: dir.path + "/w.log")
-        defer { for p in [first, worker] where p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-        let state = dir.appendingPathComponent("cut/checkpoint/state.json")
-        let deadline = Date().addingTimeInterval(120)
-        func savedIteration() -> Int {
+
+        /// Runs `run` with one worker until its checkpoint is at iteration 2 or later, then kill -9s
+        /// the coordinator; returns the still-running worker and the iteration saved.
+        func cut(_ run: String) throws -> (worker: Process, at: Int) {
+            let coordinator = try start(["coordinator", "--config", try config(run), "--bind", endpoint], log: "\(dir.path)/\(run)-c.log")
+            let worker = try start(["worker", "--connect", endpoint, "--id", "w-\(run)"], log: "\(dir.path)/\(run)-w.log")
+            addTeardownBlock { for p in [coordinator, worker] where p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+            let deadline = Date().addingTimeInterval(120)
+            while savedIteration(run) < 2 && Date() < deadline { usleep(10_000) }
+            kill(coordinator.processIdentifier, SIGKILL)
+            coordinator.waitUntilExit()
+            return (worker, savedIteration(run))
+        }
+        func savedIteration(_ run: String) -> Int {
+            let state = dir.appendingPathComponent("\(run)/checkpoint/state.json")
             guard let data = try? Data(contentsOf: state), let s = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return 0 }
             return s["iteration"] as? Int ?? 0
         }
-        while savedIteration() < 2 && Date() < deadline { usleep(10_000) }
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
-        let cutAt = savedIteration()
-        XCTAssertLessThan(cutAt, 8, "the coordinator should die before the run ends")
 
-        let resumed = try charter("coordinator", "--config", path, "--bind", endpoint, "--resume")
+        // Resumed with the worker that outlived the coordinator: the uninterrupted run's weights.
+        let (_, at) = try cut("resumed")
+        XCTAssertLessThan(at, 8, "the coordinator should die before the run ends")
+        let resumed = try charter("coordinator", "--config", try config("resumed"), "--bind", endpoint, "--resume")
         XCTAssertEqual(resumed.status, 0, resumed.err)
-        XCTAssertTrue(resumed.out.contains("resuming at iteration \(cutAt)"), resumed.out)
-        let lines = try String(contentsOfFile: dir.path + "/cut/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertTrue(resumed.out.contains("resuming at iteration \(at)"), resumed.out)
+        let lines = try String(contentsOfFile: dir.path + "/resumed/metrics.jsonl", encoding: .utf8).split(separator: "\n")
             .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         XCTAssertEqual(lines.map { $0["iteration"] as? Int }, Array(0..<8))
-        let a = try Data(contentsOf: dir.appendingPathComponent("whole/policy/model.safetensors"))
-        let b = try Data(contentsOf: dir.appendingPathComponent("cut/policy/model.safetensors"))
-        XCTAssertEqual(a, b, "the resumed run must reach the uninterrupted run's weights")
+        XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("resumed/policy/model.safetensors")), wholeWeights,
+                       "the resumed run must reach the uninterrupted run's weights")
+
+        // Started afresh instead: the surviving worker must drop the later version it holds and begin
+        // again from the base model, so the run again ends with the uninterrupted run's weights.
+        _ = try cut("fresh")
+        let fresh = try charter("coordinator", "--config", try config("fresh"), "--bind", endpoint)
+        XCTAssertEqual(fresh.status, 0, fresh.err)
+        XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("fresh/policy/model.safetensors")), wholeWeights,
+                       "a fresh run after a crash must not start from the worker's old weights")
     }
 
     func testResumeRefusesAChangedConfiguration() throws {
