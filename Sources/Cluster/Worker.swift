@@ -33,6 +33,9 @@ public final class Worker {
     let options: Options
     let context = ZMQContext()
     let control: ZMQSocket
+    /// Failed handshakes on the control connection: the only sign a CURVE coordinator refused us.
+    let handshakes: ZMQSocket
+    var saidRefused = false
     /// Serves chunks to peers; `sourceSockets` fetch them, one per source endpoint.
     let chunkServer: ZMQSocket?
     var chunkServerEndpoint = ""
@@ -73,12 +76,14 @@ public final class Worker {
         } else {
             chunkServer = nil
         }
+        handshakes = try control.monitor(events: ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
         try configure(control)
     }
 
     deinit {
         // Sockets first: the context cannot end while one is open.
         control.close()
+        handshakes.close()
         chunkServer?.close()
         for s in sourceSockets.values { s.close() }
     }
@@ -120,15 +125,27 @@ public final class Worker {
         try register()
         while true {
             let sources = Array(sourceSockets.values)
-            let readable = try ZMQPoll.readable([control] + sources + (chunkServer.map { [$0] } ?? []), timeoutMilliseconds: 50)
+            let readable = try ZMQPoll.readable([control, handshakes] + sources + (chunkServer.map { [$0] } ?? []), timeoutMilliseconds: 50)
             if readable[0], let frames = try control.receive(wait: false) {
                 if try handleControl(frames) == false { return }
             }
-            for (i, socket) in sources.enumerated() where readable[1 + i] {
+            if readable[1] { noteFailedHandshakes() }
+            for (i, socket) in sources.enumerated() where readable[2 + i] {
                 while let frames = try socket.receive(wait: false) { try handleChunkReply(frames) }
             }
             serveChunkRequests()
             try tick(now: Self.now())
+        }
+    }
+
+    /// libzmq retries a refused handshake by itself; the worker says once why nothing happens.
+    func noteFailedHandshakes() {
+        while let event = (try? handshakes.receive(wait: false)).flatMap({ $0 }).flatMap(ZMQSocket.monitorEvent) {
+            guard !saidRefused else { continue }
+            saidRefused = true
+            log(event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                ? "worker \(options.id): the coordinator refused this worker's CURVE key (is it on the allow-list?); still trying"
+                : "worker \(options.id): the handshake with the coordinator failed (do both sides use CURVE, with the right server key?); still trying")
         }
     }
 

@@ -113,6 +113,22 @@ public final class ZMQSocket {
         _ = try call("disconnect \(endpoint)") { zmq_disconnect(handle, endpoint) }
     }
 
+    /// A PAIR socket that receives this socket's `events` (ZMQ_EVENT_* flags); read them with
+    /// `ZMQSocket.monitorEvent`.
+    public func monitor(events: Int32) throws(ZMQError) -> ZMQSocket {
+        let endpoint = "inproc://monitor-\(UInt(bitPattern: handle))"
+        _ = try call("socket_monitor") { zmq_socket_monitor(handle, endpoint, events) }
+        let pair = try ZMQSocket(context, .pair)
+        try pair.connect(endpoint)
+        return pair
+    }
+
+    /// The event number of a message from a monitor socket (first frame: 16-bit event, 32-bit value).
+    public static func monitorEvent(_ frames: [Data]) -> Int32? {
+        guard let first = frames.first, first.count >= 2 else { return nil }
+        return Int32(first.withUnsafeBytes { $0.loadUnaligned(as: UInt16.self) })
+    }
+
     // MARK: messages
 
     /// Sends a multipart message. With `wait` false, returns false instead of blocking (EAGAIN);

@@ -442,6 +442,8 @@ extension CLITests {
         XCTAssertGreaterThanOrEqual(lines.last?["curveRefused"] as? Int ?? 0, 1)
         XCTAssertFalse(log("rogue").contains("loaded"), "the refused worker must never get the configuration")
         XCTAssertFalse(log("plain").contains("loaded"), "a plain worker must never get the configuration")
+        XCTAssertTrue(log("rogue").contains("the coordinator refused this worker's CURVE key"), log("rogue"))
+        XCTAssertTrue(log("plain").contains("the handshake with the coordinator failed"), log("plain"))
     }
 
     /// examples/tiny.yaml (a tiny model made on the fly by every process) runs with `charter local`.
