@@ -10,6 +10,8 @@ struct CoordinatorCommand: ParsableCommand {
 
     @Option(help: "The run configuration (YAML).") var config: String
     @Option(help: "Control endpoint to bind; the chunk server binds a free port on the same host.") var bind = "tcp://127.0.0.1:5555"
+    @Option(help: "Where the chunk server binds (default: a free port on the --bind host); fix it for firewalls and services.")
+    var chunkBind: String?
     @Option(help: "Prompts per task (default: about two tasks per live worker each iteration).") var promptsPerTask: Int?
     @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
     @Option(help: "CURVE: file with the coordinator's secret key (charter keys); needs --allow-keys.") var curveSecretKey: String?
@@ -24,7 +26,7 @@ struct CoordinatorCommand: ParsableCommand {
         case (let secret?, let allowed?): curve = (try CurveKeys.one(secret, what: "secret key file"), try CurveKeys.read(allowed, what: "allow-list"))
         default: throw ValidationError("--curve-secret-key and --allow-keys go together")
         }
-        try ClusterRun.coordinate(config: config, bind: bind, promptsPerTask: promptsPerTask, resume: resume, curve: curve) { _ in }
+        try ClusterRun.coordinate(config: config, bind: bind, chunkBind: chunkBind, promptsPerTask: promptsPerTask, resume: resume, curve: curve) { _ in }
     }
 }
 
@@ -95,7 +97,7 @@ enum ClusterRun {
     /// Child processes to stop on Ctrl-C (the handler cannot capture).
     nonisolated(unsafe) static var children: [Int32] = []
 
-    static func coordinate(config: String, bind: String, promptsPerTask: Int?, expectedWorkers: Int = 0, resume: Bool, curve: (secret: String, allowed: [String])? = nil,
+    static func coordinate(config: String, bind: String, chunkBind: String? = nil, promptsPerTask: Int?, expectedWorkers: Int = 0, resume: Bool, curve: (secret: String, allowed: [String])? = nil,
                            started: (String) throws -> Void) throws {
         signal(SIGINT) { _ in
             for pid in ClusterRun.children { kill(pid, SIGTERM) }
@@ -115,6 +117,7 @@ enum ClusterRun {
         }) { c, _, tok, prompts, lora in
             var settings = Coordinator.Settings()
             settings.bind = bind
+            settings.chunkBind = chunkBind
             settings.promptsPerTask = promptsPerTask
             settings.expectedWorkers = expectedWorkers
             settings.curveSecretKey = curve?.secret

@@ -20,6 +20,8 @@ public final class Coordinator: RolloutSource {
         public var heartbeatIntervalMs: UInt32 = 1000
         public var heartbeatTimeoutMs: UInt32 = 5000
         public var chunkSize = 4 << 20
+        /// Where the chunk server binds; nil: a free port on the control endpoint's host.
+        public var chunkBind: String?
         /// CURVE: the coordinator's secret key and the workers' public keys it admits.
         public var curveSecretKey: String?
         public var allowedKeys: [String] = []
@@ -74,7 +76,7 @@ public final class Coordinator: RolloutSource {
         }
         controlEndpoint = try control.bind(settings.bind)
         let host = controlEndpoint.split(separator: ":").dropLast().joined(separator: ":")
-        chunkEndpoint = try chunkServer.bind("\(host):*")
+        chunkEndpoint = try chunkServer.bind(settings.chunkBind ?? "\(host):*")
     }
 
     deinit {

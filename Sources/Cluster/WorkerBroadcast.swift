@@ -28,7 +28,7 @@ extension Worker {
         }
         // The same announce again (after a repeated Register): the fetch in progress goes on.
         if case .fetching(let current) = state, current.assembler.manifest == manifest { return }
-        let sources = a.sources.filter { $0 != chunkServerEndpoint }
+        let sources = a.sources.filter { $0 != chunkServerEndpoint }.map(reachable)
         guard !sources.isEmpty else { return log("worker \(options.id): announce of version \(a.policyVersion) names no source") }
         for endpoint in sources where sourceSockets[endpoint] == nil {
             let s = try ZMQSocket(context, .dealer)
@@ -45,6 +45,16 @@ extension Worker {
         let fetch = ChunkFetch(manifest: manifest, sources: sources, now: Self.now(), reusing: reusable)
         state = .fetching(fetch)
         try requestChunks(fetch, now: Self.now())
+    }
+
+    /// A source bound to every interface (tcp://0.0.0.0:P) is dialled on the host this worker
+    /// reaches the coordinator by.
+    func reachable(_ endpoint: String) -> String {
+        for wildcard in ["tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:"] where endpoint.hasPrefix(wildcard) {
+            let host = options.connect.split(separator: ":").dropLast().joined(separator: ":")
+            return host + ":" + endpoint.dropFirst(wildcard.count)
+        }
+        return endpoint
     }
 
     func requestChunks(_ fetch: ChunkFetch, now: Double) throws {

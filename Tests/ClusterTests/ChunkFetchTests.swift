@@ -46,3 +46,16 @@ final class ChunkFetchTests: XCTestCase {
         XCTAssertEqual(copy, bytes)
     }
 }
+
+final class WorkerSourceTests: XCTestCase {
+    /// A chunk server bound to every interface is announced as tcp://0.0.0.0:P; workers dial it on
+    /// the host they reach the coordinator by.
+    func testWildcardSourcesAreDialledOnTheCoordinatorsHost() throws {
+        var options = Worker.Options(connect: "tcp://10.1.2.3:5555", id: "t")
+        options.chunkBind = nil
+        let worker = try Worker(options: options) { _ in }
+        XCTAssertEqual(worker.reachable("tcp://0.0.0.0:6000"), "tcp://10.1.2.3:6000")
+        XCTAssertEqual(worker.reachable("tcp://*:6000"), "tcp://10.1.2.3:6000")
+        XCTAssertEqual(worker.reachable("tcp://10.0.0.9:6000"), "tcp://10.0.0.9:6000")
+    }
+}
