@@ -30,6 +30,11 @@ extension Worker {
         if case .fetching(let current) = state, current.assembler.manifest == manifest { return }
         let sources = a.sources.filter { $0 != chunkServerEndpoint }.map(reachable)
         guard !sources.isEmpty else { return log("worker \(options.id): announce of version \(a.policyVersion) names no source") }
+        // Connections to sources this announce no longer names (peers gone) are closed.
+        for (endpoint, socket) in sourceSockets where !sources.contains(endpoint) {
+            socket.close()
+            sourceSockets[endpoint] = nil
+        }
         for endpoint in sources where sourceSockets[endpoint] == nil {
             let s = try ZMQSocket(context, .dealer)
             if let curve = options.curve { try s.makeCurveClient(serverKey: curve.serverKey, keys: curve.keys) }
