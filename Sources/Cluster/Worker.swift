@@ -59,7 +59,7 @@ public final class Worker {
     /// The last fetch's buffer, for the next one.
     var spareBuffer: SharedBuffer?
     var runId = ""
-    var reference: Backprop?
+    var reference: Transformer?
     var scorer: RewardScorer?
     var rollout = RolloutSettings()
     var pendingTasks: [Charter_V1_Task] = []
@@ -244,7 +244,7 @@ public final class Worker {
         } else {
             policy = model.weights
         }
-        reference = try Backprop(weights: try c.reference.map { try ModelLoader.load($0).weights } ?? {
+        reference = try Transformer(weights: try c.reference.map { try ModelLoader.load($0).weights } ?? {
             let copy = ModelWeights(config: model.config)
             copy.storage.update(from: model.weights.storage)
             return copy
@@ -286,18 +286,15 @@ public final class Worker {
         result.taskID = task.taskID
         result.iteration = task.iteration
         result.policyVersion = task.policyVersion
+        let references = try ReferenceLogprobs.compute(reference, samples: samples) { stayInTouch() }
         for i in samples.indices {
-            stayInTouch()
             samples[i].reward = rewards[i]
-            // One sample per pass: its reference log-probs then do not depend on how tasks were cut.
-            let (report, dx) = try reference.forward([samples[i].trainingSequence()]).languageModelLoss(grads: nil, backward: false)
-            dx.deallocate()
             var r = Charter_V1_SampleRecord()
             r.promptID = UInt64(samples[i].promptId)
             r.index = UInt32(samples[i].index)
             r.response = samples[i].response
             r.logprobs = samples[i].logprobs
-            r.referenceLogprobs = Array(report.logprobs[0][samples[i].prompt.count...])
+            r.referenceLogprobs = references[i]
             r.reward = rewards[i]
             r.seed = samples[i].seed
             result.samples.append(r)
