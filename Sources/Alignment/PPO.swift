@@ -62,9 +62,7 @@ public final class PPOTrainer {
         valueHead = ScalarHead(width: width)
         if let criticInit { _ = valueHead.storage.update(from: criticInit.1.storage) }
         if settings.critic == .separate {
-            let trunk = ModelWeights(config: criticInit?.0.config ?? policy.config)
-            trunk.storage.update(from: (criticInit?.0 ?? policy).storage)
-            criticTrainer = try Trainer(weights: trunk, schedule: LRSchedule(peak: settings.criticLearningRate, decay: .constant))
+            criticTrainer = try Trainer(weights: (criticInit?.0 ?? policy).copy(), schedule: LRSchedule(peak: settings.criticLearningRate, decay: .constant))
         } else {
             criticTrainer = nil
         }

@@ -67,11 +67,7 @@ public final class RLRun {
 
     /// The policy that generates: the weights with any LoRA adapters merged in.
     func generatingPolicy() -> ModelWeights {
-        guard let lora = algorithm.lora else { return algorithm.policy }
-        let merged = ModelWeights(config: algorithm.policy.config)
-        merged.storage.update(from: algorithm.policy.storage)
-        lora.merge(into: merged)
-        return merged
+        algorithm.lora?.merged(with: algorithm.policy) ?? algorithm.policy
     }
 
     public func runIteration() throws -> IterationMetrics {

@@ -21,9 +21,7 @@ public final class RewardModel {
 
     /// A new reward model from a policy checkpoint: the policy's trunk (copied) and a small random head.
     public static func initialize(from policy: LoadedModel, seed: UInt64) throws -> RewardModel {
-        let trunk = ModelWeights(config: policy.config)
-        trunk.storage.update(from: policy.weights.storage)
-        return try RewardModel(model: LoadedModel(weights: trunk, tokenizer: policy.tokenizer, source: policy.source, chatTemplate: policy.chatTemplate),
+        return try RewardModel(model: LoadedModel(weights: policy.weights.copy(), tokenizer: policy.tokenizer, source: policy.source, chatTemplate: policy.chatTemplate),
                                head: .random(width: policy.config.width, seed: seed, std: 1 / Float(policy.config.width).squareRoot()))
     }
 

@@ -101,7 +101,7 @@ struct ZMQSinkCommand: ParsableCommand {
 enum ClusterBench {
     static func spawn(_ arguments: [String]) throws -> Process {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        p.executableURL = ClusterRun.binary
         p.arguments = arguments
         p.standardError = FileHandle.nullDevice
         p.standardOutput = FileHandle.nullDevice

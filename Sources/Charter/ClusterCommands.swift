@@ -75,14 +75,13 @@ struct LocalCommand: ParsableCommand {
     }
 
     func run() throws {
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         var children: [Process] = []
         defer { ClusterRun.stop(children) }
         try ClusterRun.coordinate(config: config, bind: "tcp://127.0.0.1:*", promptsPerTask: promptsPerTask, expectedWorkers: workers,
                                   resume: resume) { endpoint in
             for i in 0..<workers {
                 let p = Process()
-                p.executableURL = binary
+                p.executableURL = ClusterRun.binary
                 p.arguments = ["worker", "--connect", endpoint, "--id", "local-\(i)"]
                 try p.run()
                 children.append(p)
@@ -94,6 +93,9 @@ struct LocalCommand: ParsableCommand {
 }
 
 enum ClusterRun {
+    /// This program, for starting workers and helper processes.
+    static let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+
     /// Child processes to stop on Ctrl-C (the handler cannot capture).
     nonisolated(unsafe) static var children: [Int32] = []
 

@@ -32,11 +32,7 @@ struct RLCommand: ParsableCommand {
 
         let algorithm: RLAlgorithm
         if c.algorithm == "ppo" {
-            let reference = try c.reference.map { try ModelLoader.load($0).weights } ?? {
-                let copy = ModelWeights(config: policy.config)
-                copy.storage.update(from: policy.weights.storage)
-                return copy
-            }()
+            let reference = try c.reference.map { try ModelLoader.load($0).weights } ?? policy.weights.copy()
             let critic = try (c.helpfulnessModel ?? c.safetyModel).map { path -> (ModelWeights, ScalarHead) in
                 let rm = try RewardModel.load(path)
                 return (rm.weights, rm.head)
@@ -85,9 +81,7 @@ struct RLCommand: ParsableCommand {
                                                                   m.rewardMean, m.kl, m.generationSeconds, m.updateSeconds))
         }
         progress.finish()
-        let final = ModelWeights(config: policy.config)
-        final.storage.update(from: policy.weights.storage)
-        lora?.merge(into: final)
+        let final = lora?.merged(with: policy.weights) ?? policy.weights.copy()
         try Checkpoint.saveModel(LoadedModel(weights: final, tokenizer: tok, source: dir, chatTemplate: policy.chatTemplate),
                                  to: dir.appendingPathComponent("policy"))
         print("rl: metrics in \(dir.path)/metrics.jsonl, policy in \(dir.path)/policy")

@@ -155,13 +155,7 @@ public final class Coordinator: RolloutSource {
         broadcastStarted = Self.now()
         let trained = adapters?.storage ?? policy.storage
         let bytes = trained.count * 4
-        // The last version's buffer is reused unless frames still queued for sending hold it.
-        var reusable: SharedBuffer?
-        if var last = broadcastBuffer {
-            broadcastBuffer = nil
-            if isKnownUniquelyReferenced(&last) && last.bytes.count == max(bytes, 1) { reusable = last }
-        }
-        let buffer = reusable ?? SharedBuffer(count: bytes)
+        let buffer = SharedBuffer.reclaim(&broadcastBuffer, count: bytes) ?? SharedBuffer(count: bytes)
         broadcastBuffer = buffer
         manifest = WeightManifest(version: v, copying: UnsafeRawBufferPointer(trained), into: buffer.bytes, chunkSize: settings.chunkSize)
         var previous: String?

@@ -238,17 +238,11 @@ public final class Worker {
         if let lora = c.lora {
             // The coordinator's adapters start with B = 0, so version 0 generates with the base weights.
             adapters = LoRAAdapters(config: lora, model: model.config)
-            let merged = ModelWeights(config: model.config)
-            merged.storage.update(from: model.weights.storage)
-            policy = merged
+            policy = model.weights.copy()
         } else {
             policy = model.weights
         }
-        reference = try Transformer(weights: try c.reference.map { try ModelLoader.load($0).weights } ?? {
-            let copy = ModelWeights(config: model.config)
-            copy.storage.update(from: model.weights.storage)
-            return copy
-        }())
+        reference = try Transformer(weights: try c.reference.map { try ModelLoader.load($0).weights } ?? model.weights.copy())
         scorer = try c.makeScorer(tokenizer: model.tokenizer)
         rollout = c.rolloutSettings(tokenizer: model.tokenizer)
         log("worker \(options.id): loaded \(c.policy)")

@@ -41,12 +41,7 @@ extension Worker {
             try s.connect(endpoint)
             sourceSockets[endpoint] = s
         }
-        // The held version's buffer is reused unless frames still queued for peers hold it.
-        var reusable: SharedBuffer?
-        if var spare = spareBuffer {
-            spareBuffer = nil
-            if isKnownUniquelyReferenced(&spare) { reusable = spare }
-        }
+        let reusable = SharedBuffer.reclaim(&spareBuffer, count: manifest.totalBytes)
         let fetch = ChunkFetch(manifest: manifest, sources: sources, now: Self.now(), reusing: reusable)
         state = .fetching(fetch)
         try requestChunks(fetch, now: Self.now())

@@ -91,6 +91,13 @@ public final class ModelWeights: @unchecked Sendable {
 
     public var base: UnsafeMutablePointer<Float> { storage.baseAddress! }
 
+    /// A separate buffer with the same values (a frozen reference, a critic's starting trunk).
+    public func copy() -> ModelWeights {
+        let w = ModelWeights(config: config)
+        _ = w.storage.update(from: storage)
+        return w
+    }
+
     /// Random weights for tests and tiny demo models: normal(0, std) matrices, norm gains near 1.
     public static func random(config: ModelConfig, seed: UInt64, std: Float = 0.08) -> ModelWeights {
         let w = ModelWeights(config: config)

@@ -21,10 +21,7 @@ public enum Checkpoint {
     public static func saveTraining(_ model: LoadedModel, trainer: Trainer, extra: [String: Any], files: [String: Data] = [:], to folder: URL) throws {
         try atomically(folder) { tmp in
             if let lora = trainer.lora {
-                let merged = ModelWeights(config: model.config)
-                merged.storage.update(from: model.weights.storage)
-                lora.merge(into: merged)
-                try writeModel(LoadedModel(weights: merged, tokenizer: model.tokenizer, source: model.source, chatTemplate: model.chatTemplate), into: tmp)
+                try writeModel(LoadedModel(weights: lora.merged(with: model.weights), tokenizer: model.tokenizer, source: model.source, chatTemplate: model.chatTemplate), into: tmp)
                 try SafetensorsFile.encode([("lora", [lora.count], UnsafeBufferPointer(start: lora.storage.baseAddress, count: lora.count))])
                     .write(to: tmp.appendingPathComponent("adapters.safetensors"))
             } else {

@@ -7,6 +7,14 @@ public final class SharedBuffer: @unchecked Sendable {
 
     public init(count: Int) { bytes = .allocate(byteCount: max(count, 1), alignment: 64) }
 
+    /// Empties `slot` and returns its buffer for reuse when it has `count` bytes and nothing else
+    /// holds it (no frame still queued for sending); nil otherwise.
+    public static func reclaim(_ slot: inout SharedBuffer?, count: Int) -> SharedBuffer? {
+        guard var buffer = slot else { return nil }
+        slot = nil
+        return isKnownUniquelyReferenced(&buffer) && buffer.bytes.count == max(count, 1) ? buffer : nil
+    }
+
     deinit { bytes.deallocate() }
 }
 

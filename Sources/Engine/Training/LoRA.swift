@@ -102,6 +102,13 @@ public final class LoRAAdapters: @unchecked Sendable {
         BLAS.gemm(m: rows, n: s.inDim, k: r, a: du, lda: r, b: p + s.a, ldb: s.inDim, transB: false, c: dX, ldc: ldIn, beta: 1)
     }
 
+    /// A copy of `base` with the adapters merged in; `base` is left as it is.
+    public func merged(with base: ModelWeights) -> ModelWeights {
+        let w = base.copy()
+        merge(into: w)
+        return w
+    }
+
     /// W += scale * B A for every adapter: the merged model for generation and export.
     public func merge(into weights: ModelWeights) {
         precondition(weights.config == model, "adapters belong to another model shape")
