@@ -27,9 +27,36 @@ public struct IterationMetrics: Sendable, Codable {
     public var rewardMean: Float = 0, rewardBestMean: Float = 0
     public var kl: Float = 0, beta: Float = 0
     public var policyLoss: Float?, valueLoss: Float?, entropy: Float?, approxKL: Float?, clipFraction: Float?, explainedVariance: Float?
-    public var ppoEpochs: Int?, earlyStopped: Bool?, kept: Int?
+    public var ppoEpochs: Int?, ppoMinibatches: Int?, earlyStopped: Bool?, kept: Int?
     public var responseTokensMean: Float = 0
+    /// The reward models' raw scores and the rule rewards, before any combination or whitening.
+    public var helpfulnessScoreMean: Float?, safetyScoreMean: Float?, ruleRewardMean: Float = 0
+    /// Share of responses cut off at max_new_tokens (or the context) before a stop token.
+    public var truncatedFraction: Float = 0
+    /// Optimizer steps refused this iteration because the gradient norm was not finite.
+    public var skippedSteps = 0
     public var generationSeconds = 0.0, scoringSeconds = 0.0, referenceSeconds = 0.0, valueSeconds = 0.0, updateSeconds = 0.0, totalSeconds = 0.0
+}
+
+extension IterationMetrics {
+    /// The reward and response figures of an iteration's scored samples.
+    mutating func record(_ samples: [Sample]) {
+        func mean(_ xs: [Float]) -> Float { xs.reduce(0, +) / Float(max(xs.count, 1)) }
+        rewardMean = mean(samples.map(\.reward))
+        // Prompts in order of first appearance, so the sum runs in the same order on every run.
+        var best: [Int: Float] = [:], order: [Int] = []
+        for s in samples {
+            if best[s.promptId] == nil { order.append(s.promptId) }
+            best[s.promptId] = max(best[s.promptId] ?? -.infinity, s.reward)
+        }
+        rewardBestMean = mean(order.map { best[$0]! })
+        responseTokensMean = mean(samples.map { Float($0.response.count) })
+        let h = samples.compactMap(\.scores?.helpfulness), s = samples.compactMap(\.scores?.safety)
+        helpfulnessScoreMean = h.isEmpty ? nil : mean(h)
+        safetyScoreMean = s.isEmpty ? nil : mean(s)
+        ruleRewardMean = mean(samples.map { $0.scores?.rules ?? 0 })
+        truncatedFraction = mean(samples.map { $0.finishReason == .length ? 1 : 0 })
+    }
 }
 
 /// Iterations of generate -> score -> learn -> new policy version, in one process. The rollout
@@ -50,18 +77,47 @@ public final class RLRun {
                 algorithm: RLAlgorithm, seed: UInt64) throws {
         if prompts.isEmpty { throw DataError("no prompts") }
         if promptsPerIteration < 1 { throw DataError("prompts per iteration must be at least 1") }
+        if promptsPerIteration > prompts.count {
+            throw DataError("prompts_per_iteration (\(promptsPerIteration)) is more than the \(prompts.count) prompts: an iteration would hold a prompt twice")
+        }
         self.prompts = prompts; self.promptsPerIteration = promptsPerIteration; self.rollouts = rollouts
         self.scorer = scorer; self.algorithm = algorithm; self.seed = seed
     }
 
-    /// The next prompts: passes over the data, each in a seeded order.
+    /// Prompt indices in the order pass `pass` over the data hands them out, memoised.
+    private var passOrders: [[Int]] = []
+
+    /// Each pass is a seeded shuffle of every prompt. An iteration that straddles two passes must not
+    /// hold a prompt twice, so a pass's first places go to prompts the previous pass's last
+    /// iteration did not already take; the rest keep their shuffled order. The order depends only on
+    /// the seed, the prompt count and the iteration size, so a resumed run draws the same prompts.
+    func order(ofPass pass: Int) -> [Int] {
+        while passOrders.count <= pass {
+            let p = passOrders.count, n = prompts.count
+            var order = Array(0..<n)
+            var rng = SplitMix64(seed: SplitMix64.derive(seed, 0xDA7A, UInt64(p)))
+            order.shuffle(using: &rng)
+            if p > 0 {
+                // The straddling iteration starts where the last whole iteration of pass p - 1 ends.
+                let start = (p * n) / promptsPerIteration * promptsPerIteration
+                let tail = Set(passOrders[p - 1][(start - (p - 1) * n)...])
+                let head = (p * n - start) == 0 ? 0 : promptsPerIteration - (p * n - start)
+                if head > 0 {
+                    let first = Array(order.filter { !tail.contains($0) }.prefix(head))
+                    let taken = Set(first)
+                    order = first + order.filter { !taken.contains($0) }
+                }
+            }
+            passOrders.append(order)
+        }
+        return passOrders[pass]
+    }
+
+    /// The next iteration's prompts: passes over the data, each in a seeded order, never a prompt twice.
     func nextPrompts() -> [Prompt] {
         (0..<promptsPerIteration).map { k in
-            let n = cursor + k, pass = n / prompts.count
-            var order = Array(prompts.indices)
-            var rng = SplitMix64(seed: SplitMix64.derive(seed, 0xDA7A, UInt64(pass)))
-            order.shuffle(using: &rng)
-            return prompts[order[n % prompts.count]]
+            let n = cursor + k
+            return prompts[order(ofPass: n / prompts.count)[n % prompts.count]]
         }
     }
 
@@ -80,27 +136,24 @@ public final class RLRun {
         m.generationSeconds = lap()
         let byId = Dictionary(batch.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         if !rollouts.scoresSamples {
-            let rewards = try scorer.score(samples, prompts: byId)
-            for i in samples.indices { samples[i].reward = rewards[i] }
+            for (i, r) in try scorer.raw(samples).enumerated() { samples[i].scores = r }
         }
-        let rewards = samples.map(\.reward)
+        // Combined over the whole iteration (whitening), however its samples were cut into tasks.
+        for (i, r) in scorer.combine(samples, prompts: byId).enumerated() { samples[i].reward = r }
         m.scoringSeconds = lap()
 
         m.iteration = iteration; m.policyVersion = policyVersion; m.prompts = batch.count; m.samples = samples.count
-        m.rewardMean = rewards.reduce(0, +) / Float(max(rewards.count, 1))
-        let best = Dictionary(grouping: samples, by: \.promptId).values.map { $0.map(\.reward).max()! }
-        m.rewardBestMean = best.reduce(0, +) / Float(max(best.count, 1))
-        m.responseTokensMean = Float(samples.reduce(0) { $0 + $1.response.count }) / Float(max(samples.count, 1))
+        m.record(samples)
         switch algorithm {
         case .ppo(let ppo):
             let s = try ppo.update(samples)
             m.kl = s.meanKL; m.beta = s.beta; m.policyLoss = s.policyLoss; m.valueLoss = s.valueLoss; m.entropy = s.entropy
             m.approxKL = s.approxKL; m.clipFraction = s.clipFraction; m.explainedVariance = s.explainedVariance
-            m.ppoEpochs = s.epochs; m.earlyStopped = s.earlyStopped
+            m.ppoEpochs = s.epochs; m.ppoMinibatches = s.minibatches; m.earlyStopped = s.earlyStopped; m.skippedSteps = s.skippedSteps
             m.referenceSeconds = s.referenceSeconds; m.valueSeconds = s.valueSeconds; m.updateSeconds = s.updateSeconds
         case .rejection(let rs):
             let s = try rs.update(samples)
-            m.kept = s.kept; m.updateSeconds = s.updateSeconds
+            m.kept = s.kept; m.updateSeconds = s.updateSeconds; m.skippedSteps = s.skippedSteps
         }
         _ = lap()
         m.totalSeconds = (ContinuousClock.now - began).seconds

@@ -56,6 +56,15 @@ public final class Scheduler {
         }
     }
 
+    /// A result for this task was refused (it did not match the task): unless the task is done or
+    /// already waiting, it goes back to the front of the queue, so the iteration cannot stall on it.
+    public func requeue(_ taskId: String) {
+        guard tasks[taskId] != nil, !done.contains(taskId), !queue.contains(taskId) else { return }
+        if let holder = leasedTo.removeValue(forKey: taskId) { workers[holder]?.leases.remove(taskId) }
+        queue.insert(taskId, at: 0)
+        counters.redispatched += 1
+    }
+
     /// Workers silent for longer than the timeout are removed; returns them.
     @discardableResult
     public func expire(now: Double) -> [String] {

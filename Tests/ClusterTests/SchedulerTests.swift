@@ -44,6 +44,24 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(s.counters.duplicates, 1)
     }
 
+    /// A refused result puts its task back in the queue: the iteration still completes.
+    func testARefusedResultsTaskIsQueuedAgain() {
+        let s = Scheduler(heartbeatTimeout: 3)
+        s.register("w", now: 0)
+        s.startIteration(0, policyVersion: 0, promptIds: [0, 1], promptsPerTask: 2)
+        let t = s.nextTask(for: "w", now: 0)!
+        XCTAssertNil(s.nextTask(for: "w", now: 0))
+        s.requeue(t.id)
+        s.requeue(t.id) // already waiting: queued once
+        XCTAssertEqual(s.nextTask(for: "w", now: 1), t)
+        XCTAssertNil(s.nextTask(for: "w", now: 1))
+        XCTAssertEqual(s.complete(t.id, from: "w", policyVersion: 0), .accepted)
+        XCTAssertTrue(s.isIterationComplete)
+        s.requeue(t.id) // done: stays done
+        XCTAssertNil(s.nextTask(for: "w", now: 2))
+        XCTAssertEqual(s.counters.redispatched, 1)
+    }
+
     func testStaleAndUnknownResultsAreDroppedAndCounted() {
         let s = Scheduler(heartbeatTimeout: 3)
         s.register("w", now: 0)
