@@ -72,7 +72,8 @@ public struct Generator {
                     onToken?(i, t)
                     if p.stopTokens.contains(t.id) {
                         results[i].finishReason = .stop
-                    } else if results[i].tokens.count >= p.maxNewTokens || caches[i].length >= caches[i].capacity {
+                    } else if results[i].tokens.count >= p.maxNewTokens || requests[i].prompt.count + results[i].tokens.count >= model.config.contextLength {
+                        // prompt + response fills the context: a training pass over it still fits.
                         results[i].finishReason = .length
                     } else {
                         still.append(i)

@@ -22,7 +22,9 @@ public final class Transformer: @unchecked Sendable {
         SequenceCache(config: config, capacity: min(capacity, config.contextLength))
     }
 
-    public enum Outputs: Sendable { case lastPerSequence, everyToken }
+    /// `lastHidden`: instead of logits, the final-normed hidden state (rows, C) of each item's last
+    /// new token, for a scalar head.
+    public enum Outputs: Sendable { case lastPerSequence, everyToken, lastHidden }
 
     /// One step: appends `tokens` of each item to its cache and returns logits, (rows, V) row-major:
     /// one row per item (its last new token) or one per new token in item order.
@@ -96,6 +98,7 @@ public final class Transformer: @unchecked Sendable {
         for (r, src) in rows.enumerated() {
             RMSNorm.forward(xn + r * C, inv: nil, x + src * C, w + weights.layout.finalNormOffset, rows: 1, n: C, eps: cfg.rmsEps)
         }
+        if outputs == .lastHidden { return Array(UnsafeBufferPointer(start: xn, count: rows.count * C)) }
         var logits = [Float](repeating: 0, count: rows.count * V)
         logits.withUnsafeMutableBufferPointer { out in
             MatMul.linear(out: out.baseAddress!, x: xn, m: rows.count, w: w + weights.layout.lmHeadOffset, n: V, k: C)

@@ -26,6 +26,15 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(alone.finishReason, .length)
     }
 
+    /// Prompt + response never exceeds the context, so a training pass over the sample still fits.
+    func testGenerationStopsWhenTheContextIsFull() throws {
+        let gen = Generator(model: try TinyModel.make())
+        let context = TinyModel.config.contextLength
+        let r = try gen.generate([request(TinyModel.tokens(context - 5, seed: 1), seed: 3, maxNew: 20)])[0]
+        XCTAssertEqual(r.tokens.count, 5)
+        XCTAssertEqual(r.finishReason, .length)
+    }
+
     func testStopTokenEndsTheSequenceAndIsKept() throws {
         let gen = Generator(model: try TinyModel.make())
         let p = TinyModel.tokens(5, seed: 1)

@@ -33,6 +33,26 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(adam.m[1], 0.08, accuracy: 1e-7) // (1 - 0.9) * clipped gradient
     }
 
+    /// A NaN or infinite gradient leaves parameters, moments and the step count as they were.
+    func testNonFiniteGradientSkipsTheStep() {
+        let params = UnsafeMutableBufferPointer<Float>.allocate(capacity: 2), grads = UnsafeMutableBufferPointer<Float>.allocate(capacity: 2)
+        defer { params.deallocate(); grads.deallocate() }
+        _ = params.initialize(from: [1, 2])
+        let adam = AdamW(count: 2, settings: .init(weightDecay: 0.1, clipNorm: 1), decayRanges: [0..<2])
+        _ = grads.initialize(from: [0.5, 0.5])
+        adam.update(params: params, grads: grads, lr: 0.1)
+        let before = (Array(params), Array(adam.m), Array(adam.v))
+        for bad: Float in [.nan, .infinity] {
+            _ = grads.initialize(from: [bad, 0.5])
+            XCTAssertFalse(adam.update(params: params, grads: grads, lr: 0.1).isFinite)
+            XCTAssertEqual(Array(params), before.0)
+            XCTAssertEqual(Array(adam.m), before.1)
+            XCTAssertEqual(Array(adam.v), before.2)
+        }
+        XCTAssertEqual(adam.step, 1)
+        XCTAssertEqual(adam.skippedSteps, 2)
+    }
+
     func testScheduleWarmsUpThenDecays() {
         let cosine = LRSchedule(peak: 1, warmupSteps: 4, totalSteps: 14, decay: .cosine, minRatio: 0.1)
         XCTAssertEqual(cosine.rate(at: 0), 0.25)

@@ -50,6 +50,8 @@ public final class AdamW: @unchecked Sendable {
     public let v: UnsafeMutableBufferPointer<Float>
     /// Updates applied so far.
     public var step = 0
+    /// Updates refused because the gradient norm was not finite (NaN or infinity).
+    public private(set) var skippedSteps = 0
     /// Element ranges that receive weight decay (matrices; not norm gains).
     public let decayRanges: [Range<Int>]
 
@@ -79,12 +81,14 @@ public final class AdamW: @unchecked Sendable {
     }
 
     /// Clips `grads` in place to the global norm, then applies one update at learning rate `lr`.
-    /// Returns the gradient norm before clipping.
+    /// Returns the gradient norm before clipping. A gradient whose norm is not finite changes
+    /// nothing (parameters, moments, step count) and is counted in `skippedSteps`.
     @discardableResult
     public func update(params: UnsafeMutableBufferPointer<Float>, grads: UnsafeMutableBufferPointer<Float>, lr: Float) -> Float {
         precondition(params.count == m.count && grads.count == m.count, "AdamW: buffer sizes differ")
         let gradNorm = Self.norm(grads)
-        if let clip = settings.clipNorm, gradNorm > clip, gradNorm.isFinite {
+        guard gradNorm.isFinite else { skippedSteps += 1; return gradNorm }
+        if let clip = settings.clipNorm, gradNorm > clip {
             VectorMath.scale(grads.baseAddress!, clip / gradNorm, grads.count)
         }
         step += 1

@@ -299,8 +299,9 @@ public final class ForwardPass {
     /// Without `grads` the base model is frozen; with `backward` false it only evaluates (the
     /// returned gradient stays zero). `coefficients[s][t]`, if given, replaces mask x weight /
     /// normaliser as the factor on -log p of target t of sequence s (PPO's per-token gradients).
+    /// With `temperature`, p is softmax(logits / temperature) (PPO at a sampling temperature).
     public func languageModelLoss(grads: ModelWeights?, backward: Bool = true, coefficients: [[Float]]? = nil,
-                                  entropies wantEntropies: Bool = false) -> (LossReport, UnsafeMutablePointer<Float>) {
+                                  entropies wantEntropies: Bool = false, temperature: Float = 1) -> (LossReport, UnsafeMutablePointer<Float>) {
         let c = config, C = c.width, V = c.vocab, w = model.weights, p = packing
         let coefs = coefficients.map { given in p.targetSource.map { given[$0.sequence][$0.position] } } ?? p.coefs
         let outW = w.layout.lmHeadOffset
@@ -319,7 +320,7 @@ public final class ForwardPass {
             let xn = finalNormed(rows: rows, inv: inv)
             loss += CrossEntropy.forwardBackward(
                 xn: xn, rows: rows.count, targets: Array(p.targets[range]), coefs: Array(coefs[range]),
-                w: w.base + outW, vocab: V, width: C, logits: logits, logprobs: lp, entropies: wantEntropies ? ent : nil,
+                w: w.base + outW, vocab: V, width: C, temperature: temperature, logits: logits, logprobs: lp, entropies: wantEntropies ? ent : nil,
                 dXn: backward ? dxn : nil, dW: grads.map { $0.base + outW })
             xn.deallocate()
             if backward { finalNormBackward(rows: rows, dXn: dxn, inv: inv, dx: dx, grads: grads) }

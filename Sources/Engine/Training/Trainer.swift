@@ -6,6 +6,8 @@ public struct StepReport: Sendable {
     public var learningRate: Float
     public var targets: Int
     public var tokens: Int
+    /// The gradient norm was not finite, so nothing was updated.
+    public var skipped: Bool { !gradNorm.isFinite }
 }
 
 /// Fine-tuning: gradients accumulated over micro-batches, clipped, AdamW, scheduled rate. Either
