@@ -10,8 +10,12 @@ public struct PPOSettings: Sendable, Codable, Equatable {
     public var gamma: Float = 1
     public var lambda: Float = 0.95
     public var whitenAdvantages = true
-    /// Stop the update's epochs once the approximate KL to the generating policy exceeds this.
+    /// Stop the update once a minibatch's approximate KL to the generating policy exceeds 1.5 x this
+    /// (TRL's rule), checked after every minibatch.
     public var earlyStopKL: Float? = 0.1
+    /// The rollouts' sampling temperature: every training-side pass (policy and reference) divides
+    /// its logits by it, so ratios, KL and entropy are of the distribution sampled from.
+    public var temperature: Float = 1
     public var critic: Critic = .separate
     /// With a value head on the policy trunk: weight of the value loss in the shared loss.
     public var valueCoefficient: Float = 0.1
@@ -33,7 +37,9 @@ public struct PPOStats: Sendable {
     public var clipFraction: Float = 0
     public var explainedVariance: Float = 0
     public var epochs = 0
+    public var minibatches = 0
     public var earlyStopped = false
+    public var skippedSteps = 0
     public var referenceSeconds = 0.0, valueSeconds = 0.0, updateSeconds = 0.0
 }
 
@@ -42,7 +48,9 @@ public struct PPOStats: Sendable {
 public final class PPOTrainer {
     public let settings: PPOSettings
     public let policy: Trainer
-    public let reference: Backprop
+    /// The frozen reference on the inference engine: its log-probs do not depend on how samples are
+    /// grouped, so they match those workers compute.
+    public let reference: Transformer
     public var kl: KLController
     /// Separate critic: its trainer and head. Head mode: the head sits on the policy trunk.
     let criticTrainer: Trainer?
@@ -57,7 +65,7 @@ public final class PPOTrainer {
         self.settings = settings
         self.kl = kl
         self.policy = try Trainer(weights: policy, lora: lora, schedule: LRSchedule(peak: settings.learningRate, decay: .constant))
-        self.reference = try Backprop(weights: reference)
+        self.reference = try Transformer(weights: reference)
         let width = policy.config.width
         valueHead = ScalarHead(width: width)
         if let criticInit { _ = valueHead.storage.update(from: criticInit.1.storage) }
@@ -72,6 +80,9 @@ public final class PPOTrainer {
     }
 
     deinit { headGrads.deallocate() }
+
+    /// Steps any of the three optimizers refused for a non-finite gradient.
+    var skippedSteps: Int { policy.optimizer.skippedSteps + (criticTrainer?.optimizer.skippedSteps ?? 0) + headOptimizer.skippedSteps }
 
     /// Per-token quantities of one sample, fixed for the whole update.
     struct Prepared {
@@ -101,13 +112,10 @@ public final class PPOTrainer {
 
         // Reference log-probs (unless the rollout source brought them) and old values.
         var reference: [[Float]] = samples.compactMap(\.referenceLogprobs)
-        if reference.count != samples.count { reference = [] }
-        for start in stride(from: 0, to: reference.isEmpty ? sequences.count : 0, by: settings.minibatchSize) {
-            let part = Array(sequences[start ..< min(start + settings.minibatchSize, sequences.count)])
-            let (report, dx) = try self.reference.forward(part).languageModelLoss(grads: nil, backward: false)
-            dx.deallocate()
-            reference += zip(part, report.logprobs).map { seq, lp in Array(lp[(seq.tokens.count - (seq.lossMask.filter { $0 != 0 }.count))...]) }
+        if reference.count != samples.count {
+            reference = try ReferenceLogprobs.compute(self.reference, samples: samples, temperature: settings.temperature)
         }
+        let skippedBefore = skippedSteps
         stats.referenceSeconds = lap()
         var oldValues: [[Float]] = []
         for start in stride(from: 0, to: sequences.count, by: settings.minibatchSize) {
@@ -137,17 +145,21 @@ public final class PPOTrainer {
         epochs: for epoch in 0..<settings.epochs {
             var order = Array(prepared.indices)
             order.shuffle(using: &rng)
-            var epochRatios: [Float] = []
+            stats.epochs = epoch + 1
             for start in stride(from: 0, to: order.count, by: settings.minibatchSize) {
                 let batch = order[start ..< min(start + settings.minibatchSize, order.count)].map { prepared[$0] }
                 let m = try minibatch(batch)
                 policyLosses.append(m.policyLoss); valueLosses.append(m.valueLoss); entropies += m.entropies
-                logRatios += m.logRatios; epochRatios += m.logRatios; clipped += m.clipped; tokens += m.logRatios.count
+                logRatios += m.logRatios; clipped += m.clipped; tokens += m.logRatios.count
+                stats.minibatches += 1
+                if let limit = settings.earlyStopKL, PPOMath.approxKL(logRatios: m.logRatios) > 1.5 * limit {
+                    stats.earlyStopped = true
+                    break epochs
+                }
             }
-            stats.epochs = epoch + 1
-            if let limit = settings.earlyStopKL, PPOMath.approxKL(logRatios: epochRatios) > limit { stats.earlyStopped = true; break epochs }
         }
         stats.updateSeconds = lap()
+        stats.skippedSteps = skippedSteps - skippedBefore
         stats.policyLoss = policyLosses.reduce(0, +) / Float(max(policyLosses.count, 1))
         stats.valueLoss = valueLosses.reduce(0, +) / Float(max(valueLosses.count, 1))
         stats.entropy = entropies.reduce(0, +) / Float(max(entropies.count, 1))
@@ -169,7 +181,8 @@ public final class PPOTrainer {
         let headMode = criticTrainer == nil
         _ = try policy.update(targets: count, tokens: seqs.reduce(0) { $0 + $1.tokens.count }) { () throws(EngineError) in
             let pass = try policy.backprop.forward(seqs)
-            let (current, _) = pass.languageModelLoss(grads: nil, backward: false, entropies: true)
+            let (current, unusedGradient) = pass.languageModelLoss(grads: nil, backward: false, entropies: true, temperature: settings.temperature)
+            unusedGradient.deallocate()
             var coefficients = seqs.map { [Float](repeating: 0, count: $0.tokens.count) }
             for (i, b) in batch.enumerated() {
                 for t in b.oldLogprobs.indices {
@@ -183,7 +196,7 @@ public final class PPOTrainer {
                     coefficients[i][pos] = -r.dLogp / Float(count) // the LM loss is sum of coef * -logp
                 }
             }
-            let (_, dx) = pass.languageModelLoss(grads: policy.baseGrads, coefficients: coefficients)
+            let (_, dx) = pass.languageModelLoss(grads: policy.baseGrads, coefficients: coefficients, temperature: settings.temperature)
             if headMode {
                 let dValues = valueGradients(pass, batch, count, scale: settings.valueCoefficient, loss: &result.valueLoss)
                 let dxValue = pass.scoreBackward(valueHead, dScores: dValues, rows: pass.targetRows, headGrads: headGrads.baseAddress!, grads: policy.baseGrads)

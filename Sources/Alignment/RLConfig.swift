@@ -32,6 +32,7 @@ public struct RLConfig {
     public var logit = true
     public var whiten = true
     public var modelWeight: Float = 1
+    public var missingEOSPenalty: Float = 0
     public var rules: [Rule] = []
     // algorithm
     public var algorithm = "ppo"
@@ -88,7 +89,8 @@ public struct RLConfig {
         c.system = try data.string("system")
         c.maxPromptTokens = try data.int("max_prompt_tokens", min: 1) ?? c.maxPromptTokens
         if let reward = try top.section("reward") {
-            try reward.only(["helpfulness_model", "safety_model", "safety_threshold", "logit", "whiten", "model_weight", "rules"])
+            try reward.only(["helpfulness_model", "safety_model", "safety_threshold", "logit", "whiten", "model_weight", "missing_eos_penalty", "rules"])
+            c.missingEOSPenalty = try reward.float("missing_eos_penalty") ?? 0
             c.helpfulnessModel = try reward.string("helpfulness_model")
             c.safetyModel = try reward.string("safety_model")
             c.safetyThreshold = try reward.float("safety_threshold") ?? c.safetyThreshold
@@ -159,7 +161,18 @@ public struct RLConfig {
             c.rollout.temperature = try r.float("temperature") ?? c.rollout.temperature
             c.rollout.topK = try r.int("top_k", min: 0) ?? c.rollout.topK
             c.rollout.topP = try r.float("top_p") ?? c.rollout.topP
+            if !(c.rollout.topP > 0 && c.rollout.topP <= 1) { throw r.error("top_p", "must be in (0, 1], found \(c.rollout.topP)") }
+            if c.rollout.temperature < 0 { throw r.error("temperature", "must be at least 0, found \(c.rollout.temperature)") }
+            if c.algorithm == "ppo" {
+                // PPO's ratios and KL are over the distribution sampled from; a truncated one would
+                // need its own correction, so it is refused rather than silently off-policy.
+                for key in ["top_k", "top_p"] where (key == "top_k" && c.rollout.topK > 0) || (key == "top_p" && c.rollout.topP < 1) {
+                    throw r.error(key, "cannot be used with PPO (it samples from the full distribution at the temperature); remove it, or use algorithm rejection")
+                }
+                if c.rollout.temperature == 0 { throw r.error("temperature", "must be above 0 with PPO (greedy decoding has no log-probs to take ratios of)") }
+            }
         }
+        c.ppo.temperature = c.rollout.temperature
         c.ppo.seed = c.seed
         c.rejection.seed = c.seed
         return c
@@ -172,7 +185,9 @@ public struct RLConfig {
             models = ModelRewards(helpfulness: try helpfulnessModel.map(RewardModel.load), safety: try safetyModel.map(RewardModel.load))
             models!.safetyThreshold = safetyThreshold; models!.logit = logit; models!.whiten = whiten; models!.weight = modelWeight
         }
-        return RewardScorer(models: models, rules: try rewardRules(), decode: { (try? tokenizer.decode($0)) ?? "" })
+        var scorer = RewardScorer(models: models, rules: try rewardRules(), decode: { (try? tokenizer.decode($0)) ?? "" })
+        scorer.missingEOSPenalty = missingEOSPenalty
+        return scorer
     }
 
     /// Rollout settings with the tokenizer's stop tokens.

@@ -6,15 +6,19 @@ import Engine
 /// still do not depend on how a run's prompts were cut into tasks.
 public enum ReferenceLogprobs {
     /// `group` samples go per pass, which bounds the (tokens, vocab) logits held at once;
-    /// `between` runs after each pass (a worker heartbeats there).
-    public static func compute(_ model: Transformer, samples: [Sample], group: Int = 4, between: () -> Void = {}) throws -> [[Float]] {
+    /// `between` runs after each pass (a worker heartbeats there). The log-probs are of the
+    /// distribution at `temperature` (softmax of logits / temperature), as the samples were drawn.
+    public static func compute(_ model: Transformer, samples: [Sample], temperature: Float = 1, group: Int = 4,
+                               between: () -> Void = {}) throws -> [[Float]] {
         precondition(group >= 1, "a pass holds at least one sample")
+        precondition(temperature > 0, "log-probs need a temperature above 0")
         let vocab = model.config.vocab
         var out: [[Float]] = []
         for start in stride(from: 0, to: samples.count, by: group) {
             let batch = samples[start ..< min(start + group, samples.count)]
             let items = batch.map { s in (cache: model.makeCache(capacity: s.prompt.count + s.response.count), tokens: s.prompt + s.response) }
-            let logits = try model.forward(items, outputs: .everyToken)
+            var logits = try model.forward(items, outputs: .everyToken)
+            if temperature != 1 { logits.withUnsafeMutableBufferPointer { VectorMath.scale($0.baseAddress!, 1 / temperature, $0.count) } }
             var first = 0 // the batch row of each sample's first token
             logits.withUnsafeBufferPointer { l in
                 for s in batch {

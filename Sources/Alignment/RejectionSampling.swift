@@ -15,6 +15,7 @@ public struct RejectionStats: Sendable {
     public var meanReward: Float = 0
     public var meanBestReward: Float = 0     // mean over prompts of their best sample's reward
     public var kept = 0
+    public var skippedSteps = 0
     public var loss: Double = 0
     public var updateSeconds = 0.0
 }
@@ -45,7 +46,7 @@ public final class RejectionSampler {
 
     public func update(_ samples: [Sample]) throws -> RejectionStats {
         var stats = RejectionStats()
-        let start = ContinuousClock.now
+        let start = ContinuousClock.now, skippedBefore = trainer.optimizer.skippedSteps
         let byPrompt = Dictionary(grouping: samples, by: \.promptId)
         stats.meanReward = samples.reduce(0) { $0 + $1.reward } / Float(max(samples.count, 1))
         stats.meanBestReward = byPrompt.values.reduce(0) { $0 + $1.map(\.reward).max()! } / Float(max(byPrompt.count, 1))
@@ -60,6 +61,7 @@ public final class RejectionSampler {
                 losses.append(try trainer.step([batch]).loss)
             }
         }
+        stats.skippedSteps = trainer.optimizer.skippedSteps - skippedBefore
         stats.loss = losses.reduce(0, +) / Double(max(losses.count, 1))
         stats.updateSeconds = (ContinuousClock.now - start).seconds
         return stats

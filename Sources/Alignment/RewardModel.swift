@@ -9,14 +9,12 @@ import Tokenizer
 public final class RewardModel {
     public let model: LoadedModel
     public let head: ScalarHead
-    let backprop: Backprop
 
     public var weights: ModelWeights { model.weights }
 
     public init(model: LoadedModel, head: ScalarHead) throws {
         guard head.width == model.config.width else { throw DataError("score head width \(head.width) does not match the model's \(model.config.width)") }
         self.model = model; self.head = head
-        backprop = try Backprop(weights: model.weights)
     }
 
     /// A new reward model from a policy checkpoint: the policy's trunk (copied) and a small random head.
@@ -51,14 +49,15 @@ public final class RewardModel {
         try model.tokenizer.encode(ChatTemplate.render([ChatMessage(role: "user", content: prompt)]) + response + "<|im_end|>")
     }
 
-    /// Scores at the last token of each sequence, `batchSize` sequences per forward pass.
+    /// Scores at the last token of each sequence, `batchSize` sequences per pass of the inference
+    /// engine, whose kernels are batch invariant: a sequence's score does not depend on the others.
     public func scores(_ sequences: [[Int32]], batchSize: Int = 16) throws -> [Float] {
+        let engine = try Transformer(weights: model.weights)
         var out: [Float] = []
         for start in stride(from: 0, to: sequences.count, by: batchSize) {
-            let part = sequences[start ..< min(start + batchSize, sequences.count)].map {
-                TrainingSequence(tokens: $0, lossMask: [Float](repeating: 0, count: $0.count))
-            }
-            out += try backprop.forward(part).scores(head)
+            let part = sequences[start ..< min(start + batchSize, sequences.count)]
+            let hidden = try engine.forward(part.map { (cache: engine.makeCache(capacity: $0.count), tokens: $0) }, outputs: .lastHidden)
+            out += hidden.withUnsafeBufferPointer { head.forward($0.baseAddress!, rows: part.count) }
         }
         return out
     }
@@ -159,7 +158,8 @@ public final class RewardModelTrainer {
         for (i, pair) in pairs.enumerated() {
             let d = chosen[i] - rejected[i] - pair.margin, sig = Self.sigmoid(d), p = pair.pChosen
             loss -= Double(p * logf(max(sig, 1e-30)) + (1 - p) * logf(max(1 - sig, 1e-30)))
-            if p != 0.5 { decided += 1; if (d > 0) == (p > 0.5) { correct += 1 } }
+            // Accuracy is the ranking alone: the margin shapes the loss, not which response wins.
+            if p != 0.5 { decided += 1; if (chosen[i] > rejected[i]) == (p > 0.5) { correct += 1 } }
             let b = min(Int(Double(Self.sigmoid(chosen[i] - rejected[i])) * 10), 9)
             bins[b].predicted += Double(Self.sigmoid(chosen[i] - rejected[i])); bins[b].observed += Double(p); bins[b].count += 1
         }

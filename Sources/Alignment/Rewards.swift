@@ -46,15 +46,23 @@ public struct ModelRewards {
 
     public init(helpfulness: RewardModel?, safety: RewardModel?) { self.helpfulness = helpfulness; self.safety = safety }
 
-    public func scores(_ samples: [Sample], prompts: [Int: Prompt]) throws -> [Float] {
-        func sigmoid(_ x: Float) -> Float { 1 / (1 + VectorMath.exp(-x)) }
+    /// Each model's raw score of prompt + response; a sample's score does not depend on the others
+    /// (the reward models run on the batch-invariant inference engine).
+    public func raw(_ samples: [Sample]) throws -> (helpfulness: [Float]?, safety: [Float]?) {
         let sequences = samples.map { $0.prompt + $0.response }
-        let h = try helpfulness?.scores(sequences).map(sigmoid), s = try safety?.scores(sequences).map(sigmoid)
-        var combined = samples.indices.map { i -> Float in
-            guard let s else { return h?[i] ?? 0 }
-            guard let h else { return s[i] }
-            let unsafe = prompts[samples[i].promptId]?.unsafe ?? false
-            return unsafe || s[i] < safetyThreshold ? s[i] : h[i]
+        return (try helpfulness?.scores(sequences), try safety?.scores(sequences))
+    }
+
+    /// The combined reward of every sample of an iteration from their raw scores. Whitening makes
+    /// each reward depend on the whole set, so this runs once over the iteration, never per task.
+    public func combine(_ samples: [Sample], prompts: [Int: Prompt]) -> [Float] {
+        func sigmoid(_ x: Float) -> Float { 1 / (1 + VectorMath.exp(-x)) }
+        var combined = samples.map { sample -> Float in
+            let h = sample.scores?.helpfulness.map(sigmoid), s = sample.scores?.safety.map(sigmoid)
+            guard let s else { return h ?? 0 }
+            guard let h else { return s }
+            let unsafe = prompts[sample.promptId]?.unsafe ?? false
+            return unsafe || s < safetyThreshold ? s : h
         }
         if logit { combined = combined.map { p in let q = min(max(p, 1e-6), 1 - 1e-6); return logf(q / (1 - q)) } }
         if whiten && combined.count > 1 { combined = PPOMath.whiten(combined) }
@@ -62,27 +70,47 @@ public struct ModelRewards {
     }
 }
 
-/// The reward of each sample: model rewards (if any) plus weighted rules.
+/// The reward of each sample: model rewards (if any) plus weighted rules, minus a penalty for a
+/// response cut off before its stop token. Scoring is split in two: `raw` per sample (wherever the
+/// sample was generated), `combine` over the whole iteration.
 public struct RewardScorer {
     public var models: ModelRewards?
     public var rules: [(rule: RewardRule, weight: Float)]
     public var decode: ([Int32]) -> String
+    /// Subtracted from the reward of a response that ended at the length limit (TRL's missing_eos_penalty).
+    public var missingEOSPenalty: Float = 0
 
     public init(models: ModelRewards?, rules: [(rule: RewardRule, weight: Float)], decode: @escaping ([Int32]) -> String) {
         self.models = models; self.rules = rules; self.decode = decode
     }
 
-    public func score(_ samples: [Sample], prompts: [Int: Prompt]) throws -> [Float] {
-        var total = try models?.scores(samples, prompts: prompts) ?? [Float](repeating: 0, count: samples.count)
-        for (i, s) in samples.enumerated() {
+    /// Each sample's raw scores: reward-model outputs and the rules' weighted sum.
+    public func raw(_ samples: [Sample]) throws -> [RawScores] {
+        let model = try models?.raw(samples)
+        return samples.enumerated().map { i, s in
             var cached: String?
             let text = { () -> String in
                 if let cached { return cached }
                 cached = decode(s.response)
                 return cached!
             }
-            for (rule, weight) in rules { total[i] += weight * rule.value(response: s.response, text: text) }
+            let rules = self.rules.reduce(Float(0)) { $0 + $1.weight * $1.rule.value(response: s.response, text: text) }
+            return RawScores(helpfulness: model?.helpfulness?[i], safety: model?.safety?[i], rules: rules)
         }
-        return total
+    }
+
+    /// The rewards of an iteration's samples, which all carry their raw scores.
+    public func combine(_ samples: [Sample], prompts: [Int: Prompt]) -> [Float] {
+        let model = models?.combine(samples, prompts: prompts) ?? [Float](repeating: 0, count: samples.count)
+        return zip(model, samples).map { m, s in
+            m + (s.scores?.rules ?? 0) - (s.finishReason == .length ? missingEOSPenalty : 0)
+        }
+    }
+
+    /// raw, then combine: the rewards of samples scored here.
+    public func score(_ samples: [Sample], prompts: [Int: Prompt]) throws -> [Float] {
+        var scored = samples
+        for (i, r) in try raw(samples).enumerated() { scored[i].scores = r }
+        return combine(scored, prompts: prompts)
     }
 }

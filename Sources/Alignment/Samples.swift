@@ -13,22 +13,39 @@ public struct Prompt: Sendable, Equatable {
     }
 }
 
+/// What a sample's reward is made of, before anything is combined across samples: the reward
+/// models' raw head outputs (nil without that model) and the sum of the weighted rule rewards.
+public struct RawScores: Sendable, Equatable {
+    public var helpfulness: Float?
+    public var safety: Float?
+    public var rules: Float
+    public init(helpfulness: Float? = nil, safety: Float? = nil, rules: Float = 0) {
+        self.helpfulness = helpfulness; self.safety = safety; self.rules = rules
+    }
+}
+
 /// One generated response, with what PPO needs from the moment it was generated.
 public struct Sample: Sendable, Equatable {
     public var promptId: Int
     public var index: Int              // which of the prompt's samples
     public var prompt: [Int32]
     public var response: [Int32]       // a stop token, if generated, is the last one
-    public var logprobs: [Float]       // under the raw policy that generated it
+    /// Per response token, under the distribution sampled from (the policy's logits / temperature).
+    public var logprobs: [Float]
     public var policyVersion: Int
     public var seed: UInt64
+    /// `.length`: cut off at max_new_tokens (or the context) before a stop token.
+    public var finishReason: FinishReason = .stop
+    /// Set by whoever scored the sample (a worker, or the run itself); combined into `reward`.
+    public var scores: RawScores?
     public var reward: Float = 0
-    /// Log-probs of the response under the frozen reference, when the rollout source computed them.
+    /// Log-probs of the response under the frozen reference (same temperature), when the rollout source computed them.
     public var referenceLogprobs: [Float]?
 
-    public init(promptId: Int, index: Int, prompt: [Int32], response: [Int32], logprobs: [Float], policyVersion: Int, seed: UInt64) {
+    public init(promptId: Int, index: Int, prompt: [Int32], response: [Int32], logprobs: [Float], policyVersion: Int, seed: UInt64,
+                finishReason: FinishReason = .stop) {
         self.promptId = promptId; self.index = index; self.prompt = prompt; self.response = response
-        self.logprobs = logprobs; self.policyVersion = policyVersion; self.seed = seed
+        self.logprobs = logprobs; self.policyVersion = policyVersion; self.seed = seed; self.finishReason = finishReason
     }
 
     /// prompt + response as a training sequence whose targets are the response tokens.
@@ -41,7 +58,7 @@ public struct Sample: Sendable, Equatable {
 /// Where an iteration's samples come from: generated here, or gathered from workers.
 public protocol RolloutSource {
     func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int) throws -> [Sample]
-    /// True when the samples come back with their rewards (workers score them).
+    /// True when the samples come back with their raw scores (workers score them).
     var scoresSamples: Bool { get }
 }
 
@@ -92,8 +109,8 @@ public struct InProcessRollouts: RolloutSource {
         }
         let results = try withoutActuallyEscaping(tick) { tick in try generator.generate(requests) { _, _ in tick() } }
         return zip(keys, results).map { key, r in
-            Sample(promptId: key.0.id, index: key.1, prompt: key.0.tokens, response: r.tokens, logprobs: r.rawLogprobs,
-                   policyVersion: policyVersion, seed: key.2)
+            Sample(promptId: key.0.id, index: key.1, prompt: key.0.tokens, response: r.tokens, logprobs: r.logprobs,
+                   policyVersion: policyVersion, seed: key.2, finishReason: r.finishReason)
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Engine
+import Foundation
 
 @main
 struct Charter: ParsableCommand {
@@ -9,4 +10,11 @@ struct Charter: ParsableCommand {
         version: "charter 0.1.0; \(BLAS.summary)",
         subcommands: [ModelCommand.self, TokenizeCommand.self, GenerateCommand.self, SFTCommand.self, RMCommand.self, RLCommand.self,
                       CoordinatorCommand.self, WorkerCommand.self, LocalCommand.self, KeysCommand.self, BenchCommand.self])
+
+    static func main() {
+        // Each line reaches a log file or pipe when it is printed, not at exit (or never, if killed).
+        // glibc's `stdout` is a C global that Swift 6 will not read, so it is looked up by name.
+        if let symbol = dlsym(nil, "stdout") { setvbuf(symbol.load(as: UnsafeMutablePointer<FILE>.self), nil, _IOLBF, 0) }
+        main(nil)
+    }
 }

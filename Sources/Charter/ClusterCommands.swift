@@ -42,6 +42,8 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "CURVE: file with this worker's secret key (its public key must be on the coordinator's allow-list).")
     var curveSecretKey: String?
     @Option(help: .hidden) var stallAfterTasks: Int?
+    @Option(help: .hidden) var pauseAfterTasks: Int?
+    @Flag(help: .hidden) var exitWithParent = false
     @Option(help: "Simulate this many workers in this process: no model, made-up samples at once (for `bench dispatch`).")
     var synthetic: Int?
 
@@ -49,6 +51,8 @@ struct WorkerCommand: ParsableCommand {
         if let synthetic { return try SyntheticWorkers(connect: connect, count: synthetic).run() }
         var options = Worker.Options(connect: connect, id: id ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
         options.stallAfterTasks = stallAfterTasks
+        options.pauseAfterTasks = pauseAfterTasks
+        if exitWithParent { options.parent = getppid() }
         options.chunkBind = chunkBind == "none" ? nil : chunkBind
         switch (curveServerKey, curveSecretKey) {
         case (nil, nil): break
@@ -82,8 +86,9 @@ struct LocalCommand: ParsableCommand {
             for i in 0..<workers {
                 let p = Process()
                 p.executableURL = ClusterRun.binary
-                p.arguments = ["worker", "--connect", endpoint, "--id", "local-\(i)"]
+                p.arguments = ["worker", "--connect", endpoint, "--id", "local-\(i)", "--exit-with-parent"]
                 try p.run()
+                print("local: worker local-\(i) is process \(p.processIdentifier)")
                 children.append(p)
                 ClusterRun.children.append(p.processIdentifier)
             }
@@ -101,9 +106,13 @@ enum ClusterRun {
 
     static func coordinate(config: String, bind: String, chunkBind: String? = nil, promptsPerTask: Int?, expectedWorkers: Int = 0, resume: Bool, curve: (secret: String, allowed: [String])? = nil,
                            started: (String) throws -> Void) throws {
-        signal(SIGINT) { _ in
-            for pid in ClusterRun.children { kill(pid, SIGTERM) }
-            _exit(130)
+        // Ctrl-C, kill and a closed terminal stop the children too (and each exits by itself should
+        // this process die of SIGKILL: see Worker.Options.parent).
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal(sig) { sig in
+                for pid in ClusterRun.children { kill(pid, SIGTERM) }
+                _exit(128 + sig)
+            }
         }
         var coordinator: Coordinator?
         try RLCommand.execute(config: config, resume: resume, extra: { m in

@@ -27,6 +27,10 @@ struct RLCommand: ParsableCommand {
         let prompts = try PromptData.load(c.prompts, tokenizer: tok, chat: c.chat, system: c.system, maxTokens: c.maxPromptTokens)
         let scorer = try c.makeScorer(tokenizer: tok)
         let rollout = c.rolloutSettings(tokenizer: tok)
+        let longest = prompts.map(\.tokens.count).max() ?? 0
+        if longest + rollout.maxNewTokens > policy.config.contextLength {
+            throw DataError("\(config): the longest prompt (\(longest) tokens) plus rollout.max_new_tokens (\(rollout.maxNewTokens)) exceed the model's context of \(policy.config.contextLength) tokens")
+        }
         let lora = c.lora.map { LoRAAdapters(config: $0, model: policy.config) }
         lora?.initialize(seed: SplitMix64.derive(c.seed, 0x107A))
 
@@ -66,6 +70,7 @@ struct RLCommand: ParsableCommand {
         defer { try? metricsFile.close() }
         print("rl: \(c.algorithm), \(prompts.count) prompts, \(c.iterations) iterations of \(c.promptsPerIteration) prompts x \(rollout.samplesPerPrompt) samples, \(BLAS.summary)")
         let progress = ProgressBar(total: c.iterations, start: run.iteration)
+        var saidSkipped = false
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         while run.iteration < c.iterations {
@@ -77,13 +82,27 @@ struct RLCommand: ParsableCommand {
             if c.checkpointEvery > 0 && (run.iteration % c.checkpointEvery == 0 || run.iteration == c.iterations) {
                 try RLCheckpoint.save(run, configuration: configText, to: checkpoint)
             }
-            progress.update(step: m.iteration + 1, text: String(format: "reward %.3f  KL %.3f  gen %.1fs  update %.1fs",
-                                                                  m.rewardMean, m.kl, m.generationSeconds, m.updateSeconds))
+            if m.skippedSteps > 0 && !saidSkipped {
+                saidSkipped = true
+                FileHandle.standardError.write(Data("rl: iteration \(m.iteration): \(m.skippedSteps) optimizer steps skipped for a non-finite gradient norm (counted as skippedSteps in the metrics)\n".utf8))
+            }
+            progress.update(step: m.iteration + 1, text: Self.progressText(m))
         }
         progress.finish()
         let final = lora?.merged(with: policy.weights) ?? policy.weights.copy()
         try Checkpoint.saveModel(LoadedModel(weights: final, tokenizer: tok, source: dir, chatTemplate: policy.chatTemplate),
                                  to: dir.appendingPathComponent("policy"))
         print("rl: metrics in \(dir.path)/metrics.jsonl, policy in \(dir.path)/policy")
+    }
+
+    /// The progress bar's figures: the reward models' raw scores and the rules' reward (the combined
+    /// reward is whitened, so its mean says nothing), KL and time.
+    static func progressText(_ m: IterationMetrics) -> String {
+        var parts: [String] = []
+        if let h = m.helpfulnessScoreMean { parts.append(String(format: "helpful %.3f", h)) }
+        if let s = m.safetyScoreMean { parts.append(String(format: "safety %.3f", s)) }
+        if m.helpfulnessScoreMean == nil && m.safetyScoreMean == nil || m.ruleRewardMean != 0 { parts.append(String(format: "rules %.3f", m.ruleRewardMean)) }
+        parts.append(String(format: "KL %.3f  gen %.1fs  update %.1fs", m.kl, m.generationSeconds, m.updateSeconds))
+        return parts.joined(separator: "  ")
     }
 }

@@ -122,13 +122,14 @@ public final class Coordinator: RolloutSource {
         while !scheduler.isIterationComplete {
             try serve(timeoutMilliseconds: 100) { worker, result in
                 // A result must hold each (prompt, sample) of its task once: one cut differently (by an
-                // earlier coordinator process, say) is dropped and counted, and the task stays open.
+                // earlier coordinator process, say) is dropped and counted, and the task is queued again.
                 if let spec = self.scheduler.task(result.taskID) {
                     let expected = Set(spec.promptIds.flatMap { p in (0..<self.rollout.samplesPerPrompt).map { "\(p)/\($0)" } })
                     let got = result.samples.map { "\($0.promptID)/\($0.index)" }
                     guard got.count == expected.count, Set(got) == expected else {
                         self.counts.mismatchedResults += 1
-                        self.log("coordinator: result for task \(result.taskID) from \(worker) does not match the task; dropped")
+                        self.log("coordinator: result for task \(result.taskID) from \(worker) does not match the task; dropped, task queued again")
+                        self.scheduler.requeue(result.taskID)
                         return
                     }
                 }
@@ -136,14 +137,19 @@ public final class Coordinator: RolloutSource {
                 for r in result.samples {
                     guard let prompt = byId[Int(r.promptID)] else { continue }
                     var s = Sample(promptId: prompt.id, index: Int(r.index), prompt: prompt.tokens, response: r.response,
-                                   logprobs: r.logprobs, policyVersion: Int(result.policyVersion), seed: r.seed)
-                    s.reward = r.reward
+                                   logprobs: r.logprobs, policyVersion: Int(result.policyVersion), seed: r.seed,
+                                   finishReason: r.truncated ? .length : .stop)
+                    s.scores = RawScores(helpfulness: r.hasHelpfulnessScore ? r.helpfulnessScore : nil,
+                                         safety: r.hasSafetyScore ? r.safetyScore : nil, rules: r.ruleReward)
                     s.referenceLogprobs = r.referenceLogprobs
                     samples.append(s)
                 }
             }
         }
-        return samples.sorted { ($0.promptId, $0.index) < ($1.promptId, $1.index) }
+        // In the iteration's prompt order, as the in-process loop has them: the update then sees
+        // the same samples in the same order, however many workers there were.
+        let position = Dictionary(prompts.enumerated().map { ($1.id, $0) }, uniquingKeysWith: { a, _ in a })
+        return samples.sorted { (position[$0.promptId]!, $0.index) < (position[$1.promptId]!, $1.index) }
     }
 
     /// Cuts the new version (the model's weights, or only the LoRA adapters) into chunks and tells

@@ -93,7 +93,7 @@ public final class SyntheticWorkers {
         return true
     }
 
-    /// Samples of the right shape: max_new_tokens tokens each, with log-probs and a reward.
+    /// Samples of the right shape: max_new_tokens tokens each, with log-probs and a rule reward.
     static func result(for t: Charter_V1_Task) -> Charter_V1_TaskResult {
         var result = Charter_V1_TaskResult()
         result.taskID = t.taskID
@@ -108,7 +108,7 @@ public final class SyntheticWorkers {
                 s.response = (0..<n).map { Int32(($0 + Int(k)) % 100) }
                 s.logprobs = Array(repeating: -1, count: n)
                 s.referenceLogprobs = Array(repeating: -1, count: n)
-                s.reward = Float(k % 2)
+                s.ruleReward = Float(k % 2)
                 result.samples.append(s)
             }
         }

@@ -20,6 +20,11 @@ public final class Worker {
         public var chunkBind: String? = "tcp://127.0.0.1:*"
         /// Fault injection for tests: after this many tasks, take the next one and never answer.
         public var stallAfterTasks: Int?
+        /// Fault injection for tests: after this many tasks, stop this process (SIGSTOP) until it is
+        /// sent SIGCONT, so a test can act at a known point of a run.
+        public var pauseAfterTasks: Int?
+        /// The process that started this worker (`charter local`): when it is gone, the worker exits.
+        public var parent: pid_t?
         public init(connect: String, id: String) { self.connect = connect; self.id = id }
     }
 
@@ -149,8 +154,16 @@ public final class Worker {
         }
     }
 
+    /// Ends this process if the parent it was started with is gone (its pid is then another's).
+    func exitIfOrphaned() {
+        guard let parent = options.parent, getppid() != parent else { return }
+        log("worker \(options.id): the process that started it is gone; exiting")
+        _exit(0) // at once: nothing of the run lives here, and the sockets' threads need no goodbye
+    }
+
     /// Timers: registration retries with backoff, heartbeats, task requests.
     func tick(now: Double) throws {
+        exitIfOrphaned()
         switch state {
         case .registering(let since, let attempt):
             // A Register lost with a broken connection is sent again. Always on the same socket: a
@@ -253,6 +266,7 @@ public final class Worker {
     /// Called between steps of a long task: heartbeats keep the worker alive at the coordinator, and
     /// its peers still get their chunks.
     func stayInTouch() {
+        exitIfOrphaned()
         let now = Self.now()
         if now - lastHeartbeat >= heartbeatInterval { try? heartbeat(now) }
         serveChunkRequests()
@@ -273,30 +287,41 @@ public final class Worker {
         settings.maxNewTokens = Int(task.sampling.maxNewTokens)
         settings.stopTokens = task.sampling.stopTokens
         let source = InProcessRollouts(settings: settings, runSeed: task.runSeed)
-        var samples = try source.rollouts(iteration: Int(task.iteration), prompts: prompts, policy: policy,
+        let samples = try source.rollouts(iteration: Int(task.iteration), prompts: prompts, policy: policy,
                                           policyVersion: Int(task.policyVersion)) { [self] in stayInTouch() }
-        let rewards = try scorer.score(samples, prompts: Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }))
+        // Raw scores only: combining them (whitening above all) needs the whole iteration.
+        let scores = try scorer.raw(samples)
         var result = Charter_V1_TaskResult()
         result.taskID = task.taskID
         result.iteration = task.iteration
         result.policyVersion = task.policyVersion
-        let references = try ReferenceLogprobs.compute(reference, samples: samples) { stayInTouch() }
-        for i in samples.indices {
-            samples[i].reward = rewards[i]
+        let references = try ReferenceLogprobs.compute(reference, samples: samples, temperature: referenceTemperature(settings)) { stayInTouch() }
+        for (i, s) in samples.enumerated() {
             var r = Charter_V1_SampleRecord()
-            r.promptID = UInt64(samples[i].promptId)
-            r.index = UInt32(samples[i].index)
-            r.response = samples[i].response
-            r.logprobs = samples[i].logprobs
+            r.promptID = UInt64(s.promptId)
+            r.index = UInt32(s.index)
+            r.response = s.response
+            r.logprobs = s.logprobs
             r.referenceLogprobs = references[i]
-            r.reward = rewards[i]
-            r.seed = samples[i].seed
+            if let h = scores[i].helpfulness { r.helpfulnessScore = h }
+            if let v = scores[i].safety { r.safetyScore = v }
+            r.ruleReward = scores[i].rules
+            r.truncated = s.finishReason == .length
+            r.seed = s.seed
             result.samples.append(r)
         }
         try send(.taskResult(result))
         tasksDone += 1
+        if tasksDone == options.pauseAfterTasks {
+            log("worker \(options.id): pausing after \(tasksDone) tasks (--pause-after-tasks)")
+            raise(SIGSTOP)
+        }
     }
 }
+
+/// The temperature reference log-probs are taken at: the sampling one, or 1 for greedy decoding
+/// (which only rejection sampling allows, and which uses no log-probs).
+func referenceTemperature(_ settings: RolloutSettings) -> Float { settings.temperature > 0 ? settings.temperature : 1 }
 
 public struct WorkerError: Error, CustomStringConvertible {
     public let description: String

@@ -326,18 +326,46 @@ public nonisolated struct Charter_V1_SampleRecord: Sendable {
 
   public var response: [Int32] = []
 
-  /// raw policy log-probs at generation
+  /// policy log-probs at generation, of softmax(logits / temperature)
   public var logprobs: [Float] = []
 
+  /// the same for the reference model
   public var referenceLogprobs: [Float] = []
 
-  public var reward: Float = 0
-
   public var seed: UInt64 = 0
+
+  /// Raw scores; the coordinator combines them (safety gate, logit, whitening) over the iteration.
+  public var helpfulnessScore: Float {
+    get {_helpfulnessScore ?? 0}
+    set {_helpfulnessScore = newValue}
+  }
+  /// Returns true if `helpfulnessScore` has been explicitly set.
+  public var hasHelpfulnessScore: Bool {self._helpfulnessScore != nil}
+  /// Clears the value of `helpfulnessScore`. Subsequent reads from it will return its default value.
+  public mutating func clearHelpfulnessScore() {self._helpfulnessScore = nil}
+
+  /// the safety reward model's, if configured
+  public var safetyScore: Float {
+    get {_safetyScore ?? 0}
+    set {_safetyScore = newValue}
+  }
+  /// Returns true if `safetyScore` has been explicitly set.
+  public var hasSafetyScore: Bool {self._safetyScore != nil}
+  /// Clears the value of `safetyScore`. Subsequent reads from it will return its default value.
+  public mutating func clearSafetyScore() {self._safetyScore = nil}
+
+  /// sum of the weighted rule rewards
+  public var ruleReward: Float = 0
+
+  /// ended at max_new_tokens or the context, not at a stop token
+  public var truncated: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _helpfulnessScore: Float? = nil
+  fileprivate var _safetyScore: Float? = nil
 }
 
 public nonisolated struct Charter_V1_TaskResult: Sendable {
@@ -1152,7 +1180,7 @@ nonisolated extension Charter_V1_NoTask: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SampleRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prompt_id\0\u{1}index\0\u{1}response\0\u{1}logprobs\0\u{3}reference_logprobs\0\u{1}reward\0\u{1}seed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prompt_id\0\u{1}index\0\u{1}response\0\u{1}logprobs\0\u{3}reference_logprobs\0\u{2}\u{2}seed\0\u{3}helpfulness_score\0\u{3}safety_score\0\u{3}rule_reward\0\u{1}truncated\0\u{c}\u{6}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1165,14 +1193,21 @@ nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProto
       case 3: try { try decoder.decodeRepeatedInt32Field(value: &self.response) }()
       case 4: try { try decoder.decodeRepeatedFloatField(value: &self.logprobs) }()
       case 5: try { try decoder.decodeRepeatedFloatField(value: &self.referenceLogprobs) }()
-      case 6: try { try decoder.decodeSingularFloatField(value: &self.reward) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.seed) }()
+      case 8: try { try decoder.decodeSingularFloatField(value: &self._helpfulnessScore) }()
+      case 9: try { try decoder.decodeSingularFloatField(value: &self._safetyScore) }()
+      case 10: try { try decoder.decodeSingularFloatField(value: &self.ruleReward) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self.truncated) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.promptID != 0 {
       try visitor.visitSingularUInt64Field(value: self.promptID, fieldNumber: 1)
     }
@@ -1188,11 +1223,20 @@ nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProto
     if !self.referenceLogprobs.isEmpty {
       try visitor.visitPackedFloatField(value: self.referenceLogprobs, fieldNumber: 5)
     }
-    if self.reward.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.reward, fieldNumber: 6)
-    }
     if self.seed != 0 {
       try visitor.visitSingularUInt64Field(value: self.seed, fieldNumber: 7)
+    }
+    try { if let v = self._helpfulnessScore {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 8)
+    } }()
+    try { if let v = self._safetyScore {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 9)
+    } }()
+    if self.ruleReward.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.ruleReward, fieldNumber: 10)
+    }
+    if self.truncated != false {
+      try visitor.visitSingularBoolField(value: self.truncated, fieldNumber: 11)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1203,8 +1247,11 @@ nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProto
     if lhs.response != rhs.response {return false}
     if lhs.logprobs != rhs.logprobs {return false}
     if lhs.referenceLogprobs != rhs.referenceLogprobs {return false}
-    if lhs.reward != rhs.reward {return false}
     if lhs.seed != rhs.seed {return false}
+    if lhs._helpfulnessScore != rhs._helpfulnessScore {return false}
+    if lhs._safetyScore != rhs._safetyScore {return false}
+    if lhs.ruleReward != rhs.ruleReward {return false}
+    if lhs.truncated != rhs.truncated {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -55,6 +55,15 @@ final class RLConfigTests: XCTestCase {
             ("  seed: 7", "  seed: -1", "c.yaml line 4: \"run.seed\" must be at least 0"),
             ("run:", "runn:", "c.yaml line 1: unknown key \"runn\""),
         ]
+        // PPO refuses sampling it cannot take ratios over: truncation and greedy decoding.
+        let ppo = valid.replacingOccurrences(of: "  name: rejection\n  rejection: {keep: top_k, k: 2, epochs: 1}", with: "  name: ppo")
+        XCTAssertEqual(try RLConfig.parse(ppo, name: "c.yaml").ppo.temperature, 0.8, "PPO's training passes use the sampling temperature")
+        for (from, to, message) in [("  temperature: 0.8", "  temperature: 0.8\n  top_k: 40", "\"rollout.top_k\" cannot be used with PPO"),
+                                    ("  temperature: 0.8", "  temperature: 0.8\n  top_p: 0.9", "\"rollout.top_p\" cannot be used with PPO"),
+                                    ("  temperature: 0.8", "  temperature: 0", "\"rollout.temperature\" must be above 0 with PPO")] {
+            XCTAssertThrowsError(try RLConfig.parse(ppo.replacingOccurrences(of: from, with: to), name: "c.yaml")) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
+        }
+        XCTAssertNoThrow(try RLConfig.parse(valid.replacingOccurrences(of: "  temperature: 0.8", with: "  temperature: 0.8\n  top_k: 40"), name: "c.yaml"))
         for (from, to, message) in cases {
             let text = valid.replacingOccurrences(of: from, with: to)
             XCTAssertNotEqual(text, valid, "fixture did not change for \(to)")
@@ -100,15 +109,29 @@ final class CombinedRewardTests: XCTestCase {
         rewards.logit = false; rewards.whiten = false
         let samples = [0, 1].map { Sample(promptId: $0, index: 0, prompt: [1, 2], response: [3], logprobs: [0], policyVersion: 0, seed: 0) }
         let prompts = [0: Prompt(id: 0, text: "", tokens: [1, 2]), 1: Prompt(id: 1, text: "", tokens: [1, 2], unsafe: true)]
-        let s = try rewards.scores(samples, prompts: prompts)
+        func scores(_ r: ModelRewards) throws -> [Float] { try RewardScorer(models: r, rules: [], decode: { _ in "" }).score(samples, prompts: prompts) }
+        let s = try scores(rewards)
         XCTAssertEqual(s[0], 0.8807971, accuracy: 1e-5) // safe prompt, safety 0.73 above threshold: helpfulness
         XCTAssertEqual(s[1], 0.7310586, accuracy: 1e-5) // tagged unsafe: safety
         rewards.safety = try constantRM(-3)
-        XCTAssertEqual(try rewards.scores(samples, prompts: prompts)[0], 0.0474259, accuracy: 1e-5) // safety below 0.15 wins
+        XCTAssertEqual(try scores(rewards)[0], 0.0474259, accuracy: 1e-5) // safety below 0.15 wins
         rewards.logit = true
-        XCTAssertEqual(try rewards.scores(samples, prompts: prompts)[0], -3, accuracy: 1e-4) // logit undoes the sigmoid
+        XCTAssertEqual(try scores(rewards)[0], -3, accuracy: 1e-4) // logit undoes the sigmoid
         rewards.whiten = true
-        let w = try rewards.scores(samples, prompts: prompts)
+        let w = try scores(rewards)
         XCTAssertEqual(w.reduce(0, +), 0, accuracy: 1e-5) // whitened over the batch
+        // The raw scores are the heads' outputs, before sigmoid, logit and whitening.
+        XCTAssertEqual(try rewards.raw(samples).helpfulness?.map { ($0 * 1e4).rounded() / 1e4 }, [2, 2])
+        XCTAssertEqual(try rewards.raw(samples).safety?.map { ($0 * 1e4).rounded() / 1e4 }, [-3, -3])
+    }
+
+    /// A response cut off at the length limit loses the penalty; one that stopped keeps its reward.
+    func testMissingStopTokenIsPenalised() throws {
+        var scorer = RewardScorer(models: nil, rules: [(.containsToken(3), 1)], decode: { _ in "" })
+        scorer.missingEOSPenalty = 0.25
+        let stopped = Sample(promptId: 0, index: 0, prompt: [1], response: [3, 2], logprobs: [0, 0], policyVersion: 0, seed: 0)
+        var cut = stopped
+        cut.finishReason = .length
+        XCTAssertEqual(try scorer.score([stopped, cut], prompts: [:]), [1, 0.75])
     }
 }

@@ -1,4 +1,4 @@
-import Alignment
+@testable import Alignment
 import Engine
 import Formats
 import Foundation
@@ -39,17 +39,39 @@ final class RewardModelTests: XCTestCase {
     }
 
     func testSoftLabelOneHalfHasNoPreferredSide() throws {
-        // At equal scores a label of 0.5 gives exactly zero gradient; a hard label does not.
-        let rm = try rewardModel(seed: 2)
-        let trainer = try RewardModelTrainer(rm: rm, schedule: LRSchedule(peak: 1e-2, decay: .constant))
-        let same: [Int32] = [1, 2, 3, 9, 10, 11]
-        let headBefore = Array(rm.head.storage), trunkBefore = Array(rm.weights.storage)
-        let loss = try trainer.step([PreferencePair(chosen: same, rejected: same, pChosen: 0.5)])
-        XCTAssertEqual(loss, Double(logf(2)), accuracy: 1e-6) // -log(1/2)
-        XCTAssertEqual(Array(rm.head.storage), headBefore)
-        XCTAssertEqual(Array(rm.weights.storage), trunkBefore)
-        _ = try trainer.step([PreferencePair(chosen: same, rejected: same, pChosen: 1)])
-        XCTAssertNotEqual(Array(rm.head.storage), headBefore)
+        // Two different sequences, so the gradient is not zero by symmetry: with identical rows it is
+        // exactly zero in theory, and whether it comes out as 0 or 1e-9 depends on the BLAS kernel.
+        let a: [Int32] = [1, 2, 3, 9, 10, 11], b: [Int32] = [1, 2, 3, 12, 7, 20]
+        /// The gradients (head, then trunk) and loss of one step from the same start.
+        func gradient(_ pair: PreferencePair, lr: Float = 1e-3) throws -> (grads: [Float], loss: Double, rm: RewardModel) {
+            let rm = try rewardModel(seed: 2)
+            let trainer = try RewardModelTrainer(rm: rm, schedule: LRSchedule(peak: lr, decay: .constant), settings: .init(clipNorm: nil))
+            let loss = try trainer.step([pair])
+            return (Array(trainer.headGrads) + Array(trainer.trunk.grads), loss, rm)
+        }
+        /// max |x - y| relative to max |x|: the sums are the same up to their order.
+        func relativeDiff(_ x: [Float], _ y: [Float]) -> Float {
+            zip(x, y).map { abs($0 - $1) }.max()! / max(x.map(abs).max()!, 1e-30)
+        }
+        let start = try rewardModel(seed: 2)
+        let d0 = try start.scores([a])[0] - start.scores([b])[0]
+        XCTAssertGreaterThan(abs(d0), 1e-3, "the two sequences should score differently to start with")
+
+        // A label of 0.5 has no preferred side: (a, b) and (b, a) give the same gradient and loss.
+        let ab = try gradient(PreferencePair(chosen: a, rejected: b, pChosen: 0.5))
+        let ba = try gradient(PreferencePair(chosen: b, rejected: a, pChosen: 0.5))
+        XCTAssertEqual(ab.loss, ba.loss, accuracy: 1e-6)
+        XCTAssertLessThan(relativeDiff(ab.grads, ba.grads), 1e-4)
+        // p and 1 - p with the sides swapped are the same label.
+        let hard = try gradient(PreferencePair(chosen: a, rejected: b, pChosen: 1))
+        let swapped = try gradient(PreferencePair(chosen: b, rejected: a, pChosen: 0))
+        XCTAssertEqual(hard.loss, swapped.loss, accuracy: 1e-6)
+        XCTAssertLessThan(relativeDiff(hard.grads, swapped.grads), 1e-4)
+        // The gradient is (sigmoid(d) - p) times the same direction: the hard label's is larger by
+        // (sigmoid(d) - 1) / (sigmoid(d) - 0.5), and a step along it moves d toward the chosen side.
+        let s = 1 / (1 + expf(-d0)), ratio = (s - 1) / (s - 0.5)
+        XCTAssertLessThan(relativeDiff(hard.grads, ab.grads.map { $0 * ratio }), 1e-3)
+        XCTAssertGreaterThan(try hard.rm.scores([a])[0] - hard.rm.scores([b])[0], d0)
 
         // Trained on the rule's pairs labelled 0.5, the model learns no preference.
         let soft = try RewardModelTrainer(rm: try rewardModel(seed: 3), schedule: LRSchedule(peak: 3e-3, decay: .constant))
@@ -58,6 +80,18 @@ final class RewardModelTests: XCTestCase {
         let c = try soft.rm.scores(eval.map(\.chosen)), r = try soft.rm.scores(eval.map(\.rejected))
         let meanGap = zip(c, r).map { abs($0 - $1) }.reduce(0, +) / Float(eval.count)
         XCTAssertLessThan(meanGap, 0.1, "scores should stay together, mean |d| \(meanGap)")
+    }
+
+    func testAccuracyCountsTheRankingNotTheMargin() throws {
+        let rm = try rewardModel(seed: 4)
+        let trainer = try RewardModelTrainer(rm: rm, schedule: LRSchedule(peak: 1e-3))
+        let a: [Int32] = [1, 2, 3, 9, 10, 11], b: [Int32] = [1, 2, 3, 12, 7, 20]
+        let (sa, sb) = (try rm.scores([a])[0], try rm.scores([b])[0])
+        let (high, low) = sa > sb ? (a, b) : (b, a)
+        // Ranked right, though by less than the margin: correct.
+        let ranked = try trainer.evaluate([PreferencePair(chosen: high, rejected: low, margin: 100)])
+        XCTAssertEqual(ranked.accuracy, 1)
+        XCTAssertEqual(try trainer.evaluate([PreferencePair(chosen: low, rejected: high, margin: 0)]).accuracy, 0)
     }
 
     func testSaveAndLoadKeepTheScores() throws {

@@ -4,7 +4,9 @@ import Foundation
 import XCTest
 
 /// PPO and rejection sampling on a tiny random model with a rule reward: "the response contains
-/// token 5". Seeded throughout, so each run repeats exactly.
+/// token 5". Seeded throughout, so a run repeats exactly on one machine; another BLAS kernel rounds
+/// the training products differently and the sampled trajectory diverges, so the assertions are
+/// margins on the learning (reward rises by 0.3 of a possible 1, KL stays bounded), not exact values.
 final class TinyRLTests: XCTestCase {
     let config = ModelConfig(layers: 2, width: 32, heads: 4, kvHeads: 2, ffnWidth: 64, vocab: 16, ropeTheta: 10000, contextLength: 64)
 

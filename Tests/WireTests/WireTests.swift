@@ -21,10 +21,15 @@ final class WireTests: XCTestCase {
         var c0 = Charter_V1_ChunkInfo(); c0.index = 0; c0.offset = 0; c0.size = 4 << 20; c0.crc32C = 0xDEAD_BEEF
         var c1 = Charter_V1_ChunkInfo(); c1.index = 1; c1.offset = 4 << 20; c1.size = 2 << 20; c1.crc32C = 0x0BAD_F00D
         announce.chunks = [c0, c1]; announce.manifestCrc32C = 0x1234_5678; announce.sources = ["tcp://127.0.0.1:6001", "tcp://127.0.0.1:5556"]
-        var error = Charter_V1_Error(); error.code = .versionMismatch; error.message = "coordinator speaks protocol 1, got 2"
+        var error = Charter_V1_Error(); error.code = .versionMismatch; error.message = "coordinator speaks protocol 2, got 3"
         var missing = Charter_V1_ChunkReply(); missing.policyVersion = 8; missing.index = 1; missing.missing = true
+        // Raw scores: one sample with a helpfulness score only (no safety model), cut off at the length limit.
+        var record = Charter_V1_SampleRecord()
+        record.promptID = 11; record.index = 1; record.response = [504, 3575]; record.logprobs = [-0.5, -1.25]
+        record.referenceLogprobs = [-0.75, -1]; record.seed = 99; record.helpfulnessScore = -2.5; record.ruleReward = 1; record.truncated = true
+        var result = Charter_V1_TaskResult(); result.taskID = "7-2"; result.iteration = 7; result.policyVersion = 7; result.samples = [record]
         return [("register", .register(register)), ("task", .task(task)), ("policy_announce", .policyAnnounce(announce)), ("error", .error(error)),
-                ("chunk_reply_missing", .chunkReply(missing))]
+                ("chunk_reply_missing", .chunkReply(missing)), ("task_result", .taskResult(result))]
     }
 
     /// Set CHARTER_WRITE_FIXTURES=1 to write the fixtures anew after a deliberate schema change.
@@ -36,6 +41,15 @@ final class WireTests: XCTestCase {
             XCTAssertEqual(decoded.message, message, name)
             XCTAssertTrue(decoded.bulk.isEmpty)
         }
+    }
+
+    /// An absent reward model is absent on the wire, not a score of 0.
+    func testAScoreThatWasNotComputedStaysAbsent() throws {
+        guard case .taskResult(let r) = try Wire.decode([try Data(contentsOf: Self.fixtures.appendingPathComponent("task_result.bin"))]).message else {
+            return XCTFail("task_result.bin is not a TaskResult")
+        }
+        XCTAssertTrue(r.samples[0].hasHelpfulnessScore)
+        XCTAssertFalse(r.samples[0].hasSafetyScore)
     }
 
     func testBulkFramesFollowTheHeaderUntouched() throws {
@@ -53,15 +67,15 @@ final class WireTests: XCTestCase {
             guard case .malformed = $0 as? Wire.DecodeError else { return XCTFail("\($0)") }
         }
         var future = Envelope()
-        future.protocolVersion = 2
+        future.protocolVersion = 3
         future.heartbeat = Charter_V1_Heartbeat()
         XCTAssertThrowsError(try Wire.decode([try future.serializedData()])) {
-            XCTAssertEqual($0 as? Wire.DecodeError, .versionMismatch(2))
+            XCTAssertEqual($0 as? Wire.DecodeError, .versionMismatch(3))
             XCTAssertEqual(($0 as! Wire.DecodeError).reply.code, .versionMismatch)
-            XCTAssertEqual("\($0)", "speaks protocol 1, got 2")
+            XCTAssertEqual("\($0)", "speaks protocol 2, got 3")
         }
         var empty = Envelope()
-        empty.protocolVersion = 1
+        empty.protocolVersion = Wire.protocolVersion
         XCTAssertThrowsError(try Wire.decode([try empty.serializedData()])) { XCTAssertEqual($0 as? Wire.DecodeError, .unknownMessage) }
     }
 }
