@@ -60,9 +60,14 @@ public final class SFTRun {
         return Array(order[within * settings.batchSize ..< min((within + 1) * settings.batchSize, order.count)])
     }
 
-    /// Runs the optimizer step number `trainer.optimizer.step` (the next one).
+    /// Batches trained on so far; ahead of the optimizer's step count by the steps it skipped (a
+    /// non-finite gradient), so a bad batch is passed over, not retried forever.
+    public var batchesDone = 0
+
+    /// Trains on the next batch.
     public func step() throws -> StepReport {
-        let indices = batch(at: trainer.optimizer.step)
+        let indices = batch(at: batchesDone)
+        batchesDone += 1
         let micro = stride(from: 0, to: indices.count, by: settings.microBatchSize).map {
             indices[$0 ..< min($0 + settings.microBatchSize, indices.count)].map { train[$0] }
         }

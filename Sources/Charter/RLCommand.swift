@@ -73,6 +73,8 @@ struct RLCommand: ParsableCommand {
         var saidSkipped = false
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
+        // A diverged update must still leave its line (JSON has no NaN).
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         while run.iteration < c.iterations {
             let m = try run.runIteration()
             var line = try JSONSerialization.jsonObject(with: encoder.encode(m)) as! [String: Any]

@@ -62,6 +62,7 @@ struct SFTCommand: ParsableCommand {
         var metrics: [String] = []
         if resume {
             let extra = try Checkpoint.restoreTraining(run.trainer, from: outURL)
+            run.batchesDone = extra["batches_done"] as? Int ?? run.trainer.optimizer.step
             if let saved = extra["settings"] as? [String: Any], let savedSettings = try? JSONDecoder().decode(SFTSettings.self, from: JSONSerialization.data(withJSONObject: saved)),
                savedSettings != settings {
                 throw CLIError("--resume: the options differ from the run in \(out); use the same --epochs, --lr, --batch-size, --micro-batch-size, --weight-decay and --seed")
@@ -73,25 +74,30 @@ struct SFTCommand: ParsableCommand {
                 .split(separator: "\n").map(String.init) ?? []
         }
         print("sft: \(train.count) training and \(heldOut.count) held-out conversations, \(run.totalSteps) steps, \(BLAS.summary)")
-        let progress = ProgressBar(total: run.totalSteps, start: run.trainer.optimizer.step)
+        let progress = ProgressBar(total: run.totalSteps, start: run.batchesDone)
 
         func checkpoint(_ epoch: Int) throws {
             let settingsJSON = try JSONSerialization.jsonObject(with: JSONEncoder().encode(settings))
             try Checkpoint.saveTraining(model, trainer: run.trainer, extra: ["settings": settingsJSON, "data": data, "epoch": epoch,
-                                                                            "base_model": modelOptions.model],
+                                                                            "base_model": modelOptions.model, "batches_done": run.batchesDone],
                                         files: ["metrics.jsonl": Data((metrics.joined(separator: "\n") + "\n").utf8)], to: outURL)
         }
-        while run.trainer.optimizer.step < run.totalSteps {
+        while run.batchesDone < run.totalSteps {
             let started = ContinuousClock.now
             let r = try run.step()
             let seconds = (ContinuousClock.now - started).seconds
-            metrics.append(jsonLine(["step": r.step, "loss": r.loss, "grad_norm": Double(r.gradNorm), "lr": Double(r.learningRate),
+            if r.skipped && run.trainer.optimizer.skippedSteps == 1 {
+                FileHandle.standardError.write(Data("sft: batch \(run.batchesDone) gave a non-finite gradient norm; its step was skipped (grad_norm in metrics.jsonl shows each)\n".utf8))
+            }
+            metrics.append(jsonLine(["step": run.batchesDone, "loss": r.loss.isFinite ? r.loss : "nan",
+                                     "grad_norm": r.gradNorm.isFinite ? Double(r.gradNorm) : "nan", "skipped": r.skipped, "lr": Double(r.learningRate),
                                      "tokens": r.tokens, "seconds": seconds]))
-            progress.update(step: r.step, text: String(format: "loss %.4f  %.0f tok/s", r.loss, Double(r.tokens) / seconds))
-            if r.step % run.stepsPerEpoch == 0 || r.step == run.totalSteps {
-                let epoch = (r.step + run.stepsPerEpoch - 1) / run.stepsPerEpoch
+            let done = run.batchesDone
+            progress.update(step: done, text: String(format: "loss %.4f  %.0f tok/s", r.loss, Double(r.tokens) / seconds))
+            if done % run.stepsPerEpoch == 0 || done == run.totalSteps {
+                let epoch = (done + run.stepsPerEpoch - 1) / run.stepsPerEpoch
                 if let eval = try run.heldOutLoss() {
-                    metrics.append(jsonLine(["step": r.step, "epoch": epoch, "eval_loss": eval]))
+                    metrics.append(jsonLine(["step": done, "epoch": epoch, "eval_loss": eval]))
                     progress.note(String(format: "epoch %d: held-out loss %.4f", epoch, eval))
                 }
                 try checkpoint(epoch)

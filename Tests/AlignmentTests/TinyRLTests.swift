@@ -71,6 +71,53 @@ final class TinyRLTests: XCTestCase {
         XCTAssertTrue(metrics.allSatisfy { $0.rewardBestMean >= $0.rewardMean })
     }
 
+    /// Samples drawn at temperature T carry log-probs of softmax(logits / T); the reference pass and
+    /// the training pass at T give the same numbers (so PPO's ratios and KL are on-policy), and at
+    /// T = 1 they would not.
+    func testLogprobsAreOfTheDistributionSampledFrom() throws {
+        let T: Float = 0.5
+        var settings = RolloutSettings()
+        settings.samplesPerPrompt = 3; settings.maxNewTokens = 6; settings.temperature = T
+        let policy = ModelWeights.random(config: config, seed: 4, std: 0.3)
+        let prompts = (0..<3).map { Prompt(id: $0, text: "", tokens: [Int32(6 + $0), 7, 8]) }
+        let samples = try InProcessRollouts(settings: settings, runSeed: 2).rollouts(iteration: 0, prompts: prompts, policy: policy, policyVersion: 0)
+        let reference = try ReferenceLogprobs.compute(try Transformer(weights: policy), samples: samples, temperature: T)
+        let pass = try Backprop(weights: policy).forward(samples.map { $0.trainingSequence() })
+        let (training, dx) = pass.languageModelLoss(grads: nil, backward: false, temperature: T)
+        dx.deallocate()
+        let (raw, dx1) = pass.languageModelLoss(grads: nil, backward: false)
+        dx1.deallocate()
+        var worst: Float = 0, rawGap: Float = 0
+        for (i, s) in samples.enumerated() {
+            for t in s.response.indices {
+                let p = s.prompt.count + t
+                worst = max(worst, abs(s.logprobs[t] - reference[i][t]), abs(s.logprobs[t] - training.logprobs[i][p]))
+                rawGap = max(rawGap, abs(s.logprobs[t] - raw.logprobs[i][p]))
+            }
+        }
+        XCTAssertLessThan(worst, 1e-4, "sampler, reference and training log-probs at T")
+        XCTAssertGreaterThan(rawGap, 1e-2, "the untempered log-probs are another distribution")
+    }
+
+    /// Early stop acts after the minibatch whose approximate KL passes 1.5 x the limit, within an
+    /// epoch: with one epoch of four minibatches it stops after the second (the first is measured
+    /// before any step, at a KL of rounding noise).
+    func testEarlyStopActsWithinAnEpoch() throws {
+        var settings = PPOSettings()
+        settings.learningRate = 3e-2; settings.epochs = 1; settings.minibatchSize = 8; settings.critic = .head
+        settings.earlyStopKL = 1e-6
+        let policy = ModelWeights.random(config: config, seed: 11, std: 0.1)
+        let ppo = try PPOTrainer(policy: policy, reference: policy.copy(), criticInit: nil, kl: KLController(beta: 0.05), settings: settings)
+        let prompts = (0..<8).map { Prompt(id: $0, text: "", tokens: [Int32(6 + $0), 7, 8]) }
+        var rollout = RolloutSettings()
+        rollout.samplesPerPrompt = 4; rollout.maxNewTokens = 4
+        var samples = try InProcessRollouts(settings: rollout, runSeed: 1).rollouts(iteration: 0, prompts: prompts, policy: policy, policyVersion: 0)
+        for i in samples.indices { samples[i].reward = Float(i % 3) }
+        let stats = try ppo.update(samples)
+        XCTAssertTrue(stats.earlyStopped)
+        XCTAssertEqual(stats.minibatches, 2)
+    }
+
     func testSelectionKeepsTheBestPerPrompt() {
         func s(_ p: Int, _ i: Int, _ r: Float) -> Sample {
             var x = Sample(promptId: p, index: i, prompt: [1], response: [2], logprobs: [0], policyVersion: 0, seed: 0)

@@ -231,6 +231,8 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(last["policyVersion"] as? Int, 2)
         XCTAssertEqual(last["samples"] as? Int, 8)
         XCTAssertNotNil(last["generationSeconds"]); XCTAssertNotNil(last["updateSeconds"]); XCTAssertNotNil(last["kl"])
+        XCTAssertTrue((0...1).contains(last["truncatedFraction"] as? Double ?? -1), "share of responses cut off at the limit")
+        XCTAssertEqual(last["skippedSteps"] as? Int, 0)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir.path + "/run/policy/model.safetensors"))
 
         for (from, to, message) in [

@@ -14,6 +14,39 @@ final class FiniteDifferenceTests: XCTestCase {
          TrainingSequence(tokens: [30], lossMask: [0])]
     }
 
+    /// The loss at a sampling temperature (log-softmax of logits / T, as PPO uses) against finite
+    /// differences, same tolerance (a smaller step: the curvature grows as 1 / T^2): the 1 / T of the
+    /// chain rule must reach every tensor.
+    func testTemperedLossAgreesWithFiniteDifferences() throws {
+        let weights = ModelWeights.random(config: config, seed: 22, std: 0.3)
+        let net = try Backprop(weights: weights)
+        let T: Float = 0.6
+        func lossAndGradients(into grads: ModelWeights) throws -> Double {
+            let pass = try net.forward(batch())
+            let (report, dx) = pass.languageModelLoss(grads: grads, temperature: T)
+            pass.backward(dx, grads: grads)
+            dx.deallocate()
+            return report.loss
+        }
+        let grads = ModelWeights(config: config), scratch = ModelWeights(config: config)
+        let atOne = try net.forward(batch()).languageModelLoss(grads: nil, backward: false)
+        atOne.1.deallocate()
+        let tempered = try lossAndGradients(into: grads)
+        XCTAssertGreaterThan(abs(tempered - atOne.0.loss), 1e-3, "the temperature should change the loss")
+        var rng = SplitMix64(seed: 6)
+        for slot in weights.layout.slots {
+            for _ in 0..<4 {
+                let i = slot.offset + Int(rng.next() % UInt64(slot.count))
+                let saved = weights.storage[i], h: Float = 3e-3
+                weights.storage[i] = saved + h; let up = try lossAndGradients(into: scratch)
+                weights.storage[i] = saved - h; let down = try lossAndGradients(into: scratch)
+                weights.storage[i] = saved
+                let numeric = (up - down) / Double(2 * h), analytic = Double(grads.storage[i])
+                XCTAssertLessThanOrEqual(abs(analytic - numeric), 5e-4 + 1e-2 * abs(numeric), "\(slot.name)[\(i - slot.offset)]: analytic \(analytic), numeric \(numeric)")
+            }
+        }
+    }
+
     func testEveryParameterTensorAgreesWithFiniteDifferences() throws {
         let weights = ModelWeights.random(config: config, seed: 21, std: 0.3)
         let net = try Backprop(weights: weights)

@@ -79,3 +79,23 @@ final class SFTDataTests: XCTestCase {
         XCTAssertEqual(SFTRun.split([7], heldOutFraction: 0.5, seed: 1).heldOut, [])
     }
 }
+
+final class SFTRunTests: XCTestCase {
+    /// A batch whose gradient is not finite is passed over: the run ends after its batches, every
+    /// step skipped, the weights (poisoned on purpose) not stepped with NaN.
+    func testNonFiniteGradientsAreSkippedAndTheRunStillEnds() throws {
+        let config = ModelConfig(layers: 1, width: 16, heads: 2, kvHeads: 1, ffnWidth: 16, vocab: 16, contextLength: 16)
+        let weights = ModelWeights.random(config: config, seed: 1)
+        weights.storage[weights.layout.embedOffset] = .nan
+        let train = (0..<6).map { k in TrainingSequence(tokens: [0, Int32(k + 1), 3], lossMask: [0, 1, 1]) }
+        var settings = SFTSettings()
+        settings.batchSize = 2
+        let run = try SFTRun(weights: weights, train: train, heldOut: [], settings: settings)
+        var reports: [StepReport] = []
+        while run.batchesDone < run.totalSteps { reports.append(try run.step()) }
+        XCTAssertEqual(reports.count, run.totalSteps)
+        XCTAssertTrue(reports.allSatisfy(\.skipped))
+        XCTAssertEqual(run.trainer.optimizer.step, 0)
+        XCTAssertEqual(run.trainer.optimizer.skippedSteps, run.totalSteps)
+    }
+}
