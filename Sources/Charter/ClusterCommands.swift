@@ -14,6 +14,7 @@ struct CoordinatorCommand: ParsableCommand {
     var chunkBind: String?
     @Option(help: "Prompts per task (default: about two tasks per live worker each iteration).") var promptsPerTask: Int?
     @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
+    @Flag(help: "Empty a run folder that already holds a run, and start again.") var overwrite = false
     @Option(help: "CURVE: file with the coordinator's secret key (charter keys); needs --allow-keys.") var curveSecretKey: String?
     @Option(help: "CURVE: file with the public keys of the workers to admit, one per line.") var allowKeys: String?
 
@@ -26,7 +27,8 @@ struct CoordinatorCommand: ParsableCommand {
         case (let secret?, let allowed?): curve = (try CurveKeys.one(secret, what: "secret key file"), try CurveKeys.read(allowed, what: "allow-list"))
         default: throw ValidationError("--curve-secret-key and --allow-keys go together")
         }
-        try ClusterRun.coordinate(config: config, bind: bind, chunkBind: chunkBind, promptsPerTask: promptsPerTask, resume: resume, curve: curve) { _ in }
+        try ClusterRun.coordinate(config: config, bind: bind, chunkBind: chunkBind, promptsPerTask: promptsPerTask,
+                                  start: try RunStart(resume: resume, overwrite: overwrite), curve: curve) { _ in }
     }
 }
 
@@ -46,6 +48,10 @@ struct WorkerCommand: ParsableCommand {
     @Flag(help: .hidden) var exitWithParent = false
     @Option(help: "Simulate this many workers in this process: no model, made-up samples at once (for `bench dispatch`).")
     var synthetic: Int?
+
+    func validate() throws {
+        if !connect.contains("://") { throw ValidationError("--connect \(connect): give a ZeroMQ address such as tcp://127.0.0.1:5555") }
+    }
 
     func run() throws {
         if let synthetic { return try SyntheticWorkers(connect: connect, count: synthetic).run() }
@@ -72,6 +78,7 @@ struct LocalCommand: ParsableCommand {
     @Option(help: "Worker processes.") var workers = 2
     @Option(help: "Prompts per task (default: about two tasks per live worker each iteration).") var promptsPerTask: Int?
     @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
+    @Flag(help: "Empty a run folder that already holds a run, and start again.") var overwrite = false
 
     func validate() throws {
         if workers < 1 { throw ValidationError("--workers must be at least 1") }
@@ -82,7 +89,7 @@ struct LocalCommand: ParsableCommand {
         var children: [Process] = []
         defer { ClusterRun.stop(children) }
         try ClusterRun.coordinate(config: config, bind: "tcp://127.0.0.1:*", promptsPerTask: promptsPerTask, expectedWorkers: workers,
-                                  resume: resume) { endpoint in
+                                  start: try RunStart(resume: resume, overwrite: overwrite)) { endpoint in
             for i in 0..<workers {
                 let p = Process()
                 p.executableURL = ClusterRun.binary
@@ -104,7 +111,7 @@ enum ClusterRun {
     /// Child processes to stop on Ctrl-C (the handler cannot capture).
     nonisolated(unsafe) static var children: [Int32] = []
 
-    static func coordinate(config: String, bind: String, chunkBind: String? = nil, promptsPerTask: Int?, expectedWorkers: Int = 0, resume: Bool, curve: (secret: String, allowed: [String])? = nil,
+    static func coordinate(config: String, bind: String, chunkBind: String? = nil, promptsPerTask: Int?, expectedWorkers: Int = 0, start: RunStart, curve: (secret: String, allowed: [String])? = nil,
                            started: (String) throws -> Void) throws {
         // Ctrl-C, kill and a closed terminal stop the children too (and each exits by itself should
         // this process die of SIGKILL: see Worker.Options.parent).
@@ -115,7 +122,7 @@ enum ClusterRun {
             }
         }
         var coordinator: Coordinator?
-        try RLCommand.execute(config: config, resume: resume, extra: { m in
+        try RLCommand.execute(config: config, start: start, extra: { m in
             guard let c = coordinator else { return [:] }
             // Time split: waiting for rollouts (the broadcast of the version included), the broadcast alone, training.
             let split = ["waitingSeconds": m.generationSeconds, "broadcastSeconds": c.broadcastSeconds,

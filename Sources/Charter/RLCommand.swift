@@ -11,15 +11,16 @@ struct RLCommand: ParsableCommand {
 
     @Option(help: "The run configuration (YAML: run, model, data, reward, algorithm, rollout).") var config: String
     @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
+    @Flag(help: "Empty a run folder that already holds a run, and start again.") var overwrite = false
 
     func run() throws {
-        try Self.execute(config: config, resume: resume) { c, _, tok, _, _ in InProcessRollouts(settings: c.rolloutSettings(tokenizer: tok), runSeed: c.seed) }
+        try Self.execute(config: config, start: try RunStart(resume: resume, overwrite: overwrite)) { c, _, tok, _, _ in InProcessRollouts(settings: c.rolloutSettings(tokenizer: tok), runSeed: c.seed) }
     }
 
     /// The run of a configuration with a given rollout source: in this process (`rl`) or from
     /// workers (`coordinator`, `local`). `extra` adds fields to each metrics line.
     /// Each iteration ends with a checkpoint in RUN/checkpoint; `resume` continues from it.
-    static func execute(config: String, resume: Bool, extra: ((IterationMetrics) -> [String: Any])? = nil,
+    static func execute(config: String, start: RunStart, extra: ((IterationMetrics) -> [String: Any])? = nil,
                         source: (RLConfig, LoadedModel, BPETokenizer, [Prompt], LoRAAdapters?) throws -> RolloutSource) throws {
         let c = try RLConfig.load(config)
         let policy = try ModelLoader.load(c.policy)
@@ -31,6 +32,7 @@ struct RLCommand: ParsableCommand {
         if longest + rollout.maxNewTokens > policy.config.contextLength {
             throw DataError("\(config): the longest prompt (\(longest) tokens) plus rollout.max_new_tokens (\(rollout.maxNewTokens)) exceed the model's context of \(policy.config.contextLength) tokens")
         }
+        try start.claim(c.runDir) // before anything is written there, workers included
         let lora = c.lora.map { LoRAAdapters(config: $0, model: policy.config) }
         lora?.initialize(seed: SplitMix64.derive(c.seed, 0x107A))
 
@@ -55,12 +57,16 @@ struct RLCommand: ParsableCommand {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let metricsURL = dir.appendingPathComponent("metrics.jsonl")
         var earlier: [Substring] = []
-        if resume && RLCheckpoint.exists(in: checkpoint) {
+        if start == .resume && RLCheckpoint.exists(in: checkpoint) {
             try RLCheckpoint.restore(run, configuration: configText, from: checkpoint)
             // The metrics of iterations after the checkpoint are written again.
             earlier = Array(((try? String(contentsOf: metricsURL, encoding: .utf8)) ?? "").split(separator: "\n").prefix(run.iteration))
+            if run.iteration >= c.iterations {
+                print("rl: the run in \(c.runDir) is complete (\(c.iterations) iterations); nothing to do")
+                return
+            }
             print("rl: resuming at iteration \(run.iteration) from \(checkpoint.path)")
-        } else if resume {
+        } else if start == .resume {
             print("rl: no checkpoint in \(checkpoint.path); starting from the beginning")
         }
         try Data(configText.utf8).write(to: dir.appendingPathComponent("config.yaml"))

@@ -23,6 +23,7 @@ struct SFTCommand: ParsableCommand {
     @Option(help: "LoRA alpha (default 2 x rank); adapters are scaled by alpha / rank.") var loraAlpha: Float?
     @Option(help: "Comma-separated projections to adapt: q,k,v,o,gate,up,down.") var loraTargets = "q,k,v,o,gate,up,down"
     @Flag(help: "Continue the run whose checkpoint is in --out.") var resume = false
+    @Flag(help: "Empty --out if it already holds a run, and start again.") var overwrite = false
 
     func validate() throws {
         if maxLen < 2 { throw ValidationError("--max-len must be at least 2, found \(maxLen)") }
@@ -43,6 +44,7 @@ struct SFTCommand: ParsableCommand {
     }
 
     func run() throws {
+        try RunStart(resume: resume, overwrite: overwrite).claim(out)
         let outURL = URL(fileURLWithPath: out)
         let lora = try loraConfig()
         // A LoRA checkpoint holds merged weights; its run resumes from the base model it started from.
@@ -72,6 +74,10 @@ struct SFTCommand: ParsableCommand {
             }
             metrics = (try? String(contentsOf: outURL.appendingPathComponent("metrics.jsonl"), encoding: .utf8))?
                 .split(separator: "\n").map(String.init) ?? []
+            if run.batchesDone >= run.totalSteps {
+                print("sft: the run in \(out) is complete (\(run.totalSteps) steps); nothing to do")
+                return
+            }
         }
         print("sft: \(train.count) training and \(heldOut.count) held-out conversations, \(run.totalSteps) steps, \(BLAS.summary)")
         let progress = ProgressBar(total: run.totalSteps, start: run.batchesDone)

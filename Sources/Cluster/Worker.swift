@@ -38,9 +38,12 @@ public final class Worker {
     let options: Options
     let context = ZMQContext()
     let control: ZMQSocket
-    /// Failed handshakes on the control connection: the only sign a CURVE coordinator refused us.
+    /// Events of the control connection: failed handshakes (the only sign a CURVE coordinator
+    /// refused us) and lost connections (a coordinator that died or went away).
     let handshakes: ZMQSocket
     var saidRefused = false
+    /// When the worker last said it has no coordinator (nil: it has one, or has not said yet).
+    var saidNoCoordinator: Double?
     /// Serves chunks to peers; `sourceSockets` fetch them, one per source endpoint.
     let chunkServer: ZMQSocket?
     var chunkServerEndpoint = ""
@@ -81,7 +84,7 @@ public final class Worker {
         } else {
             chunkServer = nil
         }
-        handshakes = try control.monitor(events: ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        handshakes = try control.monitor(events: ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_DISCONNECTED)
         try configure(control)
     }
 
@@ -143,9 +146,14 @@ public final class Worker {
         }
     }
 
-    /// libzmq retries a refused handshake by itself; the worker says once why nothing happens.
+    /// libzmq retries a refused handshake and redials a lost coordinator by itself; the worker says
+    /// why nothing happens (a refusal once, a lost connection each time).
     func noteFailedHandshakes() {
         while let event = (try? handshakes.receive(wait: false)).flatMap({ $0 }).flatMap(ZMQSocket.monitorEvent) {
+            if event == ZMQ_EVENT_DISCONNECTED {
+                log("worker \(options.id): lost the connection to the coordinator at \(options.connect); redialling")
+                continue
+            }
             guard !saidRefused else { continue }
             saidRefused = true
             log(event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
@@ -169,6 +177,11 @@ public final class Worker {
             // A Register lost with a broken connection is sent again. Always on the same socket: a
             // fresh one would leave the old connection's queued messages to arrive under a stray id.
             let backoff = min(0.1 * pow(2, Double(attempt)), 5)
+            // Silence is not a state a person can read: say so after a few tries, then every 30 s.
+            if attempt >= 5, now - (saidNoCoordinator ?? -.infinity) >= 30 {
+                log("worker \(options.id): no coordinator answers at \(options.connect) yet; retrying")
+                saidNoCoordinator = now
+            }
             if now - since > backoff {
                 try register()
                 state = .registering(since: now, attempt: attempt + 1)
@@ -207,6 +220,8 @@ public final class Worker {
         }
         switch message {
         case .welcome(let w):
+            if saidNoCoordinator != nil { log("worker \(options.id): the coordinator at \(options.connect) answered") }
+            saidNoCoordinator = nil
             heartbeatInterval = Double(max(w.heartbeatIntervalMs, 10)) / 1000
             if w.runID != runId {
                 // Versions are numbered per run: weights or settings of another run are not this

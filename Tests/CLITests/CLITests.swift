@@ -148,6 +148,7 @@ final class CLITests: XCTestCase {
             (["generate", "--prompt", "x", "--system", "s"], "--system needs --chat"),
             (["tokenize", "--text", "x", "--model", garbage.path], "GGUF magic at byte 0"),
             (["tokenize", "--text", "bell\u{04}"], "byte 0x04"),
+            (["worker", "--connect", "127.0.0.1:5555"], "give a ZeroMQ address such as tcp://127.0.0.1:5555"),
         ]
         for (args, message) in cases {
             let r = try charter(args)
@@ -172,10 +173,15 @@ final class CLITests: XCTestCase {
         XCTAssertLessThan(losses.last!, losses.first! - 0.5, "training loss should fall: \(losses)")
         let g = try charter("generate", "--model", out, "--prompt", "Hi", "--max-tokens", "3", "--json")
         XCTAssertEqual(g.status, 0, g.err)
-        // A second run asked to resume a finished run has nothing left to do and keeps the folder.
+        // A second run asked to resume a finished run has nothing left to do and keeps the folder;
+        // one without --resume or --overwrite is refused.
         let again = try charter("sft", "--model", tiny, "--data", "examples/sft-sample.jsonl", "--out", out, "--epochs", "2",
                                 "--batch-size", "4", "--micro-batch-size", "2", "--lr", "3e-3", "--eval-fraction", "0.2", "--resume")
         XCTAssertEqual(again.status, 0, again.err)
+        XCTAssertTrue(again.out.contains("is complete (10 steps); nothing to do"), again.out)
+        let plain = try charter("sft", "--model", tiny, "--data", "examples/sft-sample.jsonl", "--out", out)
+        XCTAssertNotEqual(plain.status, 0)
+        XCTAssertTrue(plain.err.contains("already holds a run"), plain.err)
         let differs = try charter("sft", "--data", "examples/sft-sample.jsonl", "--out", out, "--epochs", "3", "--resume")
         XCTAssertNotEqual(differs.status, 0)
         XCTAssertTrue(differs.err.contains("the options differ"), differs.err)
@@ -240,7 +246,8 @@ final class CLITests: XCTestCase {
             ("max_new_tokens: 6", "max_new_tokens: 100000", "plus rollout.max_new_tokens (100000) exceed the model's context of"),
             ("prompts_per_iteration: 4", "prompts_per_iteration: 40", "prompts_per_iteration (40) is more than the 32 prompts"),
         ] {
-            try Data(config.replacingOccurrences(of: from, with: to).utf8).write(to: URL(fileURLWithPath: path))
+            let text = config.replacingOccurrences(of: from, with: to).replacingOccurrences(of: "\(dir.path)/run,", with: "\(dir.path)/bad,")
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
             let bad = try charter("rl", "--config", path)
             XCTAssertNotEqual(bad.status, 0)
             XCTAssertTrue(bad.err.contains(message), bad.err)
@@ -288,6 +295,19 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(weights[2], weights[0], "3 workers must reach the in-process run's weights")
     }
 
+    /// A worker with nobody at its address says so instead of waiting in silence.
+    func testAWorkerWithoutACoordinatorSaysSo() throws {
+        let (dir, _) = try tinyModelFolder("lonely")
+        let log = dir.path + "/w.log"
+        let worker = try start(["worker", "--connect", "tcp://127.0.0.1:1", "--id", "lonely"], log: log)
+        defer { kill(worker.processIdentifier, SIGKILL) }
+        let deadline = Date().addingTimeInterval(30)
+        func text() -> String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+        while !text().contains("no coordinator answers at tcp://127.0.0.1:1 yet; retrying") && Date() < deadline { usleep(50_000) }
+        XCTAssertTrue(text().contains("no coordinator answers at tcp://127.0.0.1:1 yet; retrying"), text())
+        XCTAssertTrue(worker.isRunning, "it keeps trying")
+    }
+
     /// SIGTERM to `charter local` stops its workers; after kill -9 (no handler runs) they notice their
     /// parent is gone and exit by themselves.
     func testStoppingLocalStopsItsWorkers() throws {
@@ -295,7 +315,7 @@ final class CLITests: XCTestCase {
         let (path, _) = try runConfig(dir, model: tiny, iterations: 1000, seed: 1, prompts: 4)
         for signal in [SIGTERM, SIGKILL] {
             let log = "\(dir.path)/local-\(signal).log"
-            let local = try start(["local", "--config", path, "--workers", "2"], log: log)
+            let local = try start(["local", "--config", path, "--workers", "2", "--overwrite"], log: log)
             addTeardownBlock { if local.isRunning { kill(local.processIdentifier, SIGKILL) } }
             var pids: [Int32] = []
             let deadline = Date().addingTimeInterval(60)
@@ -450,7 +470,7 @@ extension CLITests {
         // Started afresh instead: the surviving worker must drop the later version it holds and begin
         // again from the base model, so the run again ends with the uninterrupted run's weights.
         let again = try cut("fresh")
-        let fresh = try charter("coordinator", "--config", try config("fresh"), "--bind", again, "--prompts-per-task", "4")
+        let fresh = try charter("coordinator", "--config", try config("fresh"), "--bind", again, "--prompts-per-task", "4", "--overwrite")
         XCTAssertEqual(fresh.status, 0, fresh.err)
         XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("fresh/policy/model.safetensors")), wholeWeights,
                        "a fresh run after a crash must not start from the worker's old weights")
@@ -466,6 +486,15 @@ extension CLITests {
         let (dir, tiny) = try tinyModelFolder("resume-changed")
         let (path, text) = try runConfig(dir, model: tiny, iterations: 1, seed: 2, prompts: 2, samples: 1, tokens: 3)
         XCTAssertEqual(try charter("rl", "--config", path).status, 0)
+        // A finished run is neither wiped by a plain start nor run again by --resume.
+        let plain = try charter("rl", "--config", path)
+        XCTAssertNotEqual(plain.status, 0)
+        XCTAssertTrue(plain.err.contains("already holds a run: pass --resume to continue it, or --overwrite to start it again"), plain.err)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.path + "/run/policy/model.safetensors"), "the refused start must leave the run alone")
+        let complete = try charter("rl", "--config", path, "--resume")
+        XCTAssertEqual(complete.status, 0, complete.err)
+        XCTAssertTrue(complete.out.contains("is complete (1 iterations); nothing to do"), complete.out)
+        XCTAssertEqual(try charter("rl", "--config", path, "--overwrite").status, 0)
         try Data(text.replacingOccurrences(of: "max_new_tokens: 3", with: "max_new_tokens: 4").utf8).write(to: URL(fileURLWithPath: path))
         let r = try charter("rl", "--config", path, "--resume")
         XCTAssertNotEqual(r.status, 0)
