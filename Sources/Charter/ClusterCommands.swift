@@ -18,14 +18,17 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(help: "CURVE: file with the coordinator's secret key (charter keys); needs --allow-keys.") var curveSecretKey: String?
     @Option(help: "CURVE: file with the public keys of the workers to admit, one per line.") var allowKeys: String?
 
-    func validate() throws { if let p = promptsPerTask, p < 1 { throw ValidationError("--prompts-per-task must be at least 1") } }
+    func validate() throws {
+        if let p = promptsPerTask, p < 1 { throw ValidationError("--prompts-per-task must be at least 1") }
+        if (curveSecretKey == nil) != (allowKeys == nil) { throw ValidationError("--curve-secret-key and --allow-keys go together") }
+    }
 
     func run() throws {
         var curve: (String, [String])?
         switch (curveSecretKey, allowKeys) {
         case (nil, nil): curve = nil
-        case (let secret?, let allowed?): curve = (try CurveKeys.one(secret, what: "secret key file"), try CurveKeys.read(allowed, what: "allow-list"))
-        default: throw ValidationError("--curve-secret-key and --allow-keys go together")
+        case (let secret?, let allowed?): curve = (try CurveKeys.secret(secret), try CurveKeys.read(allowed, what: "allow-list"))
+        default: return // validate() refused it
         }
         try ClusterRun.coordinate(config: config, bind: bind, chunkBind: chunkBind, promptsPerTask: promptsPerTask,
                                   start: try RunStart(resume: resume, overwrite: overwrite), curve: curve) { _ in }
@@ -49,8 +52,13 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Simulate this many workers in this process: no model, made-up samples at once (for `bench dispatch`).")
     var synthetic: Int?
 
+    @Option(help: "Exit non-zero after this many seconds without an answer to registration (default: keep trying).")
+    var giveUpAfter: Double?
+
     func validate() throws {
         if !connect.contains("://") { throw ValidationError("--connect \(connect): give a ZeroMQ address such as tcp://127.0.0.1:5555") }
+        if (curveServerKey == nil) != (curveSecretKey == nil) { throw ValidationError("--curve-server-key and --curve-secret-key go together") }
+        if let g = giveUpAfter, !(g > 0) { throw ValidationError("--give-up-after must be a number of seconds above 0") }
     }
 
     func run() throws {
@@ -58,13 +66,15 @@ struct WorkerCommand: ParsableCommand {
         var options = Worker.Options(connect: connect, id: id ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
         options.stallAfterTasks = stallAfterTasks
         options.pauseAfterTasks = pauseAfterTasks
+        options.giveUpAfter = giveUpAfter
         if exitWithParent { options.parent = getppid() }
         options.chunkBind = chunkBind == "none" ? nil : chunkBind
         switch (curveServerKey, curveSecretKey) {
         case (nil, nil): break
         case (let server?, let secret?):
-            options.curve = (try CurveKeys.one(server, what: "server key file"), try CurveKeys.pair(secretFile: secret))
-        default: throw ValidationError("--curve-server-key and --curve-secret-key go together")
+            let keys = try CurveKeys.pair(secretFile: secret) // first: a .pub given here is the likelier slip
+            options.curve = (try CurveKeys.one(server, what: "server key file"), keys)
+        default: break // validate() refused it
         }
         try Worker(options: options).run()
     }

@@ -12,7 +12,8 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Wrap the prompt as a user message in the model's chat template.") var chat = false
     @Option(help: "With --chat: the system prompt (default: SmolLM2's).") var system: String?
     @Option(help: "Most new tokens per sample.") var maxTokens = 128
-    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.7
+    // Unconditional, so "-1" is read as a (bad) value and refused as such, not as a missing one.
+    @Option(parsing: .unconditional, help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.7
     @Option(help: "Keep only the k most likely tokens (0: all).") var topK = 0
     @Option(help: "Keep the smallest set of tokens with this much probability (1: all).") var topP: Float = 1
     @Option(help: "Seed; sample i uses a seed derived from it and i.") var seed: UInt64 = 0

@@ -6,7 +6,7 @@ import Foundation
 struct ModelOptions: ParsableArguments {
     static let defaultPath = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-    @Option(name: .long, help: "A GGUF file, a Hugging Face model folder, or a tiny:... spec (default: \(ModelOptions.defaultPath), from scripts/fetch-model.sh).")
+    @Option(name: .long, help: "A GGUF file, a Hugging Face model folder, or a tiny:... spec (the default comes from `charter model fetch`).")
     var model: String = ModelOptions.defaultPath
 
     func load() throws -> LoadedModel {

@@ -23,6 +23,8 @@ public final class Worker {
         /// Fault injection for tests: after this many tasks, stop this process (SIGSTOP) until it is
         /// sent SIGCONT, so a test can act at a known point of a run.
         public var pauseAfterTasks: Int?
+        /// Seconds of registering without an answer after which the worker gives up (nil: never).
+        public var giveUpAfter: Double?
         /// The process that started this worker (`charter local`): when it is gone, the worker exits.
         public var parent: pid_t?
         public init(connect: String, id: String) { self.connect = connect; self.id = id }
@@ -44,6 +46,8 @@ public final class Worker {
     var saidRefused = false
     /// When the worker last said it has no coordinator (nil: it has one, or has not said yet).
     var saidNoCoordinator: Double?
+    /// When the current registration began (reset by each Welcome), for --give-up-after.
+    var registeringSince: Double?
     /// Serves chunks to peers; `sourceSockets` fetch them, one per source endpoint.
     let chunkServer: ZMQSocket?
     var chunkServerEndpoint = ""
@@ -177,6 +181,11 @@ public final class Worker {
             // A Register lost with a broken connection is sent again. Always on the same socket: a
             // fresh one would leave the old connection's queued messages to arrive under a stray id.
             let backoff = min(0.1 * pow(2, Double(attempt)), 5)
+            let began = registeringSince ?? now
+            registeringSince = began
+            if let limit = options.giveUpAfter, now - began > limit {
+                throw WorkerError("no coordinator answered at \(options.connect) for \(Int(limit)) s; giving up (--give-up-after)")
+            }
             // Silence is not a state a person can read: say so after a few tries, then every 30 s.
             if attempt >= 5, now - (saidNoCoordinator ?? -.infinity) >= 30 {
                 log("worker \(options.id): no coordinator answers at \(options.connect) yet; retrying")
@@ -222,6 +231,7 @@ public final class Worker {
         case .welcome(let w):
             if saidNoCoordinator != nil { log("worker \(options.id): the coordinator at \(options.connect) answered") }
             saidNoCoordinator = nil
+            registeringSince = nil
             heartbeatInterval = Double(max(w.heartbeatIntervalMs, 10)) / 1000
             if w.runID != runId {
                 // Versions are numbered per run: weights or settings of another run are not this

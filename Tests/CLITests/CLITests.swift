@@ -149,6 +149,11 @@ final class CLITests: XCTestCase {
             (["tokenize", "--text", "x", "--model", garbage.path], "GGUF magic at byte 0"),
             (["tokenize", "--text", "bell\u{04}"], "byte 0x04"),
             (["worker", "--connect", "127.0.0.1:5555"], "give a ZeroMQ address such as tcp://127.0.0.1:5555"),
+            (["worker", "--connect", "tcp://127.0.0.1:1", "--give-up-after", "1"], "no coordinator answered at tcp://127.0.0.1:1 for 1 s; giving up"),
+            (["worker", "--connect", "tcp://127.0.0.1:1", "--curve-server-key", "s.pub", "--curve-secret-key", "w.pub"], "is a public key file (.pub)"),
+            (["worker", "--connect", "tcp://127.0.0.1:1", "--curve-server-key", "s.pub"], "--curve-server-key and --curve-secret-key go together"),
+            (["coordinator", "--config", "c.yaml", "--curve-secret-key", "c.key"], "--curve-secret-key and --allow-keys go together"),
+            (["generate", "--prompt", "x", "--temperature", "-1"], "temperature must be >= 0, found -1"),
         ]
         for (args, message) in cases {
             let r = try charter(args)
@@ -523,7 +528,8 @@ extension CLITests {
         for name in ["coordinator", "good", "rogue"] {
             XCTAssertEqual(try charter("keys", "--out", dir.path + "/" + name).status, 0)
         }
-        try FileManager.default.copyItem(atPath: dir.path + "/good.pub", toPath: dir.path + "/allowed")
+        // A label before the key is allowed (and the key is still checked).
+        try Data(("good-worker " + String(contentsOfFile: dir.path + "/good.pub", encoding: .utf8)).utf8).write(to: URL(fileURLWithPath: dir.path + "/allowed"))
         let bad = try charter("coordinator", "--config", path, "--curve-secret-key", dir.path + "/coordinator.key", "--allow-keys", path)
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.err.contains("allow-list \(path) line 1: not a 40-character Z85 CURVE key"), bad.err)
