@@ -268,6 +268,14 @@ public final class Coordinator: RolloutSource {
         case .taskResult(let r):
             scheduler.heartbeat(worker, now: now)
             onResult(worker, r)
+        case .error(let e):
+            log("coordinator: worker \(worker) reports: \(e.message)")
+            if e.code == .loadFailed {
+                // It is leaving: its tasks go back to the queue now, not after the heartbeat timeout.
+                scheduler.remove(worker)
+                held[worker] = nil
+                chunkEndpoints[worker] = nil
+            }
         case .goodbye:
             scheduler.remove(worker)
             held[worker] = nil

@@ -236,7 +236,15 @@ public final class Worker {
             if w.runID != runId {
                 // Versions are numbered per run: weights or settings of another run are not this
                 // run's version 0, so the worker starts again from the configuration it is sent.
-                if config == nil || version != 0 || w.configYaml != configText { try load(configText: w.configYaml) }
+                if config == nil || version != 0 || w.configYaml != configText {
+                    do { try load(configText: w.configYaml) } catch {
+                        // The coordinator would otherwise only see the heartbeats stop.
+                        var e = Charter_V1_Error(); e.code = .loadFailed; e.message = "cannot load the run's configuration: \(error)"
+                        try? send(.error(e))
+                        usleep(500_000) // sockets close with linger 0: give libzmq time to deliver it
+                        throw WorkerError("worker \(options.id): \(e.message)")
+                    }
+                }
                 runId = w.runID
                 version = 0
                 heldManifest = nil

@@ -518,6 +518,9 @@ public nonisolated struct Charter_V1_Error: Sendable {
 
     /// result for an old policy version
     case stale // = 6
+
+    /// worker -> coordinator: it cannot load what the configuration names
+    case loadFailed // = 7
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -533,6 +536,7 @@ public nonisolated struct Charter_V1_Error: Sendable {
       case 4: self = .notRegistered
       case 5: self = .notHeld
       case 6: self = .stale
+      case 7: self = .loadFailed
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -546,6 +550,7 @@ public nonisolated struct Charter_V1_Error: Sendable {
       case .notRegistered: return 4
       case .notHeld: return 5
       case .stale: return 6
+      case .loadFailed: return 7
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -559,6 +564,7 @@ public nonisolated struct Charter_V1_Error: Sendable {
       .notRegistered,
       .notHeld,
       .stale,
+      .loadFailed,
     ]
 
   }
@@ -1583,5 +1589,5 @@ nonisolated extension Charter_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Me
 }
 
 nonisolated extension Charter_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0UNKNOWN\0\u{1}VERSION_MISMATCH\0\u{1}MALFORMED\0\u{1}UNKNOWN_MESSAGE\0\u{1}NOT_REGISTERED\0\u{1}NOT_HELD\0\u{1}STALE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0UNKNOWN\0\u{1}VERSION_MISMATCH\0\u{1}MALFORMED\0\u{1}UNKNOWN_MESSAGE\0\u{1}NOT_REGISTERED\0\u{1}NOT_HELD\0\u{1}STALE\0\u{1}LOAD_FAILED\0")
 }

@@ -43,11 +43,11 @@ final class CLITests: XCTestCase {
     }
 
     /// Starts `charter args` in the background with stdout and stderr going to the file `log`.
-    func start(_ args: [String], log: String) throws -> Process {
+    func start(_ args: [String], log: String, in folder: URL = CLITests.root) throws -> Process {
         let p = Process()
         p.executableURL = Self.binary
         p.arguments = args
-        p.currentDirectoryURL = Self.root
+        p.currentDirectoryURL = folder
         FileManager.default.createFile(atPath: log, contents: nil)
         // One handle for both, so the two streams share an offset instead of overwriting each other.
         let handle = FileHandle(forWritingAtPath: log)
@@ -298,6 +298,24 @@ final class CLITests: XCTestCase {
         XCTAssertLessThanOrEqual(bytesOut[1], 3 * bytesOut[0])
         XCTAssertEqual(weights[1], weights[0], "1 worker must reach the in-process run's weights")
         XCTAssertEqual(weights[2], weights[0], "3 workers must reach the in-process run's weights")
+    }
+
+    /// A worker that cannot load what the configuration names (here a tokenizer path relative to the
+    /// coordinator's folder, and the worker runs elsewhere) tells the coordinator why and exits non-zero.
+    func testAWorkerThatCannotLoadTheRunSaysWhy() throws {
+        let (dir, _) = try tinyModelFolder("noload")
+        let (path, _) = try runConfig(dir, model: "\"tiny:layers=1,width=16,tokenizer=models/SmolLM2-135M-Instruct.Q4_1.gguf\"",
+                                      iterations: 1, seed: 1, prompts: 2)
+        let (_, endpoint) = try startCoordinator(["--config", path], log: dir.path + "/c.log")
+        let worker = try start(["worker", "--connect", endpoint, "--id", "elsewhere"], log: dir.path + "/w.log", in: dir)
+        defer { if worker.isRunning { kill(worker.processIdentifier, SIGKILL) } }
+        let deadline = Date().addingTimeInterval(60)
+        func log(_ name: String) -> String { (try? String(contentsOfFile: "\(dir.path)/\(name).log", encoding: .utf8)) ?? "" }
+        while (worker.isRunning || !log("c").contains("reports:")) && Date() < deadline { usleep(50_000) }
+        XCTAssertFalse(worker.isRunning)
+        XCTAssertNotEqual(worker.terminationStatus, 0)
+        XCTAssertTrue(log("c").contains("coordinator: worker elsewhere reports: cannot load the run's configuration"), log("c"))
+        XCTAssertTrue(log("c").contains("models/SmolLM2-135M-Instruct.Q4_1.gguf"), "the reason names what was missing: \(log("c"))")
     }
 
     /// A worker with nobody at its address says so instead of waiting in silence.
