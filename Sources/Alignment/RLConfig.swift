@@ -46,6 +46,23 @@ public struct RLConfig {
 
     public init() {}
 
+    /// Every key the parser takes, by section ("" is the top level; "reward.rules" is each rule).
+    /// docs/config.md documents exactly these (a test compares the two).
+    public static let keys: [String: [String]] = [
+        "": ["run", "model", "data", "reward", "algorithm", "rollout"],
+        "run": ["dir", "iterations", "seed", "checkpoint_every"],
+        "model": ["policy", "reference", "lora"],
+        "model.lora": ["rank", "alpha", "targets"],
+        "data": ["prompts", "prompts_per_iteration", "chat", "system", "max_prompt_tokens"],
+        "reward": ["helpfulness_model", "safety_model", "safety_threshold", "logit", "whiten", "model_weight", "missing_eos_penalty", "rules"],
+        "reward.rules": ["type", "value", "weight", "case_sensitive"],
+        "algorithm": ["name", "ppo", "rejection"],
+        "algorithm.ppo": ["epochs", "minibatch_size", "clip", "value_clip", "gamma", "lambda", "whiten_advantages", "early_stop_kl",
+                          "critic", "value_coefficient", "learning_rate", "critic_learning_rate", "beta", "target_kl", "kl_horizon"],
+        "algorithm.rejection": ["keep", "k", "threshold", "epochs", "batch_size", "learning_rate"],
+        "rollout": ["samples_per_prompt", "max_new_tokens", "temperature", "top_k", "top_p"],
+    ]
+
     public static func load(_ path: String) throws -> RLConfig {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw DataError("\(path): cannot read") }
         return try parse(text, name: (path as NSString).lastPathComponent)
@@ -57,20 +74,20 @@ public struct RLConfig {
         var c = RLConfig()
         guard let root else { throw DataError("\(name): empty configuration") }
         let top = try Section(root, path: "", file: name)
-        try top.only(["run", "model", "data", "reward", "algorithm", "rollout"])
+        try top.only(Self.keys[""]!)
         if let run = try top.section("run") {
-            try run.only(["dir", "iterations", "seed", "checkpoint_every"])
+            try run.only(Self.keys["run"]!)
             c.checkpointEvery = try run.int("checkpoint_every", min: 0) ?? c.checkpointEvery
             c.runDir = try run.string("dir") ?? c.runDir
             c.iterations = try run.int("iterations", min: 1) ?? c.iterations
             c.seed = UInt64(try run.int("seed", min: 0) ?? 0)
         }
         if let model = try top.section("model") {
-            try model.only(["policy", "reference", "lora"])
+            try model.only(Self.keys["model"]!)
             c.policy = try model.string("policy") ?? c.policy
             c.reference = try model.string("reference")
             if let lora = try model.section("lora") {
-                try lora.only(["rank", "alpha", "targets"])
+                try lora.only(Self.keys["model.lora"]!)
                 guard let rank = try lora.int("rank", min: 1) else { throw lora.error("rank", "is required") }
                 let names = try lora.strings("targets") ?? LoRAConfig.Target.allCases.map(\.rawValue)
                 let targets = try names.map { n -> LoRAConfig.Target in
@@ -81,7 +98,7 @@ public struct RLConfig {
             }
         }
         guard let data = try top.section("data") else { throw DataError("\(name): section \"data\" with \"prompts\" is required") }
-        try data.only(["prompts", "prompts_per_iteration", "chat", "system", "max_prompt_tokens"])
+        try data.only(Self.keys["data"]!)
         guard let prompts = try data.string("prompts") else { throw data.error("prompts", "is required") }
         c.prompts = prompts
         c.promptsPerIteration = try data.int("prompts_per_iteration", min: 1) ?? c.promptsPerIteration
@@ -89,7 +106,7 @@ public struct RLConfig {
         c.system = try data.string("system")
         c.maxPromptTokens = try data.int("max_prompt_tokens", min: 1) ?? c.maxPromptTokens
         if let reward = try top.section("reward") {
-            try reward.only(["helpfulness_model", "safety_model", "safety_threshold", "logit", "whiten", "model_weight", "missing_eos_penalty", "rules"])
+            try reward.only(Self.keys["reward"]!)
             c.missingEOSPenalty = try reward.float("missing_eos_penalty") ?? 0
             c.helpfulnessModel = try reward.string("helpfulness_model")
             c.safetyModel = try reward.string("safety_model")
@@ -98,7 +115,7 @@ public struct RLConfig {
             c.whiten = try reward.bool("whiten") ?? c.whiten
             c.modelWeight = try reward.float("model_weight") ?? c.modelWeight
             for rule in try reward.sections("rules") {
-                try rule.only(["type", "value", "weight", "case_sensitive"])
+                try rule.only(Self.keys["reward.rules"]!)
                 guard let kind = try rule.string("type"), ["keyword", "regex", "length", "token"].contains(kind) else {
                     throw rule.error("type", "must be one of keyword, regex, length, token")
                 }
@@ -112,12 +129,11 @@ public struct RLConfig {
             throw DataError("\(name): section \"reward\" needs a reward model or at least one rule")
         }
         if let algorithm = try top.section("algorithm") {
-            try algorithm.only(["name", "ppo", "rejection"])
+            try algorithm.only(Self.keys["algorithm"]!)
             c.algorithm = try algorithm.string("name") ?? c.algorithm
             guard ["ppo", "rejection"].contains(c.algorithm) else { throw algorithm.error("name", "must be ppo or rejection") }
             if let p = try algorithm.section("ppo") {
-                try p.only(["epochs", "minibatch_size", "clip", "value_clip", "gamma", "lambda", "whiten_advantages", "early_stop_kl",
-                            "critic", "value_coefficient", "learning_rate", "critic_learning_rate", "beta", "target_kl", "kl_horizon"])
+                try p.only(Self.keys["algorithm.ppo"]!)
                 c.ppo.epochs = try p.int("epochs", min: 1) ?? c.ppo.epochs
                 c.ppo.minibatchSize = try p.int("minibatch_size", min: 1) ?? c.ppo.minibatchSize
                 c.ppo.clip = try p.float("clip") ?? c.ppo.clip
@@ -138,7 +154,7 @@ public struct RLConfig {
                 c.klHorizon = try p.float("kl_horizon") ?? c.klHorizon
             }
             if let r = try algorithm.section("rejection") {
-                try r.only(["keep", "k", "threshold", "epochs", "batch_size", "learning_rate"])
+                try r.only(Self.keys["algorithm.rejection"]!)
                 switch try r.string("keep") ?? "best" {
                 case "best": c.rejection.keep = .best
                 case "top_k":
@@ -155,7 +171,7 @@ public struct RLConfig {
             }
         }
         if let r = try top.section("rollout") {
-            try r.only(["samples_per_prompt", "max_new_tokens", "temperature", "top_k", "top_p"])
+            try r.only(Self.keys["rollout"]!)
             c.rollout.samplesPerPrompt = try r.int("samples_per_prompt", min: 1) ?? c.rollout.samplesPerPrompt
             c.rollout.maxNewTokens = try r.int("max_new_tokens", min: 1) ?? c.rollout.maxNewTokens
             c.rollout.temperature = try r.float("temperature") ?? c.rollout.temperature

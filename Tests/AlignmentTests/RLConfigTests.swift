@@ -75,6 +75,25 @@ final class RLConfigTests: XCTestCase {
     }
 }
 
+final class ConfigReferenceTests: XCTestCase {
+    /// docs/config.md lists exactly the keys the parser takes, section by section.
+    func testTheReferencePageNamesEveryKeyAndNoOther() throws {
+        let page = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("docs/config.md")
+        var documented: [String: [String]] = [:], section: String?
+        for line in try String(contentsOf: page, encoding: .utf8).split(separator: "\n") {
+            if line.hasPrefix("### `") { section = String(line.dropFirst(5).prefix { $0 != "`" }); documented[section!] = [] }
+            else if let section, line.hasPrefix("| `") { documented[section]!.append(String(line.dropFirst(3).prefix { $0 != "`" })) }
+        }
+        let topLevel = Set(documented.keys.filter { !$0.contains(".") })
+        XCTAssertEqual(topLevel, Set(RLConfig.keys[""]!), "top-level sections")
+        XCTAssertEqual(Set(documented.keys), Set(RLConfig.keys.keys.filter { !$0.isEmpty }), "sections")
+        for (name, keys) in RLConfig.keys where !name.isEmpty {
+            XCTAssertEqual(documented[name], keys, "keys of \(name), in the parser's order")
+        }
+    }
+}
+
 final class RewardTests: XCTestCase {
     func sample(_ response: [Int32], prompt: Int = 0) -> Sample {
         Sample(promptId: prompt, index: 0, prompt: [1], response: response, logprobs: response.map { _ in 0 }, policyVersion: 0, seed: 0)
