@@ -72,6 +72,8 @@ public final class RLRun {
     public internal(set) var policyVersion = 0
     /// Prompts handed out so far: the data cursor.
     public internal(set) var cursor = 0
+    /// The last iteration's scored samples, in its prompt order.
+    public private(set) var lastSamples: [Sample] = []
 
     public init(prompts: [Prompt], promptsPerIteration: Int, rollouts: RolloutSource, scorer: RewardScorer,
                 algorithm: RLAlgorithm, seed: UInt64) throws {
@@ -156,6 +158,7 @@ public final class RLRun {
             m.kept = s.kept; m.updateSeconds = s.updateSeconds; m.skippedSteps = s.skippedSteps
         }
         _ = lap()
+        lastSamples = samples
         m.totalSeconds = (ContinuousClock.now - began).seconds
         iteration += 1
         policyVersion += 1

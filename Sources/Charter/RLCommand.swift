@@ -55,12 +55,8 @@ struct RLCommand: ParsableCommand {
         let checkpoint = dir.appendingPathComponent("checkpoint")
         let configText = try String(contentsOfFile: config, encoding: .utf8)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let metricsURL = dir.appendingPathComponent("metrics.jsonl")
-        var earlier: [Substring] = []
         if start == .resume && RLCheckpoint.exists(in: checkpoint) {
             try RLCheckpoint.restore(run, configuration: configText, from: checkpoint)
-            // The metrics of iterations after the checkpoint are written again.
-            earlier = Array(((try? String(contentsOf: metricsURL, encoding: .utf8)) ?? "").split(separator: "\n").prefix(run.iteration))
             if run.iteration >= c.iterations {
                 print("rl: the run in \(c.runDir) is complete (\(c.iterations) iterations); nothing to do")
                 return
@@ -70,10 +66,10 @@ struct RLCommand: ParsableCommand {
             print("rl: no checkpoint in \(checkpoint.path); starting from the beginning")
         }
         try Data(configText.utf8).write(to: dir.appendingPathComponent("config.yaml"))
-        try Data(earlier.map { $0 + "\n" }.joined().utf8).write(to: metricsURL)
-        let metricsFile = try FileHandle(forWritingTo: metricsURL)
-        try metricsFile.seekToEnd()
-        defer { try? metricsFile.close() }
+        // The lines of iterations after the checkpoint are written again.
+        let metricsLog = try RunLog(dir.appendingPathComponent("metrics.jsonl"), keepBefore: run.iteration)
+        let samplesLog = try RunLog(dir.appendingPathComponent("samples.jsonl"), keepBefore: run.iteration)
+        let promptText = Dictionary(prompts.map { ($0.id, $0.text) }, uniquingKeysWith: { a, _ in a })
         print("rl: \(c.algorithm), \(prompts.count) prompts, \(c.iterations) iterations of \(c.promptsPerIteration) prompts x \(rollout.samplesPerPrompt) samples, \(BLAS.summary)")
         let progress = ProgressBar(total: c.iterations, start: run.iteration)
         var saidSkipped = false
@@ -85,7 +81,18 @@ struct RLCommand: ParsableCommand {
             let m = try run.runIteration()
             var line = try JSONSerialization.jsonObject(with: encoder.encode(m)) as! [String: Any]
             for (k, v) in extra?(m) ?? [:] { line[k] = v }
-            metricsFile.write(try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) + Data("\n".utf8))
+            line["time"] = ISO8601DateFormatter().string(from: Date())
+            line["learningRate"] = Double(c.algorithm == "ppo" ? c.ppo.learningRate : c.rejection.learningRate)
+            try metricsLog.write(line)
+            // A few responses to read, not only numbers.
+            for s in run.lastSamples.prefix(4) {
+                var sample: [String: Any] = ["iteration": m.iteration, "prompt": promptText[s.promptId] ?? "", "sample": s.index,
+                                             "response": (try? tok.decode(s.response)) ?? "", "reward": Double(s.reward.isFinite ? s.reward : 0),
+                                             "truncated": s.finishReason == .length]
+                if let h = s.scores?.helpfulness { sample["helpfulnessScore"] = Double(h) }
+                if let v = s.scores?.safety { sample["safetyScore"] = Double(v) }
+                try samplesLog.write(sample)
+            }
             // After the metrics line: a crash between the two rewrites that line on resume.
             if c.checkpointEvery > 0 && (run.iteration % c.checkpointEvery == 0 || run.iteration == c.iterations) {
                 try RLCheckpoint.save(run, configuration: configText, to: checkpoint)
@@ -101,6 +108,28 @@ struct RLCommand: ParsableCommand {
         try Checkpoint.saveModel(LoadedModel(weights: final, tokenizer: tok, source: dir, chatTemplate: policy.chatTemplate),
                                  to: dir.appendingPathComponent("policy"))
         print("rl: metrics in \(dir.path)/metrics.jsonl, policy in \(dir.path)/policy")
+    }
+
+    /// A JSONL file of the run folder with lines tagged by "iteration": a resumed run keeps the
+    /// lines of iterations before its checkpoint and writes the others again.
+    final class RunLog {
+        let handle: FileHandle
+
+        init(_ url: URL, keepBefore iteration: Int) throws {
+            let kept = ((try? String(contentsOf: url, encoding: .utf8)) ?? "").split(separator: "\n").filter { line in
+                let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+                return (object?["iteration"] as? Int ?? .max) < iteration
+            }
+            try Data(kept.map { $0 + "\n" }.joined().utf8).write(to: url)
+            handle = try FileHandle(forWritingTo: url)
+            try handle.seekToEnd()
+        }
+
+        func write(_ object: [String: Any]) throws {
+            handle.write(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) + Data("\n".utf8))
+        }
+
+        deinit { try? handle.close() }
     }
 
     /// The progress bar's figures: the reward models' raw scores and the rules' reward (the combined

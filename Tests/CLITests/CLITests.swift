@@ -244,6 +244,11 @@ final class CLITests: XCTestCase {
         XCTAssertNotNil(last["generationSeconds"]); XCTAssertNotNil(last["updateSeconds"]); XCTAssertNotNil(last["kl"])
         XCTAssertTrue((0...1).contains(last["truncatedFraction"] as? Double ?? -1), "share of responses cut off at the limit")
         XCTAssertEqual(last["skippedSteps"] as? Int, 0)
+        XCTAssertNotNil(last["time"]); XCTAssertEqual(last["learningRate"] as? Double ?? 0, 0.001, accuracy: 1e-9)
+        let samples = try String(contentsOfFile: dir.path + "/run/samples.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(samples.map { $0["iteration"] as? Int }, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2], "four readable samples an iteration")
+        XCTAssertTrue(samples.allSatisfy { !($0["prompt"] as? String ?? "").isEmpty && $0["response"] is String })
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir.path + "/run/policy/model.safetensors"))
 
         for (from, to, message) in [
@@ -487,6 +492,9 @@ extension CLITests {
         let lines = try String(contentsOfFile: dir.path + "/resumed/metrics.jsonl", encoding: .utf8).split(separator: "\n")
             .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         XCTAssertEqual(lines.map { $0["iteration"] as? Int }, Array(0..<8))
+        let samples = try String(contentsOfFile: dir.path + "/resumed/samples.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(samples.compactMap { $0["iteration"] as? Int }, (0..<8).flatMap { [$0, $0, $0, $0] }, "no iteration's samples twice after the resume")
         XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("resumed/policy/model.safetensors")), wholeWeights,
                        "the resumed run must reach the uninterrupted run's weights")
 
