@@ -53,19 +53,29 @@ struct RMCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Score prompt + response pairs: one JSON line with \"score\" per input line.")
 
         @Option(help: "A reward model folder from `charter rm train`.") var rm: String
-        @Option(help: "JSONL: {\"prompt\", \"response\"} per line.") var data: String
+        @Option(help: "JSONL: {\"prompt\", \"response\"} per line; other fields are kept.") var data: String
+        @Option(help: "Write the scored lines here instead of standard output.") var out: String?
 
         func run() throws {
+            guard FileManager.default.fileExists(atPath: (rm as NSString).appendingPathComponent("score_head.safetensors")) else {
+                throw CLIError("\(rm) is not a reward model (no score_head.safetensors); make one with `charter rm train`")
+            }
             let model = try RewardModel.load(rm)
-            let sequences = try JSONLines.read(data).map { line, o -> [Int32] in
+            let lines = try JSONLines.read(data)
+            let sequences = try lines.map { line, o -> [Int32] in
                 guard let prompt = o["prompt"] as? String, let response = o["response"] as? String else {
                     throw JSONLines.error(data, line, "needs string fields \"prompt\" and \"response\"")
                 }
                 return try model.tokens(prompt: prompt, response: response)
             }
-            for s in try model.scores(sequences) {
-                print(String(decoding: try JSONSerialization.data(withJSONObject: ["score": Double(s)]), as: UTF8.self))
+            // Each input line comes back whole, with its score beside it.
+            var text = ""
+            for ((_, object), score) in zip(lines, try model.scores(sequences)) {
+                var scored = object
+                scored["score"] = Double(score)
+                text += String(decoding: try JSONSerialization.data(withJSONObject: scored, options: [.sortedKeys]), as: UTF8.self) + "\n"
             }
+            if let out { try Data(text.utf8).write(to: URL(fileURLWithPath: out)) } else { print(text, terminator: "") }
         }
     }
 }

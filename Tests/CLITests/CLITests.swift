@@ -226,9 +226,17 @@ final class CLITests: XCTestCase {
             .write(to: dir.appendingPathComponent("score.jsonl"))
         let s = try charter("rm", "score", "--rm", out, "--data", dir.appendingPathComponent("score.jsonl").path)
         XCTAssertEqual(s.status, 0, s.err)
-        let scores = s.out.split(separator: "\n").map { (try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Double])["score"]! }
+        let scored = s.out.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        let scores = scored.compactMap { $0["score"] as? Double }
         XCTAssertEqual(scores.count, 2)
+        XCTAssertEqual(scored.map { $0["response"] as? String }, ["Hello there!", "No."], "the input fields come back beside the score")
         if scores.count == 2 { XCTAssertGreaterThan(scores[0], scores[1], "the trained preference should show") }
+        let toFile = try charter("rm", "score", "--rm", out, "--data", dir.appendingPathComponent("score.jsonl").path, "--out", dir.path + "/scored.jsonl")
+        XCTAssertEqual(toFile.status, 0, toFile.err)
+        XCTAssertEqual(try String(contentsOfFile: dir.path + "/scored.jsonl", encoding: .utf8), s.out)
+        let notRM = try charter("rm", "score", "--rm", tiny, "--data", dir.appendingPathComponent("score.jsonl").path)
+        XCTAssertNotEqual(notRM.status, 0)
+        XCTAssertTrue(notRM.err.contains("\(tiny) is not a reward model (no score_head.safetensors)"), notRM.err)
     }
 
     func testRLRunsFromAConfigAndRefusesABadOne() throws {
