@@ -75,11 +75,14 @@ final class CLITests: XCTestCase {
         throw CocoaError(.fileReadUnknown)
     }
 
-    /// True once process `pid` has ended (gone, or a zombie nobody reaped yet).
-    static func hasEnded(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
-        return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+    /// The state letter of process `pid` from /proc (R, S, T stopped, Z zombie...); nil once it is gone.
+    static func state(_ pid: Int32) -> Substring? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return nil }
+        return stat.split(separator: ")").last?.split(separator: " ").first
     }
+
+    /// True once process `pid` has ended (gone, or a zombie nobody reaped yet).
+    static func hasEnded(_ pid: Int32) -> Bool { [nil, "Z"].contains(state(pid)) }
 
     func charter(_ args: [String]) throws -> Run {
         guard FileManager.default.isExecutableFile(atPath: Self.binary.path) else {
@@ -516,10 +519,7 @@ extension CLITests {
     }
 
     /// True while process `pid` is stopped (SIGSTOP).
-    static func isStopped(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
-        return stat.split(separator: ")").last?.split(separator: " ").first == "T"
-    }
+    static func isStopped(_ pid: Int32) -> Bool { state(pid) == "T" }
 
     func testResumeRefusesAChangedConfiguration() throws {
         let (dir, tiny) = try tinyModelFolder("resume-changed")
