@@ -272,19 +272,22 @@ public final class Coordinator: RolloutSource {
             log("coordinator: worker \(worker) reports: \(e.message)")
             if e.code == .loadFailed {
                 // It is leaving: its tasks go back to the queue now, not after the heartbeat timeout.
-                scheduler.remove(worker)
-                held[worker] = nil
-                chunkEndpoints[worker] = nil
+                forget(worker)
             }
         case .goodbye:
-            scheduler.remove(worker)
-            held[worker] = nil
-            chunkEndpoints[worker] = nil
+            forget(worker)
         default:
             counts.unknownMessage += 1
             var e = Charter_V1_Error(); e.code = .unknownMessage; e.message = "not a message the coordinator takes"
             send(.error(e))
         }
+    }
+
+    /// A worker that left: its tasks go back to the queue, and it is no longer a holder or a chunk source.
+    func forget(_ worker: String) {
+        scheduler.remove(worker)
+        held[worker] = nil
+        chunkEndpoints[worker] = nil
     }
 
     func task(_ t: Scheduler.TaskSpec) -> Charter_V1_Task {
