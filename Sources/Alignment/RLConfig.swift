@@ -18,6 +18,8 @@ public struct RLConfig {
     // model
     public var policy = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
     public var reference: String?
+    /// The judge of options stages (nil: the policy's base model).
+    public var feedback: String?
     public var lora: LoRAConfig?
     // data
     public var prompts = ""
@@ -51,7 +53,7 @@ public struct RLConfig {
     public static let keys: [String: [String]] = [
         "": ["run", "model", "data", "reward", "algorithm", "rollout"],
         "run": ["dir", "iterations", "seed", "checkpoint_every"],
-        "model": ["policy", "reference", "lora"],
+        "model": ["policy", "reference", "feedback", "lora"],
         "model.lora": ["rank", "alpha", "targets"],
         "data": ["prompts", "prompts_per_iteration", "chat", "system", "max_prompt_tokens"],
         "reward": ["helpfulness_model", "safety_model", "safety_threshold", "logit", "whiten", "model_weight", "missing_eos_penalty", "rules"],
@@ -63,12 +65,14 @@ public struct RLConfig {
         "rollout": ["samples_per_prompt", "max_new_tokens", "temperature", "top_k", "top_p"],
     ]
 
-    public static func load(_ path: String) throws -> RLConfig {
+    /// `forRun`: the configuration drives a run (rl, coordinator, local), which needs prompts and a
+    /// reward; a stage takes its items from its own file and may need neither.
+    public static func load(_ path: String, forRun: Bool = true) throws -> RLConfig {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw DataError("\(path): cannot read") }
-        return try parse(text, name: (path as NSString).lastPathComponent)
+        return try parse(text, name: (path as NSString).lastPathComponent, forRun: forRun)
     }
 
-    public static func parse(_ text: String, name: String) throws -> RLConfig {
+    public static func parse(_ text: String, name: String, forRun: Bool = true) throws -> RLConfig {
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch { throw DataError("\(name): not valid YAML: \(error)") }
         var c = RLConfig()
@@ -86,6 +90,7 @@ public struct RLConfig {
             try model.only(Self.keys["model"]!)
             c.policy = try model.string("policy") ?? c.policy
             c.reference = try model.string("reference")
+            c.feedback = try model.string("feedback")
             if let lora = try model.section("lora") {
                 try lora.only(Self.keys["model.lora"]!)
                 guard let rank = try lora.int("rank", min: 1) else { throw lora.error("rank", "is required") }
@@ -97,14 +102,17 @@ public struct RLConfig {
                 c.lora = LoRAConfig(rank: rank, alpha: try lora.float("alpha"), targets: targets)
             }
         }
-        guard let data = try top.section("data") else { throw DataError("\(name): section \"data\" with \"prompts\" is required") }
-        try data.only(Self.keys["data"]!)
-        guard let prompts = try data.string("prompts") else { throw data.error("prompts", "is required") }
-        c.prompts = prompts
-        c.promptsPerIteration = try data.int("prompts_per_iteration", min: 1) ?? c.promptsPerIteration
-        c.chat = try data.bool("chat") ?? c.chat
-        c.system = try data.string("system")
-        c.maxPromptTokens = try data.int("max_prompt_tokens", min: 1) ?? c.maxPromptTokens
+        let data = try top.section("data")
+        if forRun && data == nil { throw DataError("\(name): section \"data\" with \"prompts\" is required") }
+        if let data {
+            try data.only(Self.keys["data"]!)
+            guard let prompts = try data.string("prompts") ?? (forRun ? nil : "") else { throw data.error("prompts", "is required") }
+            c.prompts = prompts
+            c.promptsPerIteration = try data.int("prompts_per_iteration", min: 1) ?? c.promptsPerIteration
+            c.chat = try data.bool("chat") ?? c.chat
+            c.system = try data.string("system")
+            c.maxPromptTokens = try data.int("max_prompt_tokens", min: 1) ?? c.maxPromptTokens
+        }
         if let reward = try top.section("reward") {
             try reward.only(Self.keys["reward"]!)
             c.missingEOSPenalty = try reward.float("missing_eos_penalty") ?? 0
@@ -125,7 +133,7 @@ public struct RLConfig {
                 c.rules.append(Rule(kind: kind, value: value, weight: try rule.float("weight") ?? 1, caseSensitive: try rule.bool("case_sensitive") ?? false))
             }
         }
-        if c.rules.isEmpty && c.helpfulnessModel == nil && c.safetyModel == nil {
+        if forRun && c.rules.isEmpty && c.helpfulnessModel == nil && c.safetyModel == nil {
             throw DataError("\(name): section \"reward\" needs a reward model or at least one rule")
         }
         if let algorithm = try top.section("algorithm") {

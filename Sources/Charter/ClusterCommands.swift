@@ -100,15 +100,7 @@ struct LocalCommand: ParsableCommand {
         defer { ClusterRun.stop(children) }
         try ClusterRun.coordinate(config: config, bind: "tcp://127.0.0.1:*", promptsPerTask: promptsPerTask, expectedWorkers: workers,
                                   start: try RunStart(resume: resume, overwrite: overwrite)) { endpoint in
-            for i in 0..<workers {
-                let p = Process()
-                p.executableURL = ClusterRun.binary
-                p.arguments = ["worker", "--connect", endpoint, "--id", "local-\(i)", "--exit-with-parent"]
-                try p.run()
-                print("local: worker local-\(i) is process \(p.processIdentifier)")
-                children.append(p)
-                ClusterRun.children.append(p.processIdentifier)
-            }
+            children = try ClusterRun.startWorkers(workers, connect: endpoint, role: "local")
         }
         ClusterRun.wait(children, seconds: 10)
     }
@@ -121,16 +113,34 @@ enum ClusterRun {
     /// Child processes to stop on Ctrl-C (the handler cannot capture).
     nonisolated(unsafe) static var children: [Int32] = []
 
-    static func coordinate(config: String, bind: String, chunkBind: String? = nil, promptsPerTask: Int?, expectedWorkers: Int = 0, start: RunStart, curve: (secret: String, allowed: [String])? = nil,
-                           started: (String) throws -> Void) throws {
-        // Ctrl-C, kill and a closed terminal stop the children too (and each exits by itself should
-        // this process die of SIGKILL: see Worker.Options.parent).
+    /// Starts `count` worker processes of this program on `connect`, ids local-0 ...; each exits
+    /// when this process is gone.
+    static func startWorkers(_ count: Int, connect: String, role: String) throws -> [Process] {
+        try (0..<count).map { i in
+            let p = Process()
+            p.executableURL = binary
+            p.arguments = ["worker", "--connect", connect, "--id", "local-\(i)", "--exit-with-parent"]
+            try p.run()
+            print("\(role): worker local-\(i) is process \(p.processIdentifier)")
+            children.append(p.processIdentifier)
+            return p
+        }
+    }
+
+    /// Ctrl-C, kill and a closed terminal stop the children too (and each exits by itself should
+    /// this process die of SIGKILL: see Worker.Options.parent).
+    static func stopChildrenOnSignals() {
         for sig in [SIGINT, SIGTERM, SIGHUP] {
             signal(sig) { sig in
                 for pid in ClusterRun.children { kill(pid, SIGTERM) }
                 _exit(128 + sig)
             }
         }
+    }
+
+    static func coordinate(config: String, bind: String, chunkBind: String? = nil, promptsPerTask: Int?, expectedWorkers: Int = 0, start: RunStart, curve: (secret: String, allowed: [String])? = nil,
+                           started: (String) throws -> Void) throws {
+        stopChildrenOnSignals()
         var coordinator: Coordinator?
         try RLCommand.execute(config: config, start: start, extra: { m in
             guard let c = coordinator else { return [:] }

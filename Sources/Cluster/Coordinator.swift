@@ -58,6 +58,8 @@ public final class Coordinator: RolloutSource {
     var version = 0
     var manifest: WeightManifest?
     var broadcastBuffer: SharedBuffer?
+    /// While a stage runs: builds its tasks (else tasks are rollouts).
+    var stageTask: ((Scheduler.TaskSpec) -> Charter_V1_Task)?
 
     public init(settings: Settings, configText: String, rollout: RolloutSettings, runId: String,
                 log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
@@ -260,7 +262,7 @@ public final class Coordinator: RolloutSource {
         case .taskRequest:
             scheduler.heartbeat(worker, now: now)
             if held[worker] == version, let t = scheduler.nextTask(for: worker, now: now) {
-                send(.task(task(t)))
+                send(.task(stageTask?(t) ?? task(t)))
             } else {
                 var n = Charter_V1_NoTask(); n.retryAfterMs = 200
                 send(.noTask(n))

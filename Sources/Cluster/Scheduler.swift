@@ -7,12 +7,16 @@ public final class Scheduler {
         public let iteration: Int
         public let policyVersion: Int
         public let promptIds: [Int]
+        /// A stage task's items (a rollout task has none).
+        public var itemIds: [String] = []
     }
 
     public enum Outcome: Sendable, Equatable { case accepted, duplicate, stale, unknown }
 
     public struct Counters: Sendable, Equatable {
         public var redispatched = 0, duplicates = 0, stale = 0, unknown = 0
+        /// Stage items handed to workers, re-dispatches included.
+        public var itemsDispatched = 0
         public init(redispatched: Int = 0, duplicates: Int = 0, stale: Int = 0, unknown: Int = 0) {
             self.redispatched = redispatched; self.duplicates = duplicates; self.stale = stale; self.unknown = unknown
         }
@@ -73,16 +77,35 @@ public final class Scheduler {
         return dead
     }
 
-    /// Cuts an iteration's prompts into tasks of at most `promptsPerTask`, in order.
-    public func startIteration(_ iteration: Int, policyVersion: Int, promptIds: [Int], promptsPerTask: Int) {
-        precondition(promptsPerTask >= 1, "tasks need at least one prompt")
+    /// Forgets the previous work: no tasks, no leases.
+    private func begin(iteration: Int, policyVersion: Int) {
         self.iteration = iteration
         self.policyVersion = policyVersion
         tasks = [:]; queue = []; leasedTo = [:]; done = []
         workers = workers.mapValues { Worker(lastSeen: $0.lastSeen, leases: []) }
+    }
+
+    /// Cuts an iteration's prompts into tasks of at most `promptsPerTask`, in order.
+    public func startIteration(_ iteration: Int, policyVersion: Int, promptIds: [Int], promptsPerTask: Int) {
+        precondition(promptsPerTask >= 1, "tasks need at least one prompt")
+        begin(iteration: iteration, policyVersion: policyVersion)
         for (n, start) in stride(from: 0, to: promptIds.count, by: promptsPerTask).enumerated() {
             let spec = TaskSpec(id: "\(iteration)-\(n)", iteration: iteration, policyVersion: policyVersion,
                                 promptIds: Array(promptIds[start ..< min(start + promptsPerTask, promptIds.count)]))
+            tasks[spec.id] = spec
+            queue.append(spec.id)
+        }
+    }
+
+    /// Cuts a stage's items into tasks of at most `itemsPerTask`, in order. Task ids carry `prefix`
+    /// (the coordinator process's run id), so a result computed for an earlier process is unknown
+    /// here, never taken for a task that holds other items.
+    public func startStage(_ name: String, prefix: String, itemIds: [String], itemsPerTask: Int) {
+        precondition(itemsPerTask >= 1, "tasks need at least one item")
+        begin(iteration: 0, policyVersion: 0)
+        for (n, start) in stride(from: 0, to: itemIds.count, by: itemsPerTask).enumerated() {
+            var spec = TaskSpec(id: "\(prefix)/\(name)-\(n)", iteration: 0, policyVersion: 0, promptIds: [])
+            spec.itemIds = Array(itemIds[start ..< min(start + itemsPerTask, itemIds.count)])
             tasks[spec.id] = spec
             queue.append(spec.id)
         }
@@ -95,6 +118,7 @@ public final class Scheduler {
         leasedTo[id] = worker
         workers[worker]!.leases.insert(id)
         workers[worker]!.lastSeen = now
+        counters.itemsDispatched += tasks[id]!.itemIds.count
         return tasks[id]
     }
 

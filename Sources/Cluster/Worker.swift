@@ -72,6 +72,8 @@ public final class Worker {
     var spareBuffer: SharedBuffer?
     var runId = ""
     var reference: Transformer?
+    /// The judge of options tasks (model.feedback, or the base policy), loaded at its first task.
+    var feedback: Transformer?
     var scorer: RewardScorer?
     var rollout = RolloutSettings()
     var pendingTasks: [Charter_V1_Task] = []
@@ -276,7 +278,7 @@ public final class Worker {
     }
 
     func load(configText text: String) throws {
-        let c = try RLConfig.parse(text, name: "run configuration")
+        let c = try RLConfig.parse(text, name: "run configuration", forRun: false)
         let model = try ModelLoader.load(c.policy)
         config = c
         configText = text
@@ -288,6 +290,7 @@ public final class Worker {
         } else {
             policy = model.weights
         }
+        feedback = nil
         reference = try Transformer(weights: try c.reference.map { try ModelLoader.load($0).weights } ?? model.weights.copy())
         scorer = try c.makeScorer(tokenizer: model.tokenizer)
         rollout = c.rolloutSettings(tokenizer: model.tokenizer)
@@ -306,11 +309,21 @@ public final class Worker {
     }
 
     func work(_ task: Charter_V1_Task) throws {
-        guard let policy, let reference, let scorer else { throw WorkerError("a task arrived before the run configuration") }
         if let n = options.stallAfterTasks, tasksDone >= n {
             log("worker \(options.id): stalling on task \(task.taskID) (--stall-after-tasks)")
             while true { sleep(60) }
         }
+        try send(.taskResult(task.kind == .rollout ? try rolloutResult(task) : try stageResult(task)))
+        tasksDone += 1
+        if tasksDone == options.pauseAfterTasks {
+            log("worker \(options.id): pausing after \(tasksDone) tasks (--pause-after-tasks)")
+            raise(SIGSTOP)
+        }
+    }
+
+    /// A rollout task's samples, scored, with reference log-probs.
+    func rolloutResult(_ task: Charter_V1_Task) throws -> Charter_V1_TaskResult {
+        guard let policy, let reference, let scorer else { throw WorkerError("a task arrived before the run configuration") }
         let prompts = task.prompts.map { Prompt(id: Int($0.promptID), text: "", tokens: $0.tokens, unsafe: $0.unsafe) }
         var settings = rollout
         settings.samplesPerPrompt = Int(task.samplesPerPrompt)
@@ -343,12 +356,7 @@ public final class Worker {
             r.seed = s.seed
             result.samples.append(r)
         }
-        try send(.taskResult(result))
-        tasksDone += 1
-        if tasksDone == options.pauseAfterTasks {
-            log("worker \(options.id): pausing after \(tasksDone) tasks (--pause-after-tasks)")
-            raise(SIGSTOP)
-        }
+        return result
     }
 }
 

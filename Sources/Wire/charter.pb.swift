@@ -8,7 +8,7 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
-/// Charter wire protocol, version 1: message headers. Bulk tensor data never goes through this
+/// Charter wire protocol, version 3: message headers. Bulk tensor data never goes through this
 /// schema: it travels in raw frames after the header frame (see PROTOCOL.md).
 
 import SwiftProtobuf
@@ -23,12 +23,70 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// What a task asks of a worker. ROLLOUT uses prompts/samples_per_prompt/run_seed; every other kind
+/// uses items, each answered by one ItemResult with the same item_id.
+public nonisolated enum Charter_V1_TaskKind: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// sample the policy, score, reference log-probs (PPO and rejection sampling)
+  case rollout // = 0
+
+  /// one answer per item: text, token ids, log-probs
+  case generate // = 1
+
+  /// an answer, then one more answer per step, each step a user turn after the last answer
+  case revise // = 2
+
+  /// for each option, the summed log-prob of its tokens right after the item's prompt
+  case options // = 3
+
+  /// the reward models' raw scores and the rule reward of the item's response
+  case score // = 4
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .rollout
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .rollout
+    case 1: self = .generate
+    case 2: self = .revise
+    case 3: self = .options
+    case 4: self = .score
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .rollout: return 0
+    case .generate: return 1
+    case .revise: return 2
+    case .options: return 3
+    case .score: return 4
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Charter_V1_TaskKind] = [
+    .rollout,
+    .generate,
+    .revise,
+    .options,
+    .score,
+  ]
+
+}
+
 public nonisolated struct Charter_V1_Envelope: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// 1 for this schema
+  /// 3 for this schema
   public var protocolVersion: UInt32 = 0
 
   public var body: Charter_V1_Envelope.OneOf_Body? = nil
@@ -269,6 +327,68 @@ public nonisolated struct Charter_V1_PromptWork: Sendable {
   public init() {}
 }
 
+/// A model the task is computed with, at the version it needs. Names: "policy", "reference",
+/// "feedback", "reward.helpful", "reward.safety".
+public nonisolated struct Charter_V1_ModelRef: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var version: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Charter_V1_ChatTurn: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "system", "user" or "assistant"
+  public var role: String = String()
+
+  public var content: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Charter_V1_Item: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// unique within the stage; results are keyed by it
+  public var itemID: String = String()
+
+  /// used as is (no chat template) when messages is empty
+  public var prompt: String = String()
+
+  /// else the conversation, in the model's chat template
+  public var messages: [Charter_V1_ChatTurn] = []
+
+  /// sampling seed of the item (REVISE: the answer to step k >= 1 uses derive(seed, k))
+  public var seed: UInt64 = 0
+
+  /// REVISE: the user turns that follow each answer
+  public var steps: [String] = []
+
+  /// OPTIONS: continuations to score after the prompt
+  public var options: [String] = []
+
+  /// SCORE: the answer to score
+  public var response: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Charter_V1_Task: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -295,6 +415,17 @@ public nonisolated struct Charter_V1_Task: Sendable {
 
   /// sample seed = derive(run_seed, iteration, prompt_id, sample index)
   public var runSeed: UInt64 = 0
+
+  public var kind: Charter_V1_TaskKind = .rollout
+
+  /// every kind but ROLLOUT
+  public var items: [Charter_V1_Item] = []
+
+  /// the models this task needs, each at its version
+  public var models: [Charter_V1_ModelRef] = []
+
+  /// the stage the items belong to (every kind but ROLLOUT)
+  public var stage: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -368,6 +499,64 @@ public nonisolated struct Charter_V1_SampleRecord: Sendable {
   fileprivate var _safetyScore: Float? = nil
 }
 
+public nonisolated struct Charter_V1_ItemResult: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var itemID: String = String()
+
+  /// GENERATE: the answer; REVISE: the answer to each turn, first the initial one
+  public var texts: [String] = []
+
+  /// GENERATE: the answer's token ids (a stop token, if generated, last)
+  public var tokens: [Int32] = []
+
+  /// GENERATE: per answer token, of softmax(logits / temperature)
+  public var logprobs: [Float] = []
+
+  /// per text: ended at max_new_tokens or the context, not at a stop token
+  public var truncated: [Bool] = []
+
+  /// OPTIONS: per option, the sum of its tokens' log-probs (temperature 1)
+  public var optionLogprobs: [Float] = []
+
+  /// OPTIONS: per option, how many tokens it has
+  public var optionTokens: [UInt32] = []
+
+  /// SCORE: raw head output, if the run has that reward model
+  public var helpfulnessScore: Float {
+    get {_helpfulnessScore ?? 0}
+    set {_helpfulnessScore = newValue}
+  }
+  /// Returns true if `helpfulnessScore` has been explicitly set.
+  public var hasHelpfulnessScore: Bool {self._helpfulnessScore != nil}
+  /// Clears the value of `helpfulnessScore`. Subsequent reads from it will return its default value.
+  public mutating func clearHelpfulnessScore() {self._helpfulnessScore = nil}
+
+  public var safetyScore: Float {
+    get {_safetyScore ?? 0}
+    set {_safetyScore = newValue}
+  }
+  /// Returns true if `safetyScore` has been explicitly set.
+  public var hasSafetyScore: Bool {self._safetyScore != nil}
+  /// Clears the value of `safetyScore`. Subsequent reads from it will return its default value.
+  public mutating func clearSafetyScore() {self._safetyScore = nil}
+
+  /// SCORE: the weighted rules' sum
+  public var ruleReward: Float = 0
+
+  /// the item cannot be done (a prompt longer than the context, say): why
+  public var error: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _helpfulnessScore: Float? = nil
+  fileprivate var _safetyScore: Float? = nil
+}
+
 public nonisolated struct Charter_V1_TaskResult: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -379,7 +568,11 @@ public nonisolated struct Charter_V1_TaskResult: Sendable {
 
   public var policyVersion: UInt64 = 0
 
+  /// ROLLOUT
   public var samples: [Charter_V1_SampleRecord] = []
+
+  /// every other kind: one per item of the task
+  public var items: [Charter_V1_ItemResult] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -575,6 +768,10 @@ public nonisolated struct Charter_V1_Error: Sendable {
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "charter.v1"
+
+nonisolated extension Charter_V1_TaskKind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ROLLOUT\0\u{1}GENERATE\0\u{1}REVISE\0\u{1}OPTIONS\0\u{1}SCORE\0")
+}
 
 nonisolated extension Charter_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
@@ -1090,9 +1287,139 @@ nonisolated extension Charter_V1_PromptWork: SwiftProtobuf.Message, SwiftProtobu
   }
 }
 
+nonisolated extension Charter_V1_ModelRef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelRef"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Charter_V1_ModelRef, rhs: Charter_V1_ModelRef) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Charter_V1_ChatTurn: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ChatTurn"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}content\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.role) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.content) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.role.isEmpty {
+      try visitor.visitSingularStringField(value: self.role, fieldNumber: 1)
+    }
+    if !self.content.isEmpty {
+      try visitor.visitSingularStringField(value: self.content, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Charter_V1_ChatTurn, rhs: Charter_V1_ChatTurn) -> Bool {
+    if lhs.role != rhs.role {return false}
+    if lhs.content != rhs.content {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Charter_V1_Item: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Item"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}item_id\0\u{1}prompt\0\u{1}messages\0\u{1}seed\0\u{1}steps\0\u{1}options\0\u{1}response\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.itemID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.prompt) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.messages) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.seed) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.steps) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.options) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.response) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.itemID.isEmpty {
+      try visitor.visitSingularStringField(value: self.itemID, fieldNumber: 1)
+    }
+    if !self.prompt.isEmpty {
+      try visitor.visitSingularStringField(value: self.prompt, fieldNumber: 2)
+    }
+    if !self.messages.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.messages, fieldNumber: 3)
+    }
+    if self.seed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seed, fieldNumber: 4)
+    }
+    if !self.steps.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.steps, fieldNumber: 5)
+    }
+    if !self.options.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.options, fieldNumber: 6)
+    }
+    if !self.response.isEmpty {
+      try visitor.visitSingularStringField(value: self.response, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Charter_V1_Item, rhs: Charter_V1_Item) -> Bool {
+    if lhs.itemID != rhs.itemID {return false}
+    if lhs.prompt != rhs.prompt {return false}
+    if lhs.messages != rhs.messages {return false}
+    if lhs.seed != rhs.seed {return false}
+    if lhs.steps != rhs.steps {return false}
+    if lhs.options != rhs.options {return false}
+    if lhs.response != rhs.response {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Charter_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Task"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_id\0\u{1}iteration\0\u{3}policy_version\0\u{1}prompts\0\u{3}samples_per_prompt\0\u{1}sampling\0\u{3}run_seed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_id\0\u{1}iteration\0\u{3}policy_version\0\u{1}prompts\0\u{3}samples_per_prompt\0\u{1}sampling\0\u{3}run_seed\0\u{1}kind\0\u{1}items\0\u{1}models\0\u{1}stage\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1107,6 +1434,10 @@ nonisolated extension Charter_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.samplesPerPrompt) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._sampling) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.runSeed) }()
+      case 8: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 9: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.models) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.stage) }()
       default: break
       }
     }
@@ -1138,6 +1469,18 @@ nonisolated extension Charter_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if self.runSeed != 0 {
       try visitor.visitSingularUInt64Field(value: self.runSeed, fieldNumber: 7)
     }
+    if self.kind != .rollout {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 8)
+    }
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 9)
+    }
+    if !self.models.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.models, fieldNumber: 10)
+    }
+    if !self.stage.isEmpty {
+      try visitor.visitSingularStringField(value: self.stage, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1149,6 +1492,10 @@ nonisolated extension Charter_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.samplesPerPrompt != rhs.samplesPerPrompt {return false}
     if lhs._sampling != rhs._sampling {return false}
     if lhs.runSeed != rhs.runSeed {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.items != rhs.items {return false}
+    if lhs.models != rhs.models {return false}
+    if lhs.stage != rhs.stage {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1263,9 +1610,93 @@ nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProto
   }
 }
 
+nonisolated extension Charter_V1_ItemResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ItemResult"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}item_id\0\u{1}texts\0\u{1}tokens\0\u{1}logprobs\0\u{1}truncated\0\u{3}option_logprobs\0\u{3}option_tokens\0\u{3}helpfulness_score\0\u{3}safety_score\0\u{3}rule_reward\0\u{1}error\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.itemID) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.texts) }()
+      case 3: try { try decoder.decodeRepeatedInt32Field(value: &self.tokens) }()
+      case 4: try { try decoder.decodeRepeatedFloatField(value: &self.logprobs) }()
+      case 5: try { try decoder.decodeRepeatedBoolField(value: &self.truncated) }()
+      case 6: try { try decoder.decodeRepeatedFloatField(value: &self.optionLogprobs) }()
+      case 7: try { try decoder.decodeRepeatedUInt32Field(value: &self.optionTokens) }()
+      case 8: try { try decoder.decodeSingularFloatField(value: &self._helpfulnessScore) }()
+      case 9: try { try decoder.decodeSingularFloatField(value: &self._safetyScore) }()
+      case 10: try { try decoder.decodeSingularFloatField(value: &self.ruleReward) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.itemID.isEmpty {
+      try visitor.visitSingularStringField(value: self.itemID, fieldNumber: 1)
+    }
+    if !self.texts.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.texts, fieldNumber: 2)
+    }
+    if !self.tokens.isEmpty {
+      try visitor.visitPackedInt32Field(value: self.tokens, fieldNumber: 3)
+    }
+    if !self.logprobs.isEmpty {
+      try visitor.visitPackedFloatField(value: self.logprobs, fieldNumber: 4)
+    }
+    if !self.truncated.isEmpty {
+      try visitor.visitPackedBoolField(value: self.truncated, fieldNumber: 5)
+    }
+    if !self.optionLogprobs.isEmpty {
+      try visitor.visitPackedFloatField(value: self.optionLogprobs, fieldNumber: 6)
+    }
+    if !self.optionTokens.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.optionTokens, fieldNumber: 7)
+    }
+    try { if let v = self._helpfulnessScore {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 8)
+    } }()
+    try { if let v = self._safetyScore {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 9)
+    } }()
+    if self.ruleReward.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.ruleReward, fieldNumber: 10)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 11)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Charter_V1_ItemResult, rhs: Charter_V1_ItemResult) -> Bool {
+    if lhs.itemID != rhs.itemID {return false}
+    if lhs.texts != rhs.texts {return false}
+    if lhs.tokens != rhs.tokens {return false}
+    if lhs.logprobs != rhs.logprobs {return false}
+    if lhs.truncated != rhs.truncated {return false}
+    if lhs.optionLogprobs != rhs.optionLogprobs {return false}
+    if lhs.optionTokens != rhs.optionTokens {return false}
+    if lhs._helpfulnessScore != rhs._helpfulnessScore {return false}
+    if lhs._safetyScore != rhs._safetyScore {return false}
+    if lhs.ruleReward != rhs.ruleReward {return false}
+    if lhs.error != rhs.error {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Charter_V1_TaskResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TaskResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_id\0\u{1}iteration\0\u{3}policy_version\0\u{1}samples\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_id\0\u{1}iteration\0\u{3}policy_version\0\u{1}samples\0\u{1}items\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1277,6 +1708,7 @@ nonisolated extension Charter_V1_TaskResult: SwiftProtobuf.Message, SwiftProtobu
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.iteration) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.samples) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
       default: break
       }
     }
@@ -1295,6 +1727,9 @@ nonisolated extension Charter_V1_TaskResult: SwiftProtobuf.Message, SwiftProtobu
     if !self.samples.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.samples, fieldNumber: 4)
     }
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1303,6 +1738,7 @@ nonisolated extension Charter_V1_TaskResult: SwiftProtobuf.Message, SwiftProtobu
     if lhs.iteration != rhs.iteration {return false}
     if lhs.policyVersion != rhs.policyVersion {return false}
     if lhs.samples != rhs.samples {return false}
+    if lhs.items != rhs.items {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

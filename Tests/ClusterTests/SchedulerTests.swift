@@ -87,6 +87,31 @@ final class SchedulerTests: XCTestCase {
         s.register("v", now: 1)
         XCTAssertNotNil(s.nextTask(for: "v", now: 1))
     }
+
+    /// A stage's items in tasks named after the coordinator process: a task id of another process
+    /// is unknown, every item is dispatched once unless its worker dies, and counted.
+    func testStageItemsAreCutInOrderUnderTheProcessPrefixAndCounted() {
+        let s = Scheduler(heartbeatTimeout: 3)
+        s.register("a", now: 0); s.register("b", now: 0)
+        s.startStage("generate", prefix: "run-2", itemIds: ["x", "y", "z", "w", "v"], itemsPerTask: 2)
+        let first = s.nextTask(for: "a", now: 0)!
+        XCTAssertEqual(first.id, "run-2/generate-0")
+        XCTAssertEqual(first.itemIds, ["x", "y"])
+        XCTAssertEqual(s.complete("run-1/generate-0", from: "b", policyVersion: 0), .unknown, "a result for an earlier process")
+        XCTAssertEqual(s.complete(first.id, from: "a", policyVersion: 0), .accepted)
+        var items = first.itemIds
+        _ = s.nextTask(for: "b", now: 1)                  // b dies holding it
+        s.heartbeat("a", now: 4.5)
+        XCTAssertEqual(s.expire(now: 4.5), ["b"])
+        while let t = s.nextTask(for: "a", now: 4) {
+            XCTAssertEqual(s.complete(t.id, from: "a", policyVersion: 0), .accepted)
+            items += t.itemIds
+        }
+        XCTAssertTrue(s.isIterationComplete)
+        XCTAssertEqual(items.sorted(), ["v", "w", "x", "y", "z"])
+        XCTAssertEqual(s.counters.itemsDispatched, 7, "five items and the two of the dead worker's task again")
+        XCTAssertEqual(s.counters.unknown, 1)
+    }
 }
 
 final class WeightChunkTests: XCTestCase {

@@ -21,15 +21,49 @@ final class WireTests: XCTestCase {
         var c0 = Charter_V1_ChunkInfo(); c0.index = 0; c0.offset = 0; c0.size = 4 << 20; c0.crc32C = 0xDEAD_BEEF
         var c1 = Charter_V1_ChunkInfo(); c1.index = 1; c1.offset = 4 << 20; c1.size = 2 << 20; c1.crc32C = 0x0BAD_F00D
         announce.chunks = [c0, c1]; announce.manifestCrc32C = 0x1234_5678; announce.sources = ["tcp://127.0.0.1:6001", "tcp://127.0.0.1:5556"]
-        var error = Charter_V1_Error(); error.code = .versionMismatch; error.message = "coordinator speaks protocol 2, got 3"
+        var error = Charter_V1_Error(); error.code = .versionMismatch; error.message = "coordinator speaks protocol 3, got 2"
         var missing = Charter_V1_ChunkReply(); missing.policyVersion = 8; missing.index = 1; missing.missing = true
         // Raw scores: one sample with a helpfulness score only (no safety model), cut off at the length limit.
         var record = Charter_V1_SampleRecord()
         record.promptID = 11; record.index = 1; record.response = [504, 3575]; record.logprobs = [-0.5, -1.25]
         record.referenceLogprobs = [-0.75, -1]; record.seed = 99; record.helpfulnessScore = -2.5; record.ruleReward = 1; record.truncated = true
         var result = Charter_V1_TaskResult(); result.taskID = "7-2"; result.iteration = 7; result.policyVersion = 7; result.samples = [record]
+        // A stage task of each kind and a result with one item of each kind (an error item too).
+        func item(_ id: String) -> Charter_V1_Item {
+            var i = Charter_V1_Item(); i.itemID = id; i.seed = 7
+            var turn = Charter_V1_ChatTurn(); turn.role = "user"; turn.content = "Say hello."
+            i.messages = [turn]
+            return i
+        }
+        var generate = Charter_V1_Task(); generate.taskID = "run-1/generate-0"; generate.kind = .generate; generate.stage = "generate"
+        var policy = Charter_V1_ModelRef(); policy.name = "policy"; policy.version = 0
+        generate.models = [policy]; generate.sampling.temperature = 1; generate.sampling.maxNewTokens = 32
+        var raw = item("b"); raw.messages = []; raw.prompt = "Once upon a time"
+        generate.items = [item("a"), raw]
+        var revise = generate; revise.kind = .revise; revise.stage = "revise"; revise.taskID = "run-1/revise-0"
+        var critiqued = item("a"); critiqued.steps = ["Point out what is rude in your answer.", "Rewrite it without that."]
+        revise.items = [critiqued]
+        var options = Charter_V1_Task(); options.taskID = "run-1/options-0"; options.kind = .options; options.stage = "label"
+        var judge = Charter_V1_ModelRef(); judge.name = "feedback"
+        options.models = [judge]
+        var asked = item("a"); asked.options = [" (A)", " (B)"]
+        options.items = [asked]
+        var score = Charter_V1_Task(); score.taskID = "run-1/score-0"; score.kind = .score; score.stage = "score"
+        var helpful = Charter_V1_ModelRef(); helpful.name = "reward.helpful"
+        var safe = Charter_V1_ModelRef(); safe.name = "reward.safety"
+        score.models = [helpful, safe]
+        var answered = item("a"); answered.response = "Hello!"
+        score.items = [answered]
+        var g = Charter_V1_ItemResult(); g.itemID = "a"; g.texts = ["Hello"]; g.tokens = [19556, 2]; g.logprobs = [-0.25, -0.5]; g.truncated = [false]
+        var r = Charter_V1_ItemResult(); r.itemID = "c"; r.texts = ["Hi, idiot.", "Rude.", "Hi."]; r.truncated = [false, false, true]
+        var o = Charter_V1_ItemResult(); o.itemID = "d"; o.optionLogprobs = [-1.5, -0.75]; o.optionTokens = [3, 3]
+        var sc = Charter_V1_ItemResult(); sc.itemID = "e"; sc.helpfulnessScore = 1.25; sc.ruleReward = 0.5
+        var failed = Charter_V1_ItemResult(); failed.itemID = "f"; failed.error = "the prompt has 2000 tokens; it does not fit the context of 1024"
+        var items = Charter_V1_TaskResult(); items.taskID = "run-1/generate-0"; items.items = [g, r, o, sc, failed]
         return [("register", .register(register)), ("task", .task(task)), ("policy_announce", .policyAnnounce(announce)), ("error", .error(error)),
-                ("chunk_reply_missing", .chunkReply(missing)), ("task_result", .taskResult(result))]
+                ("chunk_reply_missing", .chunkReply(missing)), ("task_result", .taskResult(result)),
+                ("task_generate", .task(generate)), ("task_revise", .task(revise)), ("task_options", .task(options)), ("task_score", .task(score)),
+                ("task_result_items", .taskResult(items))]
     }
 
     /// Set CHARTER_WRITE_FIXTURES=1 to write the fixtures anew after a deliberate schema change.
@@ -67,12 +101,12 @@ final class WireTests: XCTestCase {
             guard case .malformed = $0 as? Wire.DecodeError else { return XCTFail("\($0)") }
         }
         var future = Envelope()
-        future.protocolVersion = 3
+        future.protocolVersion = 4
         future.heartbeat = Charter_V1_Heartbeat()
         XCTAssertThrowsError(try Wire.decode([try future.serializedData()])) {
-            XCTAssertEqual($0 as? Wire.DecodeError, .versionMismatch(3))
+            XCTAssertEqual($0 as? Wire.DecodeError, .versionMismatch(4))
             XCTAssertEqual(($0 as! Wire.DecodeError).reply.code, .versionMismatch)
-            XCTAssertEqual("\($0)", "speaks protocol 2, got 3")
+            XCTAssertEqual("\($0)", "speaks protocol 3, got 4")
         }
         var empty = Envelope()
         empty.protocolVersion = Wire.protocolVersion

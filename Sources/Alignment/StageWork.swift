@@ -1,0 +1,145 @@
+import Engine
+import Tokenizer
+
+/// Computes stage items with the inference engine, the same way in process and on a worker. Every
+/// item's result depends only on the item (its seed, its prompt) and the models, never on the
+/// other items of the batch (the kernels are batch invariant), so how a stage's items were cut
+/// into tasks does not change a bit of the output.
+public struct StageWork {
+    public var policy: Transformer
+    public var tokenizer: BPETokenizer
+    /// Sampling settings for generate and revise (the seed comes from each item).
+    public var sampling: RolloutSettings
+    /// The judge for options (nil: the policy).
+    public var feedback: Transformer?
+    /// The reward models and rules for score.
+    public var scorer: RewardScorer?
+    /// Runs between decode steps and passes (a worker heartbeats there).
+    public var tick: () -> Void = {}
+
+    public init(policy: Transformer, tokenizer: BPETokenizer, sampling: RolloutSettings, feedback: Transformer? = nil, scorer: RewardScorer? = nil) {
+        self.policy = policy; self.tokenizer = tokenizer; self.sampling = sampling; self.feedback = feedback; self.scorer = scorer
+    }
+
+    public func run(_ kind: StageKind, _ items: [StageItem]) throws -> [StageItemResult] {
+        switch kind {
+        case .generate: return try revise(items, steps: 0)
+        case .revise: return try revise(items, steps: nil)
+        case .options: return try options(items)
+        case .score: return try score(items)
+        }
+    }
+
+    /// The prompt's tokens: the conversation with the chat template (ready for the assistant's
+    /// turn), or the raw text.
+    func promptTokens(_ item: StageItem, extra: [ChatMessage] = []) throws -> [Int32] {
+        if item.messages.isEmpty { return try tokenizer.encode(item.prompt) }
+        return try tokenizer.encode(try ChatTemplate.render(item.messages + extra))
+    }
+
+    /// A problem with one item becomes that item's error; the others go on.
+    func checked(_ tokens: () throws -> [Int32], room: Int) -> Result<[Int32], StageItemError> {
+        do {
+            let t = try tokens()
+            if t.isEmpty { return .failure(StageItemError("the prompt has no tokens")) }
+            if t.count + room > policy.config.contextLength {
+                return .failure(StageItemError("the prompt has \(t.count) tokens; with \(room) more it does not fit the context of \(policy.config.contextLength)"))
+            }
+            return .success(t)
+        } catch {
+            return .failure(StageItemError("\(error)"))
+        }
+    }
+
+    /// generate (steps: 0) and revise (steps: nil, each item's own): step 0 answers the prompt,
+    /// step k answers the item's k-th step after the conversation so far. One batch per step.
+    func revise(_ items: [StageItem], steps fixed: Int?) throws -> [StageItemResult] {
+        var results = items.map { StageItemResult(id: $0.id) }
+        let stepsOf = items.map { fixed ?? $0.steps.count }
+        for step in 0...(stepsOf.max() ?? 0) {
+            var requests: [GenerationRequest] = [], rows: [Int] = []
+            for (i, item) in items.enumerated() where results[i].error == nil && step <= stepsOf[i] {
+                // The conversation so far: each earlier answer, then the step's user turn.
+                let extra = (0..<step).flatMap { k in
+                    [ChatMessage(role: "assistant", content: results[i].texts[k]), ChatMessage(role: "user", content: item.steps[k])]
+                }
+                switch checked({ try promptTokens(item, extra: extra) }, room: 1) {
+                case .failure(let e): results[i].error = e.description
+                case .success(let tokens):
+                    let seed = step == 0 ? item.seed : SplitMix64.derive(item.seed, UInt64(step))
+                    requests.append(GenerationRequest(prompt: tokens, params: SamplingParams(
+                        temperature: sampling.temperature, topK: sampling.topK, topP: sampling.topP,
+                        maxNewTokens: sampling.maxNewTokens, stopTokens: Set(sampling.stopTokens), seed: seed)))
+                    rows.append(i)
+                }
+            }
+            if requests.isEmpty { continue }
+            let generated = try Generator(model: policy).generate(requests) { _, _ in tick() }
+            for (i, g) in zip(rows, generated) {
+                let answer = g.finishReason == .stop ? Array(g.tokens.dropLast()) : g.tokens
+                results[i].texts.append(try tokenizer.decode(answer))
+                results[i].truncated.append(g.finishReason == .length)
+                if fixed == 0 { results[i].tokens = g.tokens; results[i].logprobs = g.logprobs }
+            }
+        }
+        return results
+    }
+
+    /// The log-prob of each option's tokens right after the prompt, under the judge.
+    func options(_ items: [StageItem]) throws -> [StageItemResult] {
+        let judge = feedback ?? policy
+        var results = items.map { StageItemResult(id: $0.id) }
+        var samples: [Sample] = [], owners: [Int] = []
+        for (i, item) in items.enumerated() {
+            do {
+                let prompt = try promptTokens(item)
+                let options = try item.options.map { try tokenizer.encode($0, parseSpecial: false) }
+                let longest = options.map(\.count).max() ?? 0
+                if let empty = options.firstIndex(where: \.isEmpty) { throw StageItemError("option \(empty + 1) has no tokens") }
+                if prompt.count + longest > judge.config.contextLength {
+                    throw StageItemError("prompt and option take \(prompt.count + longest) tokens, more than the context of \(judge.config.contextLength)")
+                }
+                for o in options {
+                    samples.append(Sample(promptId: i, index: 0, prompt: prompt, response: o, logprobs: [], policyVersion: 0, seed: 0))
+                    owners.append(i)
+                }
+                results[i].optionTokens = options.map(\.count)
+            } catch {
+                results[i].error = "\(error)"
+            }
+        }
+        let logprobs = try ReferenceLogprobs.compute(judge, samples: samples, between: tick)
+        for (i, lp) in zip(owners, logprobs) { results[i].optionLogprobs.append(lp.reduce(0, +)) }
+        return results
+    }
+
+    /// The raw scores of each item's response to its prompt, as a finished answer (the stop token
+    /// closes it, as a generated one is).
+    func score(_ items: [StageItem]) throws -> [StageItemResult] {
+        guard let scorer else { throw StageItemError("score needs reward models or rules in the configuration") }
+        var results = items.map { StageItemResult(id: $0.id) }
+        var samples: [Sample] = [], owners: [Int] = []
+        let stop = sampling.stopTokens.first.map { [$0] } ?? []
+        for (i, item) in items.enumerated() {
+            let response: [Int32]
+            do { response = try tokenizer.encode(item.response, parseSpecial: false) + stop } catch {
+                results[i].error = "response: \(error)"
+                continue
+            }
+            switch checked({ try promptTokens(item) }, room: response.count) {
+            case .failure(let e): results[i].error = e.description
+            case .success(let prompt):
+                samples.append(Sample(promptId: i, index: 0, prompt: prompt, response: response, logprobs: [], policyVersion: 0, seed: 0))
+                owners.append(i)
+            }
+        }
+        for (i, s) in zip(owners, try scorer.raw(samples)) { results[i].scores = s }
+        tick()
+        return results
+    }
+}
+
+public struct StageItemError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}

@@ -1,0 +1,168 @@
+import Alignment
+import Engine
+import Formats
+import Foundation
+import Tokenizer
+import XCTest
+
+final class StageInputTests: XCTestCase {
+    func write(_ lines: [String]) throws -> String {
+        let path = NSTemporaryDirectory() + "stage-items-\(UUID().uuidString).jsonl"
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func testItemsTakeIdsSeedsAndConversations() throws {
+        let path = try write([#"{"prompt": "Hi", "extra": 7}"#, #"{"id": "b", "seed": 5, "messages": [{"role": "user", "content": "Yo"}]}"#])
+        let lines = try StageInput.load(path, kind: .generate, runSeed: 1, chat: true, system: "Be kind")
+        XCTAssertEqual(lines.map(\.item.id), ["1", "b"])
+        XCTAssertEqual(lines[0].item.messages, [ChatMessage(role: "system", content: "Be kind"), ChatMessage(role: "user", content: "Hi")])
+        XCTAssertEqual(lines[0].item.seed, SplitMix64.derive(1, StageInput.fnv1a("1".utf8)))
+        XCTAssertEqual(lines[0].object["extra"] as? Int, 7)
+        XCTAssertEqual(lines[1].item.seed, 5)
+        // Without chat a prompt is raw text.
+        XCTAssertEqual(try StageInput.load(path, kind: .generate, runSeed: 1, chat: false, system: nil)[0].item.prompt, "Hi")
+    }
+
+    func testEveryBadLineIsNamedWithItsProblem() throws {
+        let cases: [(StageKind, String, String)] = [
+            (.generate, #"{"text": "x"}"#, "line 1: needs a non-empty string \"prompt\" or a list \"messages\""),
+            (.generate, #"{"prompt": "x", "messages": []}"#, "one of the two"),
+            (.generate, #"{"messages": [{"role": "bot", "content": "x"}]}"#, "message 1: \"role\" must be system, user or assistant"),
+            (.generate, #"{"prompt": "x", "id": 1.5}"#, "\"id\" must be a non-empty string or an integer"),
+            (.generate, #"{"prompt": "x", "seed": -1}"#, "\"seed\" must be a whole number"),
+            (.revise, #"{"prompt": "x"}"#, "revise needs \"steps\""),
+            (.options, #"{"prompt": "x", "options": ["A", ""]}"#, "options needs \"options\""),
+            (.score, #"{"prompt": "x"}"#, "score needs a string \"response\""),
+        ]
+        for (kind, line, message) in cases {
+            let path = try write([line])
+            XCTAssertThrowsError(try StageInput.load(path, kind: kind, runSeed: 0, chat: true, system: nil)) {
+                XCTAssertTrue("\($0)".contains(message), "\(line): \($0)")
+            }
+        }
+        let twice = try write([#"{"id": "a", "prompt": "x"}"#, #"{"id": "a", "prompt": "y"}"#])
+        XCTAssertThrowsError(try StageInput.load(twice, kind: .generate, runSeed: 0, chat: true, system: nil)) {
+            XCTAssertTrue("\($0)".contains("line 2: id \"a\" is also on line 1"), "\($0)")
+        }
+        let raw = try write([#"{"prompt": "x", "steps": ["again"]}"#])
+        XCTAssertThrowsError(try StageInput.load(raw, kind: .revise, runSeed: 0, chat: false, system: nil)) {
+            XCTAssertTrue("\($0)".contains("revise needs a conversation"), "\($0)")
+        }
+        XCTAssertThrowsError(try StageInput.load(try write([""]), kind: .generate, runSeed: 0, chat: true, system: nil)) {
+            XCTAssertTrue("\($0)".contains("no items"), "\($0)")
+        }
+    }
+}
+
+final class StageOutputTests: XCTestCase {
+    func testResumeKeepsFinishedLinesDropsACutOneAndNeverWritesAnIdTwice() throws {
+        let path = NSTemporaryDirectory() + "stage-out-\(UUID().uuidString).jsonl"
+        do {
+            let out = try StageOutput(path: path, resume: false, syncEvery: 2)
+            XCTAssertEqual(try out.append([["id": "a", "v": 1], ["id": "b", "v": 2]]), 2)
+            XCTAssertEqual(try out.append([["id": "a", "v": 9]]), 0, "an id already in the file is skipped")
+        }
+        // A process killed mid-write leaves half a line.
+        let handle = FileHandle(forWritingAtPath: path)!
+        handle.seekToEndOfFile()
+        handle.write(Data(#"{"id": "c", "v"#.utf8))
+        try handle.close()
+        let resumed = try StageOutput(path: path, resume: true)
+        XCTAssertEqual(resumed.done, ["a", "b"])
+        XCTAssertEqual(try resumed.append([["id": "c", "v": 3]]), 1)
+        try resumed.sync()
+        let lines = try JSONLines.read(path)
+        XCTAssertEqual(lines.map { $0.object["id"] as? String }, ["a", "b", "c"])
+        XCTAssertEqual(lines.map { $0.object["v"] as? Int }, [1, 2, 3])
+        // A fresh start empties the file.
+        XCTAssertEqual(try StageOutput(path: path, resume: false).done, [])
+        XCTAssertEqual(try String(contentsOfFile: path, encoding: .utf8), "")
+    }
+
+    func testAFileWithAnIdTwiceIsRefusedOnResume() throws {
+        let path = NSTemporaryDirectory() + "stage-out-\(UUID().uuidString).jsonl"
+        try "{\"id\": \"a\"}\n{\"id\": \"a\"}\n".write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try StageOutput(path: path, resume: true)) { XCTAssertTrue("\($0)".contains("line 2: id \"a\" is in the file twice"), "\($0)") }
+    }
+}
+
+/// The stage computations on a tiny model with SmolLM2's tokenizer (the model file from scripts/fetch-model.sh).
+final class StageWorkTests: XCTestCase {
+    func makeWork() throws -> (StageWork, LoadedModel) {
+        let model = try TinyModel.make(spec: "tiny:layers=1,width=32,seed=3")
+        var sampling = RolloutSettings()
+        sampling.maxNewTokens = 6
+        sampling.stopTokens = [model.tokenizer.eos].compactMap { $0 }
+        let scorer = RewardScorer(models: nil, rules: [(.keyword("cat", caseSensitive: false), 2)], decode: { (try? model.tokenizer.decode($0)) ?? "" })
+        return (StageWork(policy: try Transformer(weights: model.weights), tokenizer: model.tokenizer, sampling: sampling, scorer: scorer), model)
+    }
+
+    func items() -> [StageItem] {
+        (0..<5).map { i in
+            var item = StageItem(id: "i\(i)")
+            item.messages = [ChatMessage(role: "user", content: "Tell me about item \(i)")]
+            item.seed = UInt64(100 + i)
+            item.steps = ["Critique that.", "Now rewrite it."]
+            item.options = [" (A)", " (B)", " yes"]
+            item.response = i % 2 == 0 ? "The cat sat." : "A dog ran."
+            return item
+        }
+    }
+
+    /// How items are grouped into tasks changes nothing: each alone equals each in a batch of all.
+    func testEachKindGivesAnItemTheSameResultAloneAndInABatch() throws {
+        let (work, _) = try makeWork()
+        for kind in StageKind.allCases {
+            let together = try work.run(kind, items())
+            let alone = try items().flatMap { try work.run(kind, [$0]) }
+            XCTAssertEqual(together, alone, "\(kind)")
+            XCTAssertEqual(together.map(\.id), items().map(\.id))
+            XCTAssertTrue(together.allSatisfy { $0.error == nil }, "\(kind): \(together.compactMap(\.error))")
+        }
+        let revised = try work.run(.revise, items())
+        XCTAssertTrue(revised.allSatisfy { $0.texts.count == 3 && $0.truncated.count == 3 }, "an answer, then one per step")
+        let generated = try work.run(.generate, items())
+        XCTAssertTrue(generated.allSatisfy { $0.texts.count == 1 && $0.tokens.count == $0.logprobs.count && !$0.tokens.isEmpty })
+        XCTAssertEqual(generated.map { $0.texts[0] }, revised.map { $0.texts[0] }, "revise's first answer is generate's, same seed")
+    }
+
+    /// Option log-probs equal the sum of log-softmax entries of the training forward, computed here
+    /// by hand (a different code path: Backprop's logits), within 1e-3 nats.
+    func testOptionLogprobsAreTheOptionTokensSummedLogSoftmax() throws {
+        let (work, model) = try makeWork()
+        let item = items()[0]
+        let result = try work.run(.options, [item])[0]
+        let prompt = try model.tokenizer.encode(try ChatTemplate.render(item.messages))
+        XCTAssertEqual(result.optionLogprobs.count, 3)
+        for (k, option) in item.options.enumerated() {
+            let tokens = try model.tokenizer.encode(option, parseSpecial: false)
+            XCTAssertEqual(result.optionTokens[k], tokens.count)
+            let sequence = prompt + tokens
+            let logits = try Backprop(weights: model.weights).logits([TrainingSequence(tokens: sequence, lossMask: [0] + [Float](repeating: 1, count: sequence.count - 1))])
+            let V = model.config.vocab
+            var expected = 0.0
+            for (t, token) in tokens.enumerated() {
+                let row = Array(logits[(prompt.count - 1 + t) * V ..< (prompt.count + t) * V]).map(Double.init)
+                let m = row.max()!
+                expected += row[Int(token)] - (m + log(row.reduce(0) { $0 + exp($1 - m) }))
+            }
+            XCTAssertEqual(Double(result.optionLogprobs[k]), expected, accuracy: 1e-3, "option \(k)")
+        }
+    }
+
+    func testScoreGivesTheRuleRewardAndAPromptTooLongIsAnItemError() throws {
+        let (work, _) = try makeWork()
+        var long = StageItem(id: "long")
+        long.prompt = String(repeating: "word ", count: 2000)
+        long.response = "cat"
+        let results = try work.run(.score, items() + [long])
+        XCTAssertEqual(results.prefix(5).map { $0.scores?.rules }, [2, 0, 2, 0, 2], "the keyword rule weighs 2")
+        XCTAssertNil(results[0].scores?.helpfulness, "no reward model: no score, not a 0")
+        XCTAssertNotNil(results[5].error)
+        XCTAssertTrue(results[5].error!.contains("does not fit the context of 1024"), results[5].error!)
+        let generated = try work.run(.generate, [long, items()[1]])
+        XCTAssertNotNil(generated[0].error)
+        XCTAssertNil(generated[1].error, "the other items go on")
+    }
+}
