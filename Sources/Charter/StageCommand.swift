@@ -30,9 +30,6 @@ struct StageCommand: ParsableCommand {
         if workers < 0 { throw ValidationError("--workers must be 0 or more") }
         if let n = itemsPerTask, n < 1 { throw ValidationError("--items-per-task must be at least 1") }
         if let name, name.isEmpty || name.contains("/") { throw ValidationError("--name must be a plain file name") }
-        if workers == 0 && !inProcess && bind.hasSuffix(":*") {
-            throw ValidationError("--workers 0 needs --bind with a fixed port, for the workers to connect to")
-        }
     }
 
     func run() throws {

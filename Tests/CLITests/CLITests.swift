@@ -59,8 +59,10 @@ final class CLITests: XCTestCase {
 
     /// Starts a coordinator on a free loopback port (its log in `log`) and returns it with the control
     /// endpoint it printed. Chosen ports could collide with another process; port 0 cannot.
-    func startCoordinator(_ args: [String], log: String, bind: String = "tcp://127.0.0.1:*") throws -> (process: Process, endpoint: String) {
-        let p = try start(["coordinator", "--bind", bind] + args, log: log)
+    /// `command`: the subcommand that coordinates (`coordinator`, or `stage KIND`).
+    func startCoordinator(_ args: [String], log: String, bind: String = "tcp://127.0.0.1:*",
+                          command: [String] = ["coordinator"]) throws -> (process: Process, endpoint: String) {
+        let p = try start(command + ["--bind", bind] + args, log: log)
         addTeardownBlock { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline && p.isRunning {
