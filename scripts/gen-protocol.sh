@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates Sources/Wire/charter.pb.swift from protocol/charter.proto. The output is committed,
+# Regenerates Sources/Wire/charter.pb.swift and scripts/python-worker/charter_pb2.py from
+# protocol/charter.proto. The output is committed,
 # so builds need neither protoc nor the plugin; run this after changing the schema.
 # Needs: protoc (apt-get install protobuf-compiler) and protoc-gen-swift, built from the
 # swift-protobuf package this project depends on (several minutes on 2 cores the first time).
@@ -12,4 +13,5 @@ if [ ! -x "$plugin_dir/release/protoc-gen-swift" ]; then
 fi
 protoc --plugin=protoc-gen-swift="$plugin_dir/release/protoc-gen-swift" --swift_opt=Visibility=Public \
     --swift_out=Sources/Wire --proto_path=protocol protocol/charter.proto
-echo "wrote Sources/Wire/charter.pb.swift"
+protoc --python_out=scripts/python-worker --proto_path=protocol protocol/charter.proto
+echo "wrote Sources/Wire/charter.pb.swift and scripts/python-worker/charter_pb2.py"

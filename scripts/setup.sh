@@ -2,7 +2,8 @@
 # Installs what Charter needs on a fresh Debian 12 machine (as root), builds it, fetches the model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages="libopenblas-dev libzmq3-dev pkg-config"
+# python3-zmq and python3-protobuf: the Python worker (scripts/python-worker) and its test.
+packages="libopenblas-dev libzmq3-dev pkg-config python3-zmq python3-protobuf"
 python3 -m pip --version >/dev/null 2>&1 || packages="$packages python3-pip"
 missing=$(for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then

@@ -157,4 +157,40 @@ extension CLITests {
         XCTAssertEqual(metrics["itemsDispatched"] as? Int, 20 - before, "no item dispatched twice after the restart")
         XCTAssertEqual(metrics["itemsRun"] as? Int, 20 - before)
     }
+
+    /// The protocol is language-neutral: scripts/python-worker (pyzmq and protoc's Python classes,
+    /// Debian's /usr/bin/python3) registers, heartbeats, and answers a generate stage; items of
+    /// a kind it does not do come back as item errors, and the stage still ends.
+    func testThePythonWorkerAnswersAGenerateStage() throws {
+        let (dir, config, items) = try stageFolder("python", count: 10)
+        for kind in ["generate", "options"] {
+            let out = "\(dir.path)/\(kind)"
+            let (stage, endpoint) = try startCoordinator(["--config", config, "--items", items, "--out", out, "--workers", "0", "--items-per-task", "3"],
+                                                         log: "\(dir.path)/\(kind).log", command: ["stage", kind])
+            let worker = Process()
+            worker.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            worker.arguments = [Self.root.path + "/scripts/python-worker/worker.py", "--connect", endpoint, "--id", "py-\(kind)"]
+            let workerLog = "\(dir.path)/\(kind)-py.log"
+            FileManager.default.createFile(atPath: workerLog, contents: nil)
+            worker.standardOutput = FileHandle(forWritingAtPath: workerLog)
+            worker.standardError = worker.standardOutput
+            try worker.run()
+            defer { for p in [stage, worker] where p.isRunning { p.terminate() } }
+            let deadline = Date().addingTimeInterval(60)
+            while (stage.isRunning || worker.isRunning) && Date() < deadline { usleep(20_000) }
+            let logs = [workerLog, "\(dir.path)/\(kind).log"].map { (try? String(contentsOfFile: $0, encoding: .utf8)) ?? "" }.joined(separator: "\n")
+            XCTAssertEqual(stage.terminationStatus, 0, logs)
+            XCTAssertEqual(worker.terminationStatus, 0, logs)
+            let lines = try stageLines("\(out)/\(kind).jsonl").mapValues { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+            XCTAssertEqual(lines.count, 10)
+            for i in 0..<10 {
+                let line = lines["item-\(i)"]
+                if kind == "generate" {
+                    XCTAssertEqual(line?["text"] as? String, "synthetic answer: Tell me about thing \(i).")
+                } else {
+                    XCTAssertEqual(line?["error"] as? String, "the Python worker answers generate tasks only, not OPTIONS")
+                }
+            }
+        }
+    }
 }
