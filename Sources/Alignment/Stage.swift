@@ -71,18 +71,18 @@ public struct StageItemResult: Sendable, Equatable {
         case .generate:
             f["text"] = texts.first ?? ""
             f["tokens"] = tokens.map(Int.init)
-            f["logprobs"] = logprobs.map(Double.init)
+            f["logprobs"] = logprobs
             f["truncated"] = truncated.first ?? false
         case .revise:
             f["answers"] = texts
             f["truncated"] = truncated
         case .options:
-            f["option_logprobs"] = optionLogprobs.map(Double.init)
+            f["option_logprobs"] = optionLogprobs
             f["option_tokens"] = optionTokens
         case .score:
-            if let h = scores?.helpfulness { f["helpfulness_score"] = Double(h) }
-            if let s = scores?.safety { f["safety_score"] = Double(s) }
-            f["rule_reward"] = Double(scores?.rules ?? 0)
+            if let h = scores?.helpfulness { f["helpfulness_score"] = h }
+            if let s = scores?.safety { f["safety_score"] = s }
+            f["rule_reward"] = Float(scores?.rules ?? 0)
         }
         return f
     }

@@ -52,7 +52,7 @@ public final class StageOutput {
         var bytes = Data(), added = 0
         for o in objects {
             guard let id = o["id"] as? String, done.insert(id).inserted else { continue }
-            bytes += try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])
+            bytes += JSONLine.encode(o)
             bytes.append(UInt8(ascii: "\n"))
             added += 1
         }

@@ -5,7 +5,7 @@ import Foundation
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks quoted in BENCHMARKS.md (build with -c release).",
-        subcommands: [GenerateBench.self, KernelBench.self, TrainBench.self, BroadcastBench.self, DispatchBench.self, ZMQSinkCommand.self])
+        subcommands: [GenerateBench.self, KernelBench.self, TrainBench.self, BroadcastBench.self, DispatchBench.self, StageOutputBench.self, ZMQSinkCommand.self])
 }
 
 struct GenerateBench: ParsableCommand {

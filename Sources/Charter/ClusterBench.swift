@@ -4,6 +4,7 @@ import Cluster
 import Engine
 import Formats
 import Foundation
+import Tokenizer
 import ZeroMQ
 
 /// `charter bench dispatch`: tasks per second through a coordinator serving many simulated workers.
@@ -14,8 +15,11 @@ struct DispatchBench: ParsableCommand {
     @Option(help: "Simulated workers (one process, a connection each).") var workers = 256
     @Option(help: "Tasks in the measured iteration.") var tasks = 20_000
     @Option(help: "Prompts per task.") var promptsPerTask = 1
+    @Option(help: "Measure a generate stage of this many items instead (each result appended to a stage output file).") var items: Int?
+    @Option(help: "Items per task, with --items.") var itemsPerTask = 1
 
     func run() throws {
+        if let items { return try stage(items) }
         var settings = Coordinator.Settings()
         settings.bind = "tcp://127.0.0.1:*"
         settings.promptsPerTask = promptsPerTask
@@ -36,6 +40,62 @@ struct DispatchBench: ParsableCommand {
         guard samples.count == prompts.count * rollout.samplesPerPrompt else { throw CLIError("got \(samples.count) samples, expected \(prompts.count * 2)") }
         print(String(format: "dispatch: %d simulated workers, %d tasks of %d prompt(s) x 2 samples in %.2f s: %.0f tasks/s; coordinator CPU %.2f s = %.0f%% of one core, %.0f us per task",
                      workers, tasks, promptsPerTask, wall, Double(tasks) / wall, cpu, 100 * cpu / wall, 1e6 * cpu / Double(tasks)))
+    }
+
+    /// Items/s of a generate stage: tasks of `itemsPerTask` items to the simulated workers, every
+    /// result appended (and fsynced in batches) to a stage output in a temporary folder.
+    func stage(_ count: Int) throws {
+        var settings = Coordinator.Settings()
+        settings.bind = "tcp://127.0.0.1:*"
+        let coordinator = try Coordinator(settings: settings, configText: "", rollout: RolloutSettings(), runId: "bench-stage", log: { _ in })
+        let child = try ClusterBench.spawn(["worker", "--connect", coordinator.controlEndpoint, "--synthetic", "\(workers)"])
+        defer { ClusterRun.stop([child]) }
+        guard try coordinator.waitForWorkers(workers, seconds: 60) else { throw CLIError("only \(coordinator.scheduler.aliveWorkers.count) of \(workers) workers registered") }
+        let items = (0..<count).map { i -> StageItem in
+            var item = StageItem(id: "item-\(i)")
+            item.messages = [ChatMessage(role: "user", content: "Write a short answer to question \(i).")]
+            return item
+        }
+        let path = NSTemporaryDirectory() + "charter-bench-stage-\(getpid()).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let output = try StageOutput(path: path, resume: false)
+        var stage = Coordinator.Stage(name: "generate", kind: .generate, items: items, sampling: RolloutSettings())
+        stage.itemsPerTask = itemsPerTask
+        let cpu0 = ClusterBench.cpuSeconds(), began = ContinuousClock.now
+        try coordinator.run(stage) { results in try output.append(results.map { $0.fields(.generate) }) }
+        try output.sync()
+        let wall = (ContinuousClock.now - began).seconds, cpu = ClusterBench.cpuSeconds() - cpu0
+        coordinator.finish()
+        guard output.appended == count else { throw CLIError("the output holds \(output.appended) items, expected \(count)") }
+        print(String(format: "dispatch: %d simulated workers, a generate stage of %d items, %d per task, in %.2f s: %.0f items/s; coordinator CPU %.2f s = %.0f%% of one core, %.1f us per item",
+                     workers, count, itemsPerTask, wall, Double(count) / wall, cpu, 100 * cpu / wall, 1e6 * cpu / Double(count)))
+    }
+}
+
+/// `charter bench stage-output`: lines/s appended to a stage output, fsync batched as stages do,
+/// beside an fsync per line and no fsync at all.
+struct StageOutputBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stage-output", abstract: "Lines/s into a stage output file: fsync per 256 lines or second, per line, never.")
+
+    @Option(help: "Lines per measurement.") var lines = 20_000
+    @Option(help: "Folder for the file (its disk is what is measured).") var dir = NSTemporaryDirectory()
+
+    func run() throws {
+        let line: (Int) -> [String: Any] = { i in
+            ["id": "item-\(i)", "text": String(repeating: "word ", count: 40), "tokens": Array(0..<48), "truncated": false]
+        }
+        print("fsync | lines | seconds | lines/s")
+        for (label, every, limit) in [("every 256 lines or 1 s (stages)", 256, lines), ("never (write only)", Int.max, lines), ("every line", 1, min(lines, 2_000))] {
+            let path = (dir as NSString).appendingPathComponent("charter-bench-output-\(getpid()).jsonl")
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let output = try StageOutput(path: path, resume: false, syncEvery: every, syncSeconds: every == Int.max ? .infinity : 1)
+            let began = ContinuousClock.now
+            for i in 0..<limit { try output.append([line(i)]) }
+            if every != Int.max { try output.sync() }
+            let wall = (ContinuousClock.now - began).seconds
+            print(String(format: "%@ | %d | %.3f | %.0f", label, limit, wall, Double(limit) / wall))
+        }
     }
 }
 

@@ -93,12 +93,18 @@ public final class SyntheticWorkers {
         return true
     }
 
-    /// Samples of the right shape: max_new_tokens tokens each, with log-probs and a rule reward.
+    /// Samples of the right shape: max_new_tokens tokens each, with log-probs and a rule reward;
+    /// for a stage task, one short answer per item.
     static func result(for t: Charter_V1_Task) -> Charter_V1_TaskResult {
         var result = Charter_V1_TaskResult()
         result.taskID = t.taskID
         result.iteration = t.iteration
         result.policyVersion = t.policyVersion
+        result.items = t.items.map { item in
+            var r = Charter_V1_ItemResult()
+            r.itemID = item.itemID; r.texts = ["a synthetic answer"]; r.truncated = [false]
+            return r
+        }
         let n = Int(max(t.sampling.maxNewTokens, 1))
         for p in t.prompts {
             for k in 0..<t.samplesPerPrompt {

@@ -55,6 +55,25 @@ final class StageInputTests: XCTestCase {
     }
 }
 
+final class JSONLineTests: XCTestCase {
+    /// What JSONSerialization reads comes back out the same, 0/1 stay numbers and true/false stay
+    /// booleans, and the text is escaped so that the line parses again.
+    func testLinesReadBackAsTheValuesWritten() throws {
+        let input = #"{"one": 1, "yes": true, "zero": 0, "no": false, "half": 0.5, "big": 12345678901234, "none": null, "list": [1, "a\"b", [true]], "nested": {"z": -2.25, "a": "é\n\u0001"}}"#
+        let parsed = try JSONSerialization.jsonObject(with: Data(input.utf8)) as! [String: Any]
+        var object = parsed
+        object["floats"] = [Float(-0.1), Float.nan, Float(3)]
+        object["flag"] = true
+        object["count"] = 7
+        let line = String(decoding: JSONLine.encode(object), as: UTF8.self)
+        XCTAssertTrue(line.hasPrefix(#"{"big":12345678901234,"count":7,"flag":true,"floats":[-0.1,null,3.0],"half":0.5,"list":[1,"a\"b",[true]]"#), line)
+        XCTAssertTrue(line.contains(#""no":false,"none":null,"one":1,"yes":true,"zero":0"#), line)
+        let back = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+        XCTAssertEqual((back["nested"] as? [String: Any])?["a"] as? String, "é\n\u{1}")
+        XCTAssertEqual(NSDictionary(dictionary: back.filter { $0.key != "floats" }), NSDictionary(dictionary: object.filter { $0.key != "floats" }))
+    }
+}
+
 final class StageOutputTests: XCTestCase {
     func testResumeKeepsFinishedLinesDropsACutOneAndNeverWritesAnIdTwice() throws {
         let path = NSTemporaryDirectory() + "stage-out-\(UUID().uuidString).jsonl"
