@@ -224,7 +224,7 @@ public final class Coordinator: RolloutSource {
         case .register, .taskResult: needsRegistration = false
         default: needsRegistration = true
         }
-        if needsRegistration && !scheduler.aliveWorkers.contains(worker) {
+        if needsRegistration && !scheduler.isAlive(worker) {
             var e = Charter_V1_Error(); e.code = .notRegistered; e.message = "register first"
             send(.error(e))
             return

@@ -30,13 +30,14 @@ public final class Scheduler {
     public private(set) var counters = Counters()
     private var workers: [String: Worker] = [:]
     private var tasks: [String: TaskSpec] = [:]
-    private var queue: [String] = []                 // task ids waiting, front first
+    private var queue = TaskQueue()                  // task ids waiting, front first
     private var leasedTo: [String: String] = [:]     // task id -> worker id
     private var done: Set<String> = []
 
     public init(heartbeatTimeout: Double) { self.heartbeatTimeout = heartbeatTimeout }
 
     public var aliveWorkers: [String] { workers.keys.sorted() }
+    public func isAlive(_ worker: String) -> Bool { workers[worker] != nil }
     public var isIterationComplete: Bool { !tasks.isEmpty && done.count == tasks.count }
     public var pendingTasks: Int { tasks.count - done.count }
     public func task(_ id: String) -> TaskSpec? { tasks[id] }
@@ -55,7 +56,7 @@ public final class Scheduler {
         guard let w = workers.removeValue(forKey: worker) else { return }
         for id in w.leases where !done.contains(id) {
             leasedTo[id] = nil
-            queue.insert(id, at: 0)
+            queue.pushFront(id)
             counters.redispatched += 1
         }
     }
@@ -65,7 +66,7 @@ public final class Scheduler {
     public func requeue(_ taskId: String) {
         guard tasks[taskId] != nil, !done.contains(taskId), !queue.contains(taskId) else { return }
         if let holder = leasedTo.removeValue(forKey: taskId) { workers[holder]?.leases.remove(taskId) }
-        queue.insert(taskId, at: 0)
+        queue.pushFront(taskId)
         counters.redispatched += 1
     }
 
@@ -81,7 +82,7 @@ public final class Scheduler {
     private func begin(iteration: Int, policyVersion: Int) {
         self.iteration = iteration
         self.policyVersion = policyVersion
-        tasks = [:]; queue = []; leasedTo = [:]; done = []
+        tasks = [:]; queue = TaskQueue(); leasedTo = [:]; done = []
         workers = workers.mapValues { Worker(lastSeen: $0.lastSeen, leases: []) }
     }
 
@@ -113,8 +114,7 @@ public final class Scheduler {
 
     /// The next task for a worker that asked for one, or nil when nothing waits.
     public func nextTask(for worker: String, now: Double) -> TaskSpec? {
-        guard workers[worker] != nil, !queue.isEmpty else { return nil }
-        let id = queue.removeFirst()
+        guard workers[worker] != nil, let id = queue.popFront() else { return nil }
         leasedTo[id] = worker
         workers[worker]!.leases.insert(id)
         workers[worker]!.lastSeen = now
@@ -136,7 +136,40 @@ public final class Scheduler {
         done.insert(taskId)
         if let holder = leasedTo[taskId], holder != worker { workers[holder]?.leases.remove(taskId) }
         leasedTo[taskId] = nil
-        queue.removeAll { $0 == taskId } // a re-queued task finished by its first holder after all
+        queue.remove(taskId) // a re-queued task finished by its first holder after all
         return .accepted
+    }
+}
+
+/// Task ids waiting, front first, with every operation in constant time (amortized): a queue of
+/// 20,000 tasks is common in a stage, and an array's removeFirst or removeAll would cost O(n) a result.
+struct TaskQueue {
+    private var ids: [String] = []
+    private var head = 0
+    private var waiting: Set<String> = []
+
+    var isEmpty: Bool { waiting.isEmpty }
+    func contains(_ id: String) -> Bool { waiting.contains(id) }
+
+    mutating func append(_ id: String) {
+        if waiting.insert(id).inserted { ids.append(id) }
+    }
+
+    mutating func pushFront(_ id: String) {
+        guard waiting.insert(id).inserted else { return }
+        if head > 0 { head -= 1; ids[head] = id } else { ids.insert(id, at: 0) }
+    }
+
+    /// Forgets an id; its slot is skipped when reached.
+    mutating func remove(_ id: String) { waiting.remove(id) }
+
+    mutating func popFront() -> String? {
+        while head < ids.count {
+            let id = ids[head]
+            head += 1
+            if head > 1024 && head * 2 > ids.count { ids.removeFirst(head); head = 0 }
+            if waiting.remove(id) != nil { return id }
+        }
+        return nil
     }
 }

@@ -62,6 +62,24 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(s.counters.redispatched, 1)
     }
 
+    /// A queued-again task that its first holder finishes after all leaves the queue; the queue
+    /// keeps its order over thousands of tasks (it compacts itself as it is drained).
+    func testAQueuedAgainTaskFinishedByItsHolderIsNotHandedOutAgain() {
+        let s = Scheduler(heartbeatTimeout: 3)
+        s.register("w", now: 0)
+        s.startStage("generate", prefix: "p", itemIds: (0..<5000).map(String.init), itemsPerTask: 1)
+        var handedOut: [String] = []
+        let first = s.nextTask(for: "w", now: 0)!
+        s.requeue(first.id)                                   // back at the front ...
+        XCTAssertEqual(s.complete(first.id, from: "w", policyVersion: 0), .accepted) // ... but done
+        while let t = s.nextTask(for: "w", now: 0) {
+            handedOut += t.itemIds
+            XCTAssertEqual(s.complete(t.id, from: "w", policyVersion: 0), .accepted)
+        }
+        XCTAssertEqual(handedOut, (1..<5000).map(String.init))
+        XCTAssertTrue(s.isIterationComplete)
+    }
+
     func testStaleAndUnknownResultsAreDroppedAndCounted() {
         let s = Scheduler(heartbeatTimeout: 3)
         s.register("w", now: 0)
