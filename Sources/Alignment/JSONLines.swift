@@ -35,6 +35,17 @@ public enum JSONLine {
     }
 
     static func value(_ v: Any, _ out: inout [UInt8]) {
+        // Swift's own numbers first, by exact type: a cast such as `as? Int` would also take an
+        // NSNumber, a true among them, and the NSNumber path costs an allocation a number.
+        switch ObjectIdentifier(type(of: v)) {
+        case ObjectIdentifier(Int.self): return integer(v as! Int, &out)
+        case ObjectIdentifier(Float.self): return float(v as! Float, &out)
+        case ObjectIdentifier(Double.self): return float(v as! Double, &out)
+        case ObjectIdentifier(Bool.self): return out += Array(((v as! Bool) ? "true" : "false").utf8)
+        case ObjectIdentifier([Int].self): return list(v as! [Int], &out, integer)
+        case ObjectIdentifier([Float].self): return list(v as! [Float], &out, float)
+        default: break
+        }
         switch v {
         case let s as String: string(s, &out)
         case let o as [String: Any]:
@@ -64,6 +75,19 @@ public enum JSONLine {
             }
         default: out += Array("null".utf8) // NSNull, and nothing else JSON can hold
         }
+    }
+
+    static func list<T>(_ xs: [T], _ out: inout [UInt8], _ element: (T, inout [UInt8]) -> Void) {
+        out.append(UInt8(ascii: "["))
+        for (i, x) in xs.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            element(x, &out)
+        }
+        out.append(UInt8(ascii: "]"))
+    }
+
+    static func integer(_ x: Int, _ out: inout [UInt8]) {
+        out += Array(String(x).utf8)
     }
 
     static func float<F: BinaryFloatingPoint & LosslessStringConvertible>(_ x: F, _ out: inout [UInt8]) {

@@ -76,7 +76,7 @@ struct DispatchBench: ParsableCommand {
 /// beside an fsync per line and no fsync at all.
 struct StageOutputBench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "stage-output", abstract: "Lines/s into a stage output file: fsync per 256 lines or second, per line, never.")
+        commandName: "stage-output", abstract: "Lines/s into a stage output file: fsync per 256 lines or second, per line, never; each encoder alone.")
 
     @Option(help: "Lines per measurement.") var lines = 20_000
     @Option(help: "Folder for the file (its disk is what is measured).") var dir = NSTemporaryDirectory()
@@ -95,6 +95,14 @@ struct StageOutputBench: ParsableCommand {
             if every != Int.max { try output.sync() }
             let wall = (ContinuousClock.now - began).seconds
             print(String(format: "%@ | %d | %.3f | %.0f", label, limit, wall, Double(limit) / wall))
+        }
+        // The encoder alone, beside Foundation's that stage outputs used before.
+        for (label, encode) in [("no file: JSONLine encoding only", { (o: [String: Any]) in _ = JSONLine.encode(o) }),
+                                ("no file: JSONSerialization encoding only", { (o: [String: Any]) in _ = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]) })] {
+            let began = ContinuousClock.now
+            for i in 0..<lines { encode(line(i)) }
+            let wall = (ContinuousClock.now - began).seconds
+            print(String(format: "%@ | %d | %.3f | %.0f", label, lines, wall, Double(lines) / wall))
         }
     }
 }

@@ -65,12 +65,14 @@ final class JSONLineTests: XCTestCase {
         object["floats"] = [Float(-0.1), Float.nan, Float(3)]
         object["flag"] = true
         object["count"] = 7
+        object["ids"] = [1, 0]
         let line = String(decoding: JSONLine.encode(object), as: UTF8.self)
-        XCTAssertTrue(line.hasPrefix(#"{"big":12345678901234,"count":7,"flag":true,"floats":[-0.1,null,3.0],"half":0.5,"list":[1,"a\"b",[true]]"#), line)
+        XCTAssertTrue(line.hasPrefix(#"{"big":12345678901234,"count":7,"flag":true,"floats":[-0.1,null,3.0],"half":0.5,"ids":[1,0],"list":[1,"a\"b",[true]]"#), line)
         XCTAssertTrue(line.contains(#""no":false,"none":null,"one":1,"yes":true,"zero":0"#), line)
         let back = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
         XCTAssertEqual((back["nested"] as? [String: Any])?["a"] as? String, "é\n\u{1}")
         XCTAssertEqual(NSDictionary(dictionary: back.filter { $0.key != "floats" }), NSDictionary(dictionary: object.filter { $0.key != "floats" }))
+        XCTAssertEqual(back["ids"] as? [Int], [1, 0])
     }
 }
 
