@@ -64,8 +64,8 @@ struct WorkerCommand: ParsableCommand {
     func run() throws {
         if let synthetic { return try SyntheticWorkers(connect: connect, count: synthetic).run() }
         var options = Worker.Options(connect: connect, id: id ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
-        options.stallAfterTasks = stallAfterTasks
-        options.pauseAfterTasks = pauseAfterTasks
+        options.faults.stallAfterTasks = stallAfterTasks
+        options.faults.pauseAfterTasks = pauseAfterTasks
         options.giveUpAfter = giveUpAfter
         if exitWithParent { options.parent = getppid() }
         options.chunkBind = chunkBind == "none" ? nil : chunkBind

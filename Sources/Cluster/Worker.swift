@@ -18,11 +18,8 @@ public final class Worker {
         /// Where this worker serves the chunks it holds to peers (its endpoint goes in `Register`);
         /// nil: it does not relay. Not used with CURVE (peers could not authenticate it).
         public var chunkBind: String? = "tcp://127.0.0.1:*"
-        /// Fault injection for tests: after this many tasks, take the next one and never answer.
-        public var stallAfterTasks: Int?
-        /// Fault injection for tests: after this many tasks, stop this process (SIGSTOP) until it is
-        /// sent SIGCONT, so a test can act at a known point of a run.
-        public var pauseAfterTasks: Int?
+        /// Faults for tests; none by default.
+        public var faults = WorkerFaults()
         /// Seconds of registering without an answer after which the worker gives up (nil: never).
         public var giveUpAfter: Double?
         /// The process that started this worker (`charter local`): when it is gone, the worker exits.
@@ -78,9 +75,11 @@ public final class Worker {
     var rollout = RolloutSettings()
     var pendingTasks: [Charter_V1_Task] = []
     public private(set) var tasksDone = 0
+    var faults: WorkerFaults
 
     public init(options: Options, log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
         self.options = options
+        self.faults = options.faults
         self.log = log
         control = try ZMQSocket(context, .dealer)
         if let bind = options.chunkBind, options.curve == nil {
@@ -309,16 +308,9 @@ public final class Worker {
     }
 
     func work(_ task: Charter_V1_Task) throws {
-        if let n = options.stallAfterTasks, tasksDone >= n {
-            log("worker \(options.id): stalling on task \(task.taskID) (--stall-after-tasks)")
-            while true { sleep(60) }
-        }
+        guard faults.allows(task.taskID, tasksDone: tasksDone, log: { log("worker \(options.id): \($0)") }) else { return }
         try send(.taskResult(task.kind == .rollout ? try rolloutResult(task) : try stageResult(task)))
         tasksDone += 1
-        if tasksDone == options.pauseAfterTasks {
-            log("worker \(options.id): pausing after \(tasksDone) tasks (--pause-after-tasks)")
-            raise(SIGSTOP)
-        }
     }
 
     /// A rollout task's samples, scored, with reference log-probs.

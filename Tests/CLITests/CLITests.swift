@@ -475,7 +475,7 @@ extension CLITests {
         XCTAssertEqual(whole.status, 0, whole.err)
         let wholeWeights = try Data(contentsOf: dir.appendingPathComponent("whole/policy/model.safetensors"))
 
-        /// Runs `run` with one worker that stops itself (SIGSTOP) after 5 tasks: 2 tasks an iteration,
+        /// Runs `run` with one worker that stops itself (SIGSTOP) on its sixth task: 2 tasks an iteration,
         /// so the coordinator has checkpointed iteration 2 and waits inside it. Then kill -9 of the
         /// coordinator and SIGCONT of the worker; returns the coordinator's endpoint.
         func cut(_ run: String) throws -> String {
