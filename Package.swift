@@ -20,11 +20,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
-        // libzmq from Debian's libzmq3-dev; used by the Cluster modules.
+        // libzmq from Debian's libzmq3-dev; only the ZeroMQ module imports it.
         .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ"),
         // OpenBLAS is not linked: Engine/BLAS.swift opens it with dlopen after choosing the
         // kernel type, because OpenBLAS picks its kernels in a load-time constructor.
-        .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
+        // Bytes a socket can send without a copy, apart from the socket library.
+        .target(name: "Buffers"),
+        .target(name: "ZeroMQ", dependencies: ["CZeroMQ", "Buffers"]),
         // CRC-32C with the SSE4.2 instruction, for weight chunks.
         .target(name: "CCRC32C"),
         // The protocol in code: generated message headers (scripts/gen-protocol.sh) and frame layout.
@@ -34,22 +36,22 @@ let package = Package(
         .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: fast),
         .target(name: "Alignment", dependencies: ["Engine", "Tokenizer", "Formats", "Yams"], swiftSettings: fast),
         // Coordinator and workers: scheduling, weight broadcast, processes.
-        .target(name: "Cluster", dependencies: ["Engine", "Alignment", "Wire", "ZeroMQ", "CCRC32C"], swiftSettings: fast),
+        .target(name: "Cluster", dependencies: ["Engine", "Tokenizer", "Formats", "Alignment", "Wire", "ZeroMQ", "Buffers", "CCRC32C"], swiftSettings: fast),
         .executableTarget(
             name: "Charter",
             dependencies: [
-                "Engine", "Formats", "Tokenizer", "Alignment", "Cluster",
+                "Engine", "Formats", "Tokenizer", "Alignment", "Cluster", "ZeroMQ", "Buffers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: fast),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
-        .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ", "CZeroMQ"]),
+        .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ", "Buffers"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster"]),
-        .testTarget(name: "FormatsTests", dependencies: ["Formats", "Engine"]),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats", "Engine", "Tokenizer"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "Formats"]),
         .testTarget(name: "ReferenceTests", dependencies: ["Engine", "Formats", "Tokenizer"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Engine", "Formats", "Alignment"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Engine", "Formats", "Tokenizer", "Alignment"]),
         .testTarget(name: "AlignmentTests", dependencies: ["Alignment", "Engine", "Formats", "Tokenizer"]),
         // Runs the built `charter` binary; the dependency makes `swift test` build it first.
         .testTarget(name: "CLITests", dependencies: ["Charter", "ZeroMQ", "Wire"]),

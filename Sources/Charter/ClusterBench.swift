@@ -1,5 +1,6 @@
 import Alignment
 import ArgumentParser
+import Buffers
 import Cluster
 import Engine
 import Formats

@@ -1,4 +1,4 @@
-import ZeroMQ
+import Buffers
 
 /// One version's chunks on their way into a worker: which to ask for, from which source, and when.
 ///

@@ -1,5 +1,5 @@
 import Alignment
-import CZeroMQ
+import Buffers
 import Engine
 import Foundation
 import Wire
@@ -72,8 +72,8 @@ public final class Coordinator: RolloutSource {
         control = try ZMQSocket(context, .router)
         chunkServer = try ZMQSocket(context, .router)
         for s in [control, chunkServer] {
-            try s.set(ZMQ_ROUTER_MANDATORY, 1)
-            try s.set(ZMQ_ROUTER_HANDOVER, 1)
+            try s.set(.routerMandatory(true))
+            try s.set(.routerHandover(true))
             if let key = settings.curveSecretKey { try s.makeCurveServer(secretKey: key) }
         }
         controlEndpoint = try control.bind(settings.bind)

@@ -1,4 +1,3 @@
-import CZeroMQ
 import Foundation
 import Wire
 import ZeroMQ
@@ -22,7 +21,7 @@ public final class SyntheticWorkers {
     public init(connect: String, count: Int, prefix: String = "synthetic") throws {
         for i in 0..<count {
             let s = try ZMQSocket(context, .dealer)
-            try s.set(ZMQ_ROUTING_ID, "\(prefix)-\(i)")
+            try s.set(.routingId("\(prefix)-\(i)"))
             try s.connect(connect)
             peers.append(Peer(id: "\(prefix)-\(i)", socket: s))
         }

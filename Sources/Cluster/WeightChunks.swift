@@ -1,6 +1,6 @@
+import Buffers
 import CCRC32C
 import Dispatch
-import ZeroMQ
 
 /// CRC-32C (Castagnoli), the checksum of weight chunks and manifests: the SSE4.2 instruction,
 /// several GB/s, so checking a chunk costs far less than moving it.

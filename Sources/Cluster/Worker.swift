@@ -1,8 +1,8 @@
 import Alignment
-import CZeroMQ
+import Buffers
 import Engine
-import Foundation
 import Formats
+import Foundation
 import Wire
 import ZeroMQ
 
@@ -89,7 +89,7 @@ public final class Worker {
         } else {
             chunkServer = nil
         }
-        handshakes = try control.monitor(events: ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_DISCONNECTED)
+        handshakes = try control.monitor(events: [.handshakeFailedAuth, .handshakeFailedProtocol, .disconnected])
         try configure(control)
     }
 
@@ -106,11 +106,11 @@ public final class Worker {
     /// a dead connection is dropped and redialled with backoff, and the first message to a new
     /// coordinator process gets NOT_REGISTERED, upon which the worker registers again.
     func configure(_ s: ZMQSocket) throws {
-        try s.set(ZMQ_ROUTING_ID, options.id)
-        try s.set(ZMQ_HEARTBEAT_IVL, 1000)
-        try s.set(ZMQ_HEARTBEAT_TIMEOUT, 5000)
-        try s.set(ZMQ_RECONNECT_IVL, 100)
-        try s.set(ZMQ_RECONNECT_IVL_MAX, 5000)
+        try s.set(.routingId(options.id))
+        try s.set(.heartbeatIntervalMilliseconds(1000))
+        try s.set(.heartbeatTimeoutMilliseconds(5000))
+        try s.set(.reconnectIntervalMilliseconds(100))
+        try s.set(.reconnectIntervalMaxMilliseconds(5000))
         if let curve = options.curve { try s.makeCurveClient(serverKey: curve.serverKey, keys: curve.keys) }
         try s.connect(options.connect)
     }
@@ -155,13 +155,13 @@ public final class Worker {
     /// why nothing happens (a refusal once, a lost connection each time).
     func noteFailedHandshakes() {
         while let event = (try? handshakes.receive(wait: false)).flatMap({ $0 }).flatMap(ZMQSocket.monitorEvent) {
-            if event == ZMQ_EVENT_DISCONNECTED {
+            if event == .disconnected {
                 log("worker \(options.id): lost the connection to the coordinator at \(options.connect); redialling")
                 continue
             }
             guard !saidRefused else { continue }
             saidRefused = true
-            log(event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+            log(event == .handshakeFailedAuth
                 ? "worker \(options.id): the coordinator refused this worker's CURVE key (is it on the allow-list?); still trying"
                 : "worker \(options.id): the handshake with the coordinator failed (do both sides use CURVE, with the right server key?); still trying")
         }

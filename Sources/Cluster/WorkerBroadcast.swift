@@ -1,3 +1,4 @@
+import Buffers
 import Engine
 import Foundation
 import Wire

@@ -1,22 +1,6 @@
+import Buffers
 import CZeroMQ
 import Foundation
-
-/// A buffer that can travel in a frame without being copied: libzmq keeps it alive until sent.
-public final class SharedBuffer: @unchecked Sendable {
-    public let bytes: UnsafeMutableRawBufferPointer
-
-    public init(count: Int) { bytes = .allocate(byteCount: max(count, 1), alignment: 64) }
-
-    /// Empties `slot` and returns its buffer for reuse when it has `count` bytes and nothing else
-    /// holds it (no frame still queued for sending); nil otherwise.
-    public static func reclaim(_ slot: inout SharedBuffer?, count: Int) -> SharedBuffer? {
-        guard var buffer = slot else { return nil }
-        slot = nil
-        return isKnownUniquelyReferenced(&buffer) && buffer.bytes.count == max(count, 1) ? buffer : nil
-    }
-
-    deinit { bytes.deallocate() }
-}
 
 /// One frame of a multipart message.
 public enum Frame: Sendable {
@@ -65,25 +49,25 @@ public final class ZMQSocket {
 
     // MARK: options (libzmq's int options take a 4-byte Int32; 64-bit ones an Int64)
 
-    public func set(_ option: Int32, _ value: Int32) throws(ZMQError) {
+    func set(_ option: Int32, _ value: Int32) throws(ZMQError) {
         var v = value
         _ = try call("setsockopt \(option)") { zmq_setsockopt(handle, option, &v, 4) }
     }
 
-    public func set(_ option: Int32, int64 value: Int64) throws(ZMQError) {
+    func set(_ option: Int32, int64 value: Int64) throws(ZMQError) {
         var v = value
         _ = try call("setsockopt \(option)") { zmq_setsockopt(handle, option, &v, 8) }
     }
 
-    public func set(_ option: Int32, _ value: String) throws(ZMQError) {
+    func set(_ option: Int32, _ value: String) throws(ZMQError) {
         _ = try call("setsockopt \(option)") { value.withCString { zmq_setsockopt(handle, option, $0, strlen($0)) } }
     }
 
-    public func set(_ option: Int32, bytes: Data) throws(ZMQError) {
+    func set(_ option: Int32, bytes: Data) throws(ZMQError) {
         _ = try call("setsockopt \(option)") { bytes.withUnsafeBytes { zmq_setsockopt(handle, option, $0.baseAddress, $0.count) } }
     }
 
-    public func getInt(_ option: Int32) throws(ZMQError) -> Int32 {
+    func getInt(_ option: Int32) throws(ZMQError) -> Int32 {
         var v: Int32 = 0, size = 4
         _ = try call("getsockopt \(option)") { zmq_getsockopt(handle, option, &v, &size) }
         return v
@@ -121,20 +105,19 @@ public final class ZMQSocket {
         _ = try call("disconnect \(endpoint)") { zmq_disconnect(handle, endpoint) }
     }
 
-    /// A PAIR socket that receives this socket's `events` (ZMQ_EVENT_* flags); read them with
-    /// `ZMQSocket.monitorEvent`.
-    public func monitor(events: Int32) throws(ZMQError) -> ZMQSocket {
+    /// A PAIR socket that receives this socket's `events`; read them with `ZMQSocket.monitorEvent`.
+    public func monitor(events: MonitorEvents) throws(ZMQError) -> ZMQSocket {
         let endpoint = "inproc://monitor-\(UInt(bitPattern: handle))"
-        _ = try call("socket_monitor") { zmq_socket_monitor(handle, endpoint, events) }
+        _ = try call("socket_monitor") { zmq_socket_monitor(handle, endpoint, events.rawValue) }
         let pair = try ZMQSocket(context, .pair)
         try pair.connect(endpoint)
         return pair
     }
 
     /// The event number of a message from a monitor socket (first frame: 16-bit event, 32-bit value).
-    public static func monitorEvent(_ frames: [Data]) -> Int32? {
+    public static func monitorEvent(_ frames: [Data]) -> MonitorEvents? {
         guard let first = frames.first, first.count >= 2 else { return nil }
-        return Int32(first.withUnsafeBytes { $0.loadUnaligned(as: UInt16.self) })
+        return MonitorEvents(rawValue: Int32(first.withUnsafeBytes { $0.loadUnaligned(as: UInt16.self) }))
     }
 
     // MARK: messages

@@ -1,4 +1,4 @@
-import CZeroMQ
+import Buffers
 import Foundation
 import XCTest
 import ZeroMQ
@@ -20,9 +20,9 @@ final class ZeroMQTests: XCTestCase {
 
     func testRouterSeesTheDealersIdentityAndAnswersIt() throws {
         let router = try ZMQSocket(context, .router), dealer = try ZMQSocket(context, .dealer)
-        try router.set(ZMQ_ROUTER_MANDATORY, 1)
+        try router.set(.routerMandatory(true))
         let endpoint = try router.bind("tcp://127.0.0.1:*")
-        try dealer.set(ZMQ_ROUTING_ID, "worker-7")
+        try dealer.set(.routingId("worker-7"))
         try dealer.connect(endpoint)
         try dealer.send([Frame("hello")])
         let got = try XCTUnwrap(try router.receive())
@@ -52,7 +52,7 @@ final class ZeroMQTests: XCTestCase {
         try pull.bind("inproc://empty")
         XCTAssertNil(try pull.receive(wait: false))
         let push = try ZMQSocket(context, .push) // not connected: nothing can take the message
-        try push.set(ZMQ_SNDHWM, 1)
+        try push.set(.sendHighWaterMark(1))
         XCTAssertFalse(try push.send([Frame("x")], wait: false))
     }
 
