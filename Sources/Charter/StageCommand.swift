@@ -22,6 +22,8 @@ struct StageCommand: ParsableCommand {
     @Option(help: "Worker processes to start on this machine (0: only those that connect to --bind).") var workers = 2
     @Option(help: "Control endpoint to bind for workers started by hand or by a cluster.") var bind = "tcp://127.0.0.1:*"
     @Option(help: "Items per task (default: about two tasks per worker, at most 16 items each).") var itemsPerTask: Int?
+    @Option(name: .customLong("model"), help: ArgumentHelp("Compute with FOLDER as model NAME (policy, feedback, reward.helpful, reward.safety) instead of the configuration's; workers receive it as that model's version 1 (repeatable).", valueName: "NAME=FOLDER"))
+    var models: [String] = []
     @Flag(help: "Compute every item in this process: no coordinator, no workers.") var inProcess = false
     @Flag(help: "Keep the items already in the output and run only the others.") var resume = false
     @Flag(help: "Empty an output folder that already holds a stage, and start again.") var overwrite = false
@@ -30,16 +32,21 @@ struct StageCommand: ParsableCommand {
         if workers < 0 { throw ValidationError("--workers must be 0 or more") }
         if let n = itemsPerTask, n < 1 { throw ValidationError("--items-per-task must be at least 1") }
         if let name, name.isEmpty || name.contains("/") { throw ValidationError("--name must be a plain file name") }
+        let overrides = try models.map(ModelOverride.init)
+        if Set(overrides.map(\.name)).count < overrides.count { throw ValidationError("--model names a model twice") }
     }
 
     func run() throws {
         let stageName = name ?? kind.rawValue
         let c = try RLConfig.load(config, forRun: false)
+        let overrides = try models.map(ModelOverride.init)
+        for o in overrides { _ = try o.configured(c) }
         if kind == .score && c.helpfulnessModel == nil && c.safetyModel == nil && c.rules.isEmpty {
             throw CLIError("\((config as NSString).lastPathComponent): a score stage needs reward models or rules in section \"reward\"")
         }
         let lines = try StageInput.load(items, kind: kind, runSeed: c.seed, chat: c.chat, system: c.system)
-        let record = StageRecord(kind: kind, items: items, itemsDigest: try StageRecord.digest(items), config: try String(contentsOfFile: config, encoding: .utf8))
+        let record = StageRecord(kind: kind, items: items, itemsDigest: try StageRecord.digest(items), config: try String(contentsOfFile: config, encoding: .utf8),
+                                 models: overrides.isEmpty ? nil : Dictionary(overrides.map { ($0.name, $0.folder) }, uniquingKeysWith: { a, _ in a }))
         let start = try RunStart(resume: resume, overwrite: overwrite)
         try start.claim(out)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
@@ -64,9 +71,11 @@ struct StageCommand: ParsableCommand {
         let began = Date()
         var counters: [String: Int] = [:]
         if inProcess {
-            try runHere(c, pending.map(\.item), accept: accept)
+            var here = c
+            for o in overrides { try o.apply(to: &here) }
+            try runHere(here, pending.map(\.item), accept: accept)
         } else {
-            counters = try runOnWorkers(c, pending.map(\.item), accept: accept)
+            counters = try runOnWorkers(c, overrides, pending.map(\.item), accept: accept)
         }
         try output.sync()
         let seconds = Date().timeIntervalSince(began)
@@ -90,7 +99,8 @@ struct StageCommand: ParsableCommand {
     }
 
     /// The cluster path: a coordinator on --bind, with --workers local worker processes.
-    func runOnWorkers(_ c: RLConfig, _ items: [StageItem], accept: ([StageItemResult]) throws -> Void) throws -> [String: Int] {
+    func runOnWorkers(_ c: RLConfig, _ overrides: [ModelOverride], _ items: [StageItem], accept: ([StageItemResult]) throws -> Void) throws -> [String: Int] {
+        let replacements = try overrides.map { ($0.name, try $0.load(against: c)) }
         ClusterRun.stopChildrenOnSignals()
         var settings = Coordinator.Settings()
         settings.bind = bind
@@ -98,8 +108,13 @@ struct StageCommand: ParsableCommand {
         let coordinator = try Coordinator(settings: settings, configText: try String(contentsOfFile: config, encoding: .utf8), rollout: c.rollout,
                                           runId: "stage-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))")
         print("coordinator: control \(coordinator.controlEndpoint), chunks \(coordinator.chunkEndpoint)")
+        for (name, model) in replacements { coordinator.publish(name, buffers: model.buffers, version: 1) }
         let children = try ClusterRun.startWorkers(workers, connect: coordinator.controlEndpoint, role: "stage")
         defer { ClusterRun.stop(children) }
+        // The first tasks are sized for the local workers: spread them over all of them.
+        if workers > 0, try !coordinator.waitForWorkers(workers, seconds: 60) {
+            print("stage: not all \(workers) local workers were ready after 60 s; going on with \(coordinator.scheduler.aliveWorkers.count)")
+        }
         var stage = Coordinator.Stage(name: name ?? kind.rawValue, kind: kind, items: items, sampling: c.rollout)
         stage.itemsPerTask = itemsPerTask
         var lastReport = Date()
@@ -113,7 +128,8 @@ struct StageCommand: ParsableCommand {
         let s = coordinator.scheduler.counters
         return ["itemsDispatched": s.itemsDispatched, "redispatched": s.redispatched, "duplicatesDropped": s.duplicates,
                 "unknownDropped": s.unknown, "mismatchedResults": coordinator.counters.mismatchedResults,
-                "malformedDropped": coordinator.counters.malformed + coordinator.counters.unknownMessage]
+                "malformedDropped": coordinator.counters.malformed + coordinator.counters.unknownMessage,
+                "bytesBroadcast": coordinator.counters.bytesBroadcast]
     }
 }
 
@@ -123,6 +139,8 @@ struct StageRecord: Codable, Equatable {
     var items: String
     var itemsDigest: String
     var config: String
+    /// `--model` replacements, model name -> folder.
+    var models: [String: String]?
 
     /// FNV-1a of the items file's bytes, in hex.
     static func digest(_ path: String) throws -> String {

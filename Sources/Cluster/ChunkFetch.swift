@@ -11,6 +11,7 @@ import Buffers
 final class ChunkFetch {
     static let window = 4, timeout = 2.0, notHeldRetry = 0.02
 
+    let model: String
     let assembler: WeightAssembler
     let sources: [String]
     private(set) var source = 0
@@ -19,8 +20,9 @@ final class ChunkFetch {
     private var fromLast: Set<Int> = []
     private var lastProgress: Double
 
-    init(manifest: WeightManifest, sources: [String], now: Double, reusing buffer: SharedBuffer?) {
+    init(model: String, manifest: WeightManifest, sources: [String], now: Double, reusing buffer: SharedBuffer?) {
         precondition(!sources.isEmpty, "a fetch needs a source")
+        self.model = model
         assembler = WeightAssembler(manifest: manifest, reusing: buffer)
         self.sources = sources
         lastProgress = now

@@ -53,11 +53,18 @@ public final class Coordinator: RolloutSource {
     let zap: ZAPHandler?
     var log: (String) -> Void
 
-    var held: [String: Int] = [:]                 // worker -> policy version it generates with
+    /// A model's current version and, after version 0, its chunks as the workers fetch them.
+    struct Published {
+        var version = 0
+        var manifest: WeightManifest?
+        var buffer: SharedBuffer?
+        var lora = false
+    }
+    var published: [String: Published] = [ModelName.policy: Published()]
+    var held: [String: [String: Int]] = [:]      // worker -> model -> version it confirmed holding
     var chunkEndpoints: [String: String] = [:]    // worker -> where it serves chunks to peers
-    var version = 0
-    var manifest: WeightManifest?
-    var broadcastBuffer: SharedBuffer?
+    /// The policy's version.
+    var version: Int { published[ModelName.policy]?.version ?? 0 }
     /// While a stage runs: builds its tasks (else tasks are rollouts).
     var stageTask: ((Scheduler.TaskSpec) -> Charter_V1_Task)?
 
@@ -114,7 +121,7 @@ public final class Coordinator: RolloutSource {
     /// The samples of one iteration from the workers, in (prompt, sample) order.
     public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int) throws -> [Sample] {
         broadcastSeconds = 0
-        if policyVersion != version || (policyVersion > 0 && manifest == nil) { publish(policy, version: policyVersion) }
+        if policyVersion != version || (policyVersion > 0 && published[ModelName.policy]?.manifest == nil) { publish(policy, version: policyVersion) }
         defer { if let s = broadcastStarted { broadcastSeconds = Self.now() - s; broadcastStarted = nil } }
         let live = max(scheduler.aliveWorkers.count, settings.expectedWorkers, 1)
         let perTask = settings.promptsPerTask ?? max(1, (prompts.count + 2 * live - 1) / (2 * live))
@@ -154,30 +161,52 @@ public final class Coordinator: RolloutSource {
         return samples.sorted { (position[$0.promptId]!, $0.index) < (position[$1.promptId]!, $1.index) }
     }
 
-    /// Cuts the new version (the model's weights, or only the LoRA adapters) into chunks and tells
-    /// every worker. The workers form a chain: each fetches from the one before it and the first
-    /// from the coordinator, which so sends about one copy however many workers there are.
+    /// Cuts the policy's new version (the model's weights, or only the LoRA adapters) into chunks
+    /// and tells every worker.
     func publish(_ policy: ModelWeights, version v: Int) {
-        version = v
-        guard v > 0 else { manifest = nil; return }
+        publish(ModelName.policy, buffers: [adapters?.storage ?? policy.storage], version: v, lora: adapters != nil)
+    }
+
+    /// Makes `buffers` (laid end to end) version `v` of `model` and tells every worker. The workers
+    /// form a chain: each fetches from the one before it and the first from the coordinator, which
+    /// so sends about one copy however many workers there are. Version 0 is what each process
+    /// loads from the configuration: nothing travels.
+    public func publish(_ model: String, buffers: [UnsafeMutableBufferPointer<Float>], version v: Int, lora: Bool = false) {
+        var p = Published(version: v, lora: lora)
+        guard v > 0 else { published[model] = p; return }
         broadcastStarted = Self.now()
-        let trained = adapters?.storage ?? policy.storage
-        let bytes = trained.count * 4
-        let buffer = SharedBuffer.reclaim(&broadcastBuffer, count: bytes) ?? SharedBuffer(count: bytes)
-        broadcastBuffer = buffer
-        manifest = WeightManifest(version: v, copying: UnsafeRawBufferPointer(trained), into: buffer.bytes, chunkSize: settings.chunkSize)
+        let bytes = buffers.reduce(0) { $0 + $1.count * 4 }
+        let buffer = SharedBuffer.reclaim(&published[model, default: Published()].buffer, count: bytes) ?? SharedBuffer(count: bytes)
+        p.buffer = buffer
+        if buffers.count == 1 {
+            p.manifest = WeightManifest(version: v, copying: UnsafeRawBufferPointer(buffers[0]), into: buffer.bytes, chunkSize: settings.chunkSize)
+        } else {
+            var offset = 0
+            for b in buffers {
+                UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[offset ..< offset + b.count * 4]).copyMemory(from: UnsafeRawBufferPointer(b))
+                offset += b.count * 4
+            }
+            p.manifest = WeightManifest(version: v, buffer: UnsafeRawBufferPointer(rebasing: buffer.bytes[0 ..< bytes]), chunkSize: settings.chunkSize)
+        }
+        published[model] = p
         var previous: String?
         for w in scheduler.aliveWorkers.sorted() {
-            announce(to: w, from: previous.flatMap { chunkEndpoints[$0] })
+            announce(model, to: w, from: previous.flatMap { chunkEndpoints[$0] })
             if chunkEndpoints[w] != nil { previous = w }
         }
     }
 
-    /// Tells a worker about the current version; `peer` is a chunk endpoint to try before the coordinator's.
-    func announce(to worker: String, from peer: String?) {
-        guard let manifest else { return }
-        var a = Charter_V1_PolicyAnnounce()
-        a.policyVersion = UInt64(manifest.version)
+    /// Whether `worker` holds the current version of every model (so it may take any task).
+    func holdsCurrentModels(_ worker: String) -> Bool {
+        published.allSatisfy { name, p in p.version == 0 || held[worker]?[name] == p.version }
+    }
+
+    /// Tells a worker about the current version of `model`; `peer` is a chunk endpoint to try before the coordinator's.
+    func announce(_ model: String, to worker: String, from peer: String?) {
+        guard let p = published[model], let manifest = p.manifest else { return }
+        var a = Charter_V1_ModelAnnounce()
+        a.model = model
+        a.version = UInt64(manifest.version)
         a.totalBytes = UInt64(manifest.totalBytes)
         a.chunks = manifest.chunks.map {
             var c = Charter_V1_ChunkInfo()
@@ -185,9 +214,9 @@ public final class Coordinator: RolloutSource {
             return c
         }
         a.manifestCrc32C = manifest.checksum
-        a.lora = adapters != nil
+        a.lora = p.lora
         a.sources = (peer.map { [$0] } ?? []) + [chunkEndpoint]
-        send(.policyAnnounce(a), to: worker)
+        send(.modelAnnounce(a), to: worker)
     }
 
     /// One round of the poll loop: every queued message, then the liveness check.
@@ -238,30 +267,32 @@ public final class Coordinator: RolloutSource {
             send(.error(e))
         case .register(let r):
             scheduler.register(worker, now: now)
-            // What it held may come from another run (a coordinator restarted): it confirms with PolicyReady.
-            held[worker] = version == 0 ? 0 : nil
+            // What it held may come from another run (a coordinator restarted): it confirms with ModelReady.
+            held[worker] = [:]
             chunkEndpoints[worker] = r.chunkEndpoint.isEmpty ? nil : r.chunkEndpoint
             var w = Charter_V1_Welcome()
             w.runID = runId; w.policyVersion = UInt64(version)
             w.heartbeatIntervalMs = settings.heartbeatIntervalMs; w.heartbeatTimeoutMs = settings.heartbeatTimeoutMs
             w.configYaml = configText
             send(.welcome(w))
-            // A late joiner fetches from a worker that holds the version, if there is one.
-            let holder = held.filter { $0.value == version && $0.key != worker }.keys.sorted().first { chunkEndpoints[$0] != nil }
-            if version > 0 { announce(to: worker, from: holder.flatMap { chunkEndpoints[$0] }) }
+            // A late joiner fetches each model from a worker that holds its version, if there is one.
+            for (model, p) in published.sorted(by: { $0.key < $1.key }) where p.version > 0 {
+                let holder = held.filter { $0.value[model] == p.version && $0.key != worker }.keys.sorted().first { chunkEndpoints[$0] != nil }
+                announce(model, to: worker, from: holder.flatMap { chunkEndpoints[$0] })
+            }
             log("coordinator: worker \(worker) registered (holds version \(r.policyVersionHeld))")
         case .heartbeat:
             scheduler.heartbeat(worker, now: now)
-        case .policyReady(let r):
-            held[worker] = Int(r.policyVersion)
+        case .modelReady(let r):
+            held[worker, default: [:]][r.model] = Int(r.version)
             scheduler.heartbeat(worker, now: now)
-            if let s = broadcastStarted, scheduler.aliveWorkers.allSatisfy({ held[$0] == version }) {
+            if let s = broadcastStarted, scheduler.aliveWorkers.allSatisfy(holdsCurrentModels) {
                 broadcastSeconds = now - s
                 broadcastStarted = nil
             }
         case .taskRequest:
             scheduler.heartbeat(worker, now: now)
-            if held[worker] == version, let t = scheduler.nextTask(for: worker, now: now) {
+            if holdsCurrentModels(worker), let t = scheduler.nextTask(for: worker, now: now) {
                 send(.task(stageTask?(t) ?? task(t)))
             } else {
                 var n = Charter_V1_NoTask(); n.retryAfterMs = 200
@@ -322,8 +353,8 @@ public final class Coordinator: RolloutSource {
             return
         }
         var reply = Charter_V1_ChunkReply()
-        reply.policyVersion = r.policyVersion; reply.index = r.index
-        guard let manifest, let buffer = broadcastBuffer, Int(r.policyVersion) == manifest.version,
+        reply.model = r.model; reply.version = r.version; reply.index = r.index
+        guard let p = published[r.model], let manifest = p.manifest, let buffer = p.buffer, Int(r.version) == manifest.version,
               manifest.chunks.indices.contains(Int(r.index)) else {
             reply.missing = true
             send(.chunkReply(reply), to: peer, on: chunkServer)
@@ -335,11 +366,13 @@ public final class Coordinator: RolloutSource {
         counts.bytesBroadcast += c.size
     }
 
-    /// Serves (registrations, heartbeats) until `count` workers are alive; false on timeout.
+    /// Serves (registrations, heartbeats, broadcasts) until `count` workers are alive and hold the
+    /// current version of every model; false on timeout.
     public func waitForWorkers(_ count: Int, seconds: Double) throws -> Bool {
         let deadline = Self.now() + seconds
-        while scheduler.aliveWorkers.count < count && Self.now() < deadline { try serve(timeoutMilliseconds: 100) { _, _ in } }
-        return scheduler.aliveWorkers.count >= count
+        func ready() -> Int { scheduler.aliveWorkers.filter(holdsCurrentModels).count }
+        while ready() < count && Self.now() < deadline { try serve(timeoutMilliseconds: 100) { _, _ in } }
+        return ready() >= count
     }
 
     /// Publishes `weights` as `version` and serves until every live worker holds it: the seconds

@@ -33,7 +33,7 @@ extension Coordinator {
             t.sampling = Charter_V1_SamplingParams(stage: stage.sampling)
             t.models = stage.kind.models.map { name in
                 var m = Charter_V1_ModelRef()
-                m.name = name; m.version = name == "policy" ? UInt64(self.version) : 0
+                m.name = name; m.version = UInt64(self.published[name]?.version ?? 0)
                 return m
             }
             return t

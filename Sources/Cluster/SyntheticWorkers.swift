@@ -73,10 +73,11 @@ public final class SyntheticWorkers {
         case .welcome(let w):
             heartbeatInterval = Double(max(w.heartbeatIntervalMs, 10)) / 1000
             request(i)
-        case .policyAnnounce(let a):
-            var ready = Charter_V1_PolicyReady()
-            ready.policyVersion = a.policyVersion
-            Self.send(.policyReady(ready), on: peers[i].socket)
+        case .modelAnnounce(let a):
+            var ready = Charter_V1_ModelReady()
+            ready.model = a.model
+            ready.version = a.version
+            Self.send(.modelReady(ready), on: peers[i].socket)
         case .task(let t):
             Self.send(.taskResult(Self.result(for: t)), on: peers[i].socket)
             tasksDone += 1

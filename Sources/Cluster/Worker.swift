@@ -62,11 +62,14 @@ public final class Worker {
     /// The weights that generate: the base model's own buffer, or with LoRA a copy with the adapters merged in.
     var policy: ModelWeights?
     var adapters: LoRAAdapters?
-    /// The version held and its chunk list (served to peers).
-    var version = 0
-    var heldManifest: WeightManifest?
-    /// The last fetch's buffer, for the next one.
-    var spareBuffer: SharedBuffer?
+    /// Per model, the version held (absent: 0) and its chunk list (served to peers).
+    var versions: [String: Int] = [:]
+    var heldManifests: [String: WeightManifest] = [:]
+    /// Per model, the last fetch's buffer: served to peers, and reused by the next fetch.
+    var spareBuffers: [String: SharedBuffer] = [:]
+    /// Announces that arrived during another model's fetch.
+    var waitingAnnounces: [String: Charter_V1_ModelAnnounce] = [:]
+    var version: Int { versions[ModelName.policy] ?? 0 }
     var runId = ""
     var reference: Transformer?
     /// The judge of options tasks (model.feedback, or the base policy), loaded at its first task.
@@ -202,7 +205,7 @@ public final class Worker {
         if now - lastHeartbeat >= heartbeatInterval { try heartbeat(now) }
         if case .fetching(let fetch) = state { try requestChunks(fetch, now: now) }
         if case .ready = state, !waitingForTask, now >= retryAt {
-            if let task = pendingTasks.first(where: { Int($0.policyVersion) == version }) {
+            if let task = pendingTasks.first(where: holdsModels) {
                 pendingTasks.removeAll { $0.taskID == task.taskID }
                 try work(task)
             } else {
@@ -237,7 +240,7 @@ public final class Worker {
             if w.runID != runId {
                 // Versions are numbered per run: weights or settings of another run are not this
                 // run's version 0, so the worker starts again from the configuration it is sent.
-                if config == nil || version != 0 || w.configYaml != configText {
+                if config == nil || versions.values.contains(where: { $0 != 0 }) || w.configYaml != configText {
                     do { try load(configText: w.configYaml) } catch {
                         // The coordinator would otherwise only see the heartbeats stop.
                         var e = Charter_V1_Error(); e.code = .loadFailed; e.message = "cannot load the run's configuration: \(error)"
@@ -247,19 +250,20 @@ public final class Worker {
                     }
                 }
                 runId = w.runID
-                version = 0
-                heldManifest = nil
+                versions = [:]
+                heldManifests = [:]
+                waitingAnnounces = [:]
                 pendingTasks = []
             }
             waitingForTask = false
-            // A PolicyAnnounce follows if this worker lacks the current version; a repeated Welcome
+            // A ModelAnnounce follows for each model whose version this worker lacks; a repeated Welcome
             // (answering a repeated Register) leaves a fetch in progress alone.
             if case .registering = state { state = .ready }
-        case .policyAnnounce(let a):
+        case .modelAnnounce(let a):
             try startFetch(a)
         case .task(let t):
             waitingForTask = false
-            if Int(t.policyVersion) == version { try work(t) } else { pendingTasks.append(t) }
+            if holdsModels(t) { try work(t) } else { pendingTasks.append(t) }
         case .noTask(let n):
             waitingForTask = false
             retryAt = Self.now() + Double(n.retryAfterMs) / 1000
@@ -305,6 +309,13 @@ public final class Worker {
         let now = Self.now()
         if now - lastHeartbeat >= heartbeatInterval { try? heartbeat(now) }
         serveChunkRequests()
+    }
+
+    /// Whether this worker holds what `task` is computed with: a rollout's policy version, or the
+    /// version of each model a stage task names. Otherwise the task waits for a fetch to finish.
+    func holdsModels(_ task: Charter_V1_Task) -> Bool {
+        if task.kind == .rollout { return Int(task.policyVersion) == version }
+        return task.models.allSatisfy { Int($0.version) == versions[$0.name] ?? 0 }
     }
 
     func work(_ task: Charter_V1_Task) throws {

@@ -4,23 +4,39 @@ import Foundation
 import Wire
 import ZeroMQ
 
-/// The worker's side of the weight broadcast: fetching a new version chunk by chunk, switching to it
-/// only when the whole set checks out, and serving the chunks it holds to peers further down the chain.
+/// The worker's side of the weight broadcast: fetching a new version of a model chunk by chunk,
+/// switching to it only when the whole set checks out, and serving the chunks it holds to peers
+/// further down the chain. One model is fetched at a time; announces of others wait their turn.
 extension Worker {
-    /// The flat buffer a version replaces: the model's weights, or with LoRA only the adapters'.
-    var trainedBytes: UnsafeMutableRawBufferPointer? {
-        if let adapters { return UnsafeMutableRawBufferPointer(adapters.storage) }
-        return policy.map { UnsafeMutableRawBufferPointer($0.storage) }
+    /// The buffers a version of `model` replaces, in order (a version is their bytes end to end):
+    /// the policy's weights, or with LoRA only the adapters'; nil if this run has no such model.
+    func versionedBuffers(_ model: String) throws -> [UnsafeMutableBufferPointer<Float>]? {
+        switch model {
+        case ModelName.policy: return adapters.map { [$0.storage] } ?? policy.map { [$0.storage] }
+        case ModelName.reference: return reference.map { [$0.weights.storage] }
+        case ModelName.feedback: return [try ownJudge().weights.storage]
+        case ModelName.helpful: return scorer?.models?.helpfulness?.versionedBuffers
+        case ModelName.safety: return scorer?.models?.safety?.versionedBuffers
+        default: return nil
+        }
     }
 
-    func startFetch(_ a: Charter_V1_PolicyAnnounce) throws {
-        guard let trained = trainedBytes else { return }
-        if Int(a.policyVersion) == version { return try sendReady() }
-        guard Int(a.policyVersion) > version else { return }
-        guard Int(a.totalBytes) == trained.count, a.lora == (adapters != nil) else {
-            throw WorkerError("announced weights (\(a.totalBytes) bytes, lora \(a.lora)) do not fit this run's \(adapters != nil ? "adapters" : "model") (\(trained.count) bytes)")
+    func startFetch(_ a: Charter_V1_ModelAnnounce) throws {
+        let model = a.model, held = versions[model] ?? 0
+        if Int(a.version) == held { return try sendReady(model) }
+        guard Int(a.version) > held else { return }
+        if case .fetching(let current) = state, current.model != model {
+            waitingAnnounces[model] = a // after the fetch in progress
+            return
         }
-        let manifest = WeightManifest(version: Int(a.policyVersion), totalBytes: Int(a.totalBytes), chunks: a.chunks.map {
+        guard let buffers = try versionedBuffers(model) else {
+            return log("worker \(options.id): announce of \(model) version \(a.version), a model this run does not have; ignored")
+        }
+        let size = buffers.reduce(0) { $0 + $1.count * 4 }
+        guard Int(a.totalBytes) == size, model != ModelName.policy || a.lora == (adapters != nil) else {
+            throw WorkerError("announced \(model) weights (\(a.totalBytes) bytes, lora \(a.lora)) do not fit this run's \(model == ModelName.policy && adapters != nil ? "adapters" : model) (\(size) bytes)")
+        }
+        let manifest = WeightManifest(version: Int(a.version), totalBytes: Int(a.totalBytes), chunks: a.chunks.map {
             WeightManifest.Chunk(index: Int($0.index), offset: Int($0.offset), size: Int($0.size), crc32c: $0.crc32C)
         })
         guard manifest.checksum == a.manifestCrc32C else {
@@ -30,7 +46,7 @@ extension Worker {
         // The same announce again (after a repeated Register): the fetch in progress goes on.
         if case .fetching(let current) = state, current.assembler.manifest == manifest { return }
         let sources = a.sources.filter { $0 != chunkServerEndpoint }.map(reachable)
-        guard !sources.isEmpty else { return log("worker \(options.id): announce of version \(a.policyVersion) names no source") }
+        guard !sources.isEmpty else { return log("worker \(options.id): announce of \(model) version \(a.version) names no source") }
         // Connections to sources this announce no longer names (peers gone) are closed.
         for (endpoint, socket) in sourceSockets where !sources.contains(endpoint) {
             socket.close()
@@ -42,8 +58,8 @@ extension Worker {
             try s.connect(endpoint)
             sourceSockets[endpoint] = s
         }
-        let reusable = SharedBuffer.reclaim(&spareBuffer, count: manifest.totalBytes)
-        let fetch = ChunkFetch(manifest: manifest, sources: sources, now: Self.now(), reusing: reusable)
+        let reusable = SharedBuffer.reclaim(&spareBuffers[model], count: manifest.totalBytes)
+        let fetch = ChunkFetch(model: model, manifest: manifest, sources: sources, now: Self.now(), reusing: reusable)
         state = .fetching(fetch)
         try requestChunks(fetch, now: Self.now())
     }
@@ -61,7 +77,8 @@ extension Worker {
     func requestChunks(_ fetch: ChunkFetch, now: Double) throws {
         for (source, index) in fetch.due(now: now) {
             var r = Charter_V1_ChunkRequest()
-            r.policyVersion = UInt64(fetch.version)
+            r.model = fetch.model
+            r.version = UInt64(fetch.version)
             r.index = UInt32(index)
             try sourceSockets[source]?.send([.data(Wire.header(.chunkRequest(r)))], wait: false)
         }
@@ -70,7 +87,7 @@ extension Worker {
     func handleChunkReply(_ frames: [Data]) throws {
         guard case .fetching(let fetch) = state else { return }
         guard let decoded = try? Wire.decode(frames), case .chunkReply(let reply) = decoded.message,
-              Int(reply.policyVersion) == fetch.version else { return }
+              reply.model == fetch.model, Int(reply.version) == fetch.version else { return }
         let now = Self.now()
         guard !reply.missing, let bytes = decoded.bulk.first else {
             fetch.notHeld(index: Int(reply.index), now: now)
@@ -81,32 +98,39 @@ extension Worker {
             log("worker \(options.id): chunk \(reply.index) \(outcome); fetching it again from the coordinator")
         }
         guard fetch.assembler.isComplete else { return try requestChunks(fetch, now: now) }
-        try switchVersion(fetch.assembler)
+        try switchVersion(fetch)
     }
 
-    /// Copies the complete, checked set into place; only now does generation see the new version.
-    func switchVersion(_ assembler: WeightAssembler) throws {
-        guard let trained = trainedBytes, let policy else { return }
-        trained.copyMemory(from: UnsafeRawBufferPointer(start: assembler.buffer.baseAddress, count: assembler.manifest.totalBytes))
-        if let adapters, let base {
+    /// Copies the complete, checked set into place; only now does any task see the new version.
+    func switchVersion(_ fetch: ChunkFetch) throws {
+        let assembler = fetch.assembler, model = fetch.model
+        guard let buffers = try versionedBuffers(model) else { return }
+        var offset = 0
+        for b in buffers {
+            UnsafeMutableRawBufferPointer(b).copyMemory(from: UnsafeRawBufferPointer(rebasing: assembler.buffer[offset ..< offset + b.count * 4]))
+            offset += b.count * 4
+        }
+        if model == ModelName.policy, let adapters, let base, let policy {
             policy.storage.update(from: base.weights.storage)
             adapters.merge(into: policy)
         }
-        version = assembler.manifest.version
-        heldManifest = assembler.manifest
-        spareBuffer = assembler.storage
+        versions[model] = assembler.manifest.version
+        heldManifests[model] = assembler.manifest
+        spareBuffers[model] = assembler.storage
         state = .ready
-        try sendReady()
-        log("worker \(options.id): now at policy version \(version)")
+        try sendReady(model)
+        log("worker \(options.id): now at \(model) version \(assembler.manifest.version)")
+        if let next = waitingAnnounces.keys.sorted().first, let a = waitingAnnounces.removeValue(forKey: next) { try startFetch(a) }
     }
 
-    func sendReady() throws {
-        var ready = Charter_V1_PolicyReady()
-        ready.policyVersion = UInt64(version)
-        try send(.policyReady(ready))
+    func sendReady(_ model: String) throws {
+        var ready = Charter_V1_ModelReady()
+        ready.model = model
+        ready.version = UInt64(versions[model] ?? 0)
+        try send(.modelReady(ready))
     }
 
-    /// Answers every queued chunk request from peers: chunks of the version held, or already
+    /// Answers every queued chunk request from peers: chunks of a version held, or already
     /// received of the one being fetched; anything else is `missing` (ask again, or elsewhere).
     func serveChunkRequests() {
         guard let server = chunkServer else { return }
@@ -117,10 +141,11 @@ extension Worker {
                 continue
             }
             var reply = Charter_V1_ChunkReply()
-            reply.policyVersion = r.policyVersion
+            reply.model = r.model
+            reply.version = r.version
             reply.index = r.index
             var bulk: [Frame] = []
-            if let (frame, crc) = heldChunk(version: Int(r.policyVersion), index: Int(r.index)) {
+            if let (frame, crc) = heldChunk(model: r.model, version: Int(r.version), index: Int(r.index)) {
                 reply.crc32C = crc
                 bulk = [frame]
             } else {
@@ -132,16 +157,29 @@ extension Worker {
 
     /// A chunk as a frame that shares the assembled buffer (no copy), or a copy of the held weights
     /// once that buffer went to the next fetch.
-    func heldChunk(version v: Int, index: Int) -> (Frame, UInt32)? {
-        if v == version, let manifest = heldManifest, let trained = trainedBytes, manifest.chunks.indices.contains(index) {
+    func heldChunk(model: String, version v: Int, index: Int) -> (Frame, UInt32)? {
+        if v == versions[model], let manifest = heldManifests[model], manifest.chunks.indices.contains(index) {
             let c = manifest.chunks[index]
-            if let spare = spareBuffer { return (.shared(spare, offset: c.offset, count: c.size), c.crc32c) }
-            return (.data(Data(trained[c.offset ..< c.offset + c.size])), c.crc32c)
+            if let spare = spareBuffers[model] { return (.shared(spare, offset: c.offset, count: c.size), c.crc32c) }
+            guard let buffers = try? versionedBuffers(model) else { return nil }
+            return (.data(Self.bytes(of: buffers, in: c.offset ..< c.offset + c.size)), c.crc32c)
         }
-        if case .fetching(let fetch) = state, fetch.version == v, fetch.assembler.held.contains(index) {
+        if case .fetching(let fetch) = state, fetch.model == model, fetch.version == v, fetch.assembler.held.contains(index) {
             let c = fetch.assembler.manifest.chunks[index]
             return (.shared(fetch.assembler.storage, offset: c.offset, count: c.size), c.crc32c)
         }
         return nil
+    }
+
+    /// The bytes `range` of `buffers` laid end to end.
+    static func bytes(of buffers: [UnsafeMutableBufferPointer<Float>], in range: Range<Int>) -> Data {
+        var out = Data(capacity: range.count), start = 0
+        for b in buffers {
+            let raw = UnsafeRawBufferPointer(b), end = start + raw.count
+            let lo = max(range.lowerBound, start), hi = min(range.upperBound, end)
+            if lo < hi { out.append(contentsOf: raw[(lo - start) ..< (hi - start)]) }
+            start = end
+        }
+        return out
     }
 }

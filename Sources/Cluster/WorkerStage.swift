@@ -44,4 +44,13 @@ extension Worker {
         feedback = model
         return model
     }
+
+    /// The judge with weights of its own, which a new feedback version can replace without touching
+    /// the policy it may share them with.
+    func ownJudge() throws -> Transformer {
+        let judge = try judge()
+        guard let base, judge.weights === base.weights else { return judge }
+        feedback = try Transformer(weights: base.weights.copy())
+        return feedback!
+    }
 }

@@ -7,7 +7,7 @@ public typealias Message = Charter_V1_Envelope.OneOf_Body
 /// The frame layout of protocol/PROTOCOL.md: one protobuf header frame, then raw bulk frames.
 /// No sockets here: this turns messages into frames and back.
 public enum Wire {
-    public static let protocolVersion: UInt32 = 3
+    public static let protocolVersion: UInt32 = 4
 
     public enum DecodeError: Error, Equatable, CustomStringConvertible {
         case empty

@@ -8,7 +8,7 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
-/// Charter wire protocol, version 3: message headers. Bulk tensor data never goes through this
+/// Charter wire protocol, version 4: message headers. Bulk tensor data never goes through this
 /// schema: it travels in raw frames after the header frame (see PROTOCOL.md).
 
 import SwiftProtobuf
@@ -86,7 +86,7 @@ public nonisolated struct Charter_V1_Envelope: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// 3 for this schema
+  /// 4 for this schema
   public var protocolVersion: UInt32 = 0
 
   public var body: Charter_V1_Envelope.OneOf_Body? = nil
@@ -147,12 +147,12 @@ public nonisolated struct Charter_V1_Envelope: Sendable {
     set {body = .taskResult(newValue)}
   }
 
-  public var policyAnnounce: Charter_V1_PolicyAnnounce {
+  public var modelAnnounce: Charter_V1_ModelAnnounce {
     get {
-      if case .policyAnnounce(let v)? = body {return v}
-      return Charter_V1_PolicyAnnounce()
+      if case .modelAnnounce(let v)? = body {return v}
+      return Charter_V1_ModelAnnounce()
     }
-    set {body = .policyAnnounce(newValue)}
+    set {body = .modelAnnounce(newValue)}
   }
 
   public var chunkRequest: Charter_V1_ChunkRequest {
@@ -171,12 +171,12 @@ public nonisolated struct Charter_V1_Envelope: Sendable {
     set {body = .chunkReply(newValue)}
   }
 
-  public var policyReady: Charter_V1_PolicyReady {
+  public var modelReady: Charter_V1_ModelReady {
     get {
-      if case .policyReady(let v)? = body {return v}
-      return Charter_V1_PolicyReady()
+      if case .modelReady(let v)? = body {return v}
+      return Charter_V1_ModelReady()
     }
-    set {body = .policyReady(newValue)}
+    set {body = .modelReady(newValue)}
   }
 
   public var goodbye: Charter_V1_Goodbye {
@@ -205,10 +205,10 @@ public nonisolated struct Charter_V1_Envelope: Sendable {
     case task(Charter_V1_Task)
     case noTask(Charter_V1_NoTask)
     case taskResult(Charter_V1_TaskResult)
-    case policyAnnounce(Charter_V1_PolicyAnnounce)
+    case modelAnnounce(Charter_V1_ModelAnnounce)
     case chunkRequest(Charter_V1_ChunkRequest)
     case chunkReply(Charter_V1_ChunkReply)
-    case policyReady(Charter_V1_PolicyReady)
+    case modelReady(Charter_V1_ModelReady)
     case goodbye(Charter_V1_Goodbye)
     case error(Charter_V1_Error)
 
@@ -249,7 +249,7 @@ public nonisolated struct Charter_V1_Welcome: Sendable {
 
   public var runID: String = String()
 
-  /// current version; a PolicyAnnounce follows if the worker lacks it
+  /// current policy version; a ModelAnnounce follows for each model the worker lacks
   public var policyVersion: UInt64 = 0
 
   public var heartbeatIntervalMs: UInt32 = 0
@@ -598,13 +598,14 @@ public nonisolated struct Charter_V1_ChunkInfo: Sendable {
   public init() {}
 }
 
-/// coordinator -> every worker after each update (and to late joiners after Welcome)
-public nonisolated struct Charter_V1_PolicyAnnounce: Sendable {
+/// coordinator -> every worker: a new version of one model (the policy after each update, any
+/// other model when the run publishes one), and to late joiners after Welcome
+public nonisolated struct Charter_V1_ModelAnnounce: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var policyVersion: UInt64 = 0
+  public var version: UInt64 = 0
 
   public var totalBytes: UInt64 = 0
 
@@ -622,6 +623,9 @@ public nonisolated struct Charter_V1_PolicyAnnounce: Sendable {
   /// chunk endpoints to fetch from, nearest first; the coordinator's last
   public var sources: [String] = []
 
+  /// "policy", "reference", "feedback", "reward.helpful" or "reward.safety"
+  public var model: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -633,9 +637,11 @@ public nonisolated struct Charter_V1_ChunkRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var policyVersion: UInt64 = 0
+  public var version: UInt64 = 0
 
   public var index: UInt32 = 0
+
+  public var model: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -648,7 +654,7 @@ public nonisolated struct Charter_V1_ChunkReply: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var policyVersion: UInt64 = 0
+  public var version: UInt64 = 0
 
   public var index: UInt32 = 0
 
@@ -657,18 +663,22 @@ public nonisolated struct Charter_V1_ChunkReply: Sendable {
   /// the server does not hold this chunk (yet); no bytes follow
   public var missing: Bool = false
 
+  public var model: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-/// worker -> coordinator: the whole set arrived and checked; the worker now generates with it
-public nonisolated struct Charter_V1_PolicyReady: Sendable {
+/// worker -> coordinator: the whole set arrived and checked; the worker now computes with it
+public nonisolated struct Charter_V1_ModelReady: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var policyVersion: UInt64 = 0
+  public var version: UInt64 = 0
+
+  public var model: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -775,7 +785,7 @@ nonisolated extension Charter_V1_TaskKind: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Charter_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{2}\u{9}register\0\u{1}welcome\0\u{1}heartbeat\0\u{3}task_request\0\u{1}task\0\u{3}no_task\0\u{3}task_result\0\u{3}policy_announce\0\u{3}chunk_request\0\u{3}chunk_reply\0\u{3}policy_ready\0\u{1}goodbye\0\u{2}\u{9}error\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{2}\u{9}register\0\u{1}welcome\0\u{1}heartbeat\0\u{3}task_request\0\u{1}task\0\u{3}no_task\0\u{3}task_result\0\u{3}model_announce\0\u{3}chunk_request\0\u{3}chunk_reply\0\u{3}model_ready\0\u{1}goodbye\0\u{2}\u{9}error\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -876,16 +886,16 @@ nonisolated extension Charter_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf.
         }
       }()
       case 17: try {
-        var v: Charter_V1_PolicyAnnounce?
+        var v: Charter_V1_ModelAnnounce?
         var hadOneofValue = false
         if let current = self.body {
           hadOneofValue = true
-          if case .policyAnnounce(let m) = current {v = m}
+          if case .modelAnnounce(let m) = current {v = m}
         }
         try decoder.decodeSingularMessageField(value: &v)
         if let v = v {
           if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .policyAnnounce(v)
+          self.body = .modelAnnounce(v)
         }
       }()
       case 18: try {
@@ -915,16 +925,16 @@ nonisolated extension Charter_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf.
         }
       }()
       case 20: try {
-        var v: Charter_V1_PolicyReady?
+        var v: Charter_V1_ModelReady?
         var hadOneofValue = false
         if let current = self.body {
           hadOneofValue = true
-          if case .policyReady(let m) = current {v = m}
+          if case .modelReady(let m) = current {v = m}
         }
         try decoder.decodeSingularMessageField(value: &v)
         if let v = v {
           if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .policyReady(v)
+          self.body = .modelReady(v)
         }
       }()
       case 21: try {
@@ -995,8 +1005,8 @@ nonisolated extension Charter_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf.
       guard case .taskResult(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
     }()
-    case .policyAnnounce?: try {
-      guard case .policyAnnounce(let v)? = self.body else { preconditionFailure() }
+    case .modelAnnounce?: try {
+      guard case .modelAnnounce(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
     }()
     case .chunkRequest?: try {
@@ -1007,8 +1017,8 @@ nonisolated extension Charter_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf.
       guard case .chunkReply(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
     }()
-    case .policyReady?: try {
-      guard case .policyReady(let v)? = self.body else { preconditionFailure() }
+    case .modelReady?: try {
+      guard case .modelReady(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
     }()
     case .goodbye?: try {
@@ -1789,9 +1799,9 @@ nonisolated extension Charter_V1_ChunkInfo: SwiftProtobuf.Message, SwiftProtobuf
   }
 }
 
-nonisolated extension Charter_V1_PolicyAnnounce: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PolicyAnnounce"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}policy_version\0\u{3}total_bytes\0\u{1}lora\0\u{1}layout\0\u{1}chunks\0\u{3}manifest_crc32c\0\u{1}sources\0")
+nonisolated extension Charter_V1_ModelAnnounce: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelAnnounce"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}total_bytes\0\u{1}lora\0\u{1}layout\0\u{1}chunks\0\u{3}manifest_crc32c\0\u{1}sources\0\u{1}model\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1799,21 +1809,22 @@ nonisolated extension Charter_V1_PolicyAnnounce: SwiftProtobuf.Message, SwiftPro
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.totalBytes) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.lora) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.layout) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.chunks) }()
       case 6: try { try decoder.decodeSingularFixed32Field(value: &self.manifestCrc32C) }()
       case 7: try { try decoder.decodeRepeatedStringField(value: &self.sources) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.model) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.policyVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 1)
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 1)
     }
     if self.totalBytes != 0 {
       try visitor.visitSingularUInt64Field(value: self.totalBytes, fieldNumber: 2)
@@ -1833,17 +1844,21 @@ nonisolated extension Charter_V1_PolicyAnnounce: SwiftProtobuf.Message, SwiftPro
     if !self.sources.isEmpty {
       try visitor.visitRepeatedStringField(value: self.sources, fieldNumber: 7)
     }
+    if !self.model.isEmpty {
+      try visitor.visitSingularStringField(value: self.model, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Charter_V1_PolicyAnnounce, rhs: Charter_V1_PolicyAnnounce) -> Bool {
-    if lhs.policyVersion != rhs.policyVersion {return false}
+  public static func ==(lhs: Charter_V1_ModelAnnounce, rhs: Charter_V1_ModelAnnounce) -> Bool {
+    if lhs.version != rhs.version {return false}
     if lhs.totalBytes != rhs.totalBytes {return false}
     if lhs.lora != rhs.lora {return false}
     if lhs.layout != rhs.layout {return false}
     if lhs.chunks != rhs.chunks {return false}
     if lhs.manifestCrc32C != rhs.manifestCrc32C {return false}
     if lhs.sources != rhs.sources {return false}
+    if lhs.model != rhs.model {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1851,7 +1866,7 @@ nonisolated extension Charter_V1_PolicyAnnounce: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Charter_V1_ChunkRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ChunkRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}policy_version\0\u{1}index\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}index\0\u{1}model\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1859,26 +1874,31 @@ nonisolated extension Charter_V1_ChunkRequest: SwiftProtobuf.Message, SwiftProto
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.index) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.model) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.policyVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 1)
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 1)
     }
     if self.index != 0 {
       try visitor.visitSingularUInt32Field(value: self.index, fieldNumber: 2)
+    }
+    if !self.model.isEmpty {
+      try visitor.visitSingularStringField(value: self.model, fieldNumber: 3)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Charter_V1_ChunkRequest, rhs: Charter_V1_ChunkRequest) -> Bool {
-    if lhs.policyVersion != rhs.policyVersion {return false}
+    if lhs.version != rhs.version {return false}
     if lhs.index != rhs.index {return false}
+    if lhs.model != rhs.model {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1886,7 +1906,7 @@ nonisolated extension Charter_V1_ChunkRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Charter_V1_ChunkReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ChunkReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}policy_version\0\u{1}index\0\u{1}crc32c\0\u{1}missing\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}index\0\u{1}crc32c\0\u{1}missing\0\u{1}model\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1894,18 +1914,19 @@ nonisolated extension Charter_V1_ChunkReply: SwiftProtobuf.Message, SwiftProtobu
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.index) }()
       case 3: try { try decoder.decodeSingularFixed32Field(value: &self.crc32C) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.missing) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.model) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.policyVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 1)
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 1)
     }
     if self.index != 0 {
       try visitor.visitSingularUInt32Field(value: self.index, fieldNumber: 2)
@@ -1916,22 +1937,26 @@ nonisolated extension Charter_V1_ChunkReply: SwiftProtobuf.Message, SwiftProtobu
     if self.missing != false {
       try visitor.visitSingularBoolField(value: self.missing, fieldNumber: 4)
     }
+    if !self.model.isEmpty {
+      try visitor.visitSingularStringField(value: self.model, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Charter_V1_ChunkReply, rhs: Charter_V1_ChunkReply) -> Bool {
-    if lhs.policyVersion != rhs.policyVersion {return false}
+    if lhs.version != rhs.version {return false}
     if lhs.index != rhs.index {return false}
     if lhs.crc32C != rhs.crc32C {return false}
     if lhs.missing != rhs.missing {return false}
+    if lhs.model != rhs.model {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
-nonisolated extension Charter_V1_PolicyReady: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PolicyReady"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}policy_version\0")
+nonisolated extension Charter_V1_ModelReady: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelReady"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}model\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1939,21 +1964,26 @@ nonisolated extension Charter_V1_PolicyReady: SwiftProtobuf.Message, SwiftProtob
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.model) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.policyVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 1)
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 1)
+    }
+    if !self.model.isEmpty {
+      try visitor.visitSingularStringField(value: self.model, fieldNumber: 2)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Charter_V1_PolicyReady, rhs: Charter_V1_PolicyReady) -> Bool {
-    if lhs.policyVersion != rhs.policyVersion {return false}
+  public static func ==(lhs: Charter_V1_ModelReady, rhs: Charter_V1_ModelReady) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.model != rhs.model {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

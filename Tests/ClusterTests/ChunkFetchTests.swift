@@ -8,7 +8,7 @@ final class ChunkFetchTests: XCTestCase {
     func chunk(_ i: Int) -> ArraySlice<UInt8> { bytes[i * 1000 ..< (i + 1) * 1000] }
 
     func testAWindowGoesToTheNearestSourceAndMissingChunksAreAskedAgainSoon() {
-        let fetch = ChunkFetch(manifest: manifest(), sources: ["peer", "coordinator"], now: 0, reusing: nil)
+        let fetch = ChunkFetch(model: "policy", manifest: manifest(), sources: ["peer", "coordinator"], now: 0, reusing: nil)
         let first = fetch.due(now: 0)
         XCTAssertEqual(first.map(\.index), [0, 1, 2, 3])
         XCTAssertEqual(Set(first.map(\.source)), ["peer"])
@@ -21,7 +21,7 @@ final class ChunkFetchTests: XCTestCase {
     }
 
     func testAStalledSourceIsLeftForTheNextAndABadChunkGoesToTheCoordinator() {
-        let fetch = ChunkFetch(manifest: manifest(), sources: ["peer", "coordinator"], now: 0, reusing: nil)
+        let fetch = ChunkFetch(model: "policy", manifest: manifest(), sources: ["peer", "coordinator"], now: 0, reusing: nil)
         _ = fetch.due(now: 0)
         var corrupted = Array(chunk(2))
         corrupted[5] ^= 0xFF
@@ -36,7 +36,7 @@ final class ChunkFetchTests: XCTestCase {
         XCTAssertTrue(fetch.assembler.isComplete)
         XCTAssertEqual(Array(fetch.assembler.buffer.prefix(bytes.count)), bytes)
         // The coordinator is the last source: a stall there keeps asking it.
-        XCTAssertEqual(ChunkFetch(manifest: manifest(), sources: ["coordinator"], now: 0, reusing: nil).due(now: 10).first?.source, "coordinator")
+        XCTAssertEqual(ChunkFetch(model: "policy", manifest: manifest(), sources: ["coordinator"], now: 0, reusing: nil).due(now: 10).first?.source, "coordinator")
     }
 
     func testPublishingCopiesAndChecksumsInOnePass() {

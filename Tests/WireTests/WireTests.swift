@@ -16,13 +16,15 @@ final class WireTests: XCTestCase {
         var p = Charter_V1_PromptWork(); p.promptID = 11; p.tokens = [1, 4093, 198]; p.unsafe = true
         task.prompts = [p]
         task.sampling.temperature = 0.7; task.sampling.topP = 0.9; task.sampling.maxNewTokens = 48; task.sampling.stopTokens = [2]
-        var announce = Charter_V1_PolicyAnnounce()
-        announce.policyVersion = 8; announce.totalBytes = 6 << 20; announce.lora = false; announce.layout = "llama-30x576"
+        var announce = Charter_V1_ModelAnnounce()
+        announce.model = "reward.helpful"; announce.version = 8; announce.totalBytes = 6 << 20; announce.lora = false; announce.layout = "llama-30x576"
         var c0 = Charter_V1_ChunkInfo(); c0.index = 0; c0.offset = 0; c0.size = 4 << 20; c0.crc32C = 0xDEAD_BEEF
         var c1 = Charter_V1_ChunkInfo(); c1.index = 1; c1.offset = 4 << 20; c1.size = 2 << 20; c1.crc32C = 0x0BAD_F00D
         announce.chunks = [c0, c1]; announce.manifestCrc32C = 0x1234_5678; announce.sources = ["tcp://127.0.0.1:6001", "tcp://127.0.0.1:5556"]
-        var error = Charter_V1_Error(); error.code = .versionMismatch; error.message = "coordinator speaks protocol 3, got 2"
-        var missing = Charter_V1_ChunkReply(); missing.policyVersion = 8; missing.index = 1; missing.missing = true
+        var error = Charter_V1_Error(); error.code = .versionMismatch; error.message = "coordinator speaks protocol 4, got 3"
+        var missing = Charter_V1_ChunkReply(); missing.model = "reward.helpful"; missing.version = 8; missing.index = 1; missing.missing = true
+        var request = Charter_V1_ChunkRequest(); request.model = "reward.helpful"; request.version = 8; request.index = 1
+        var ready = Charter_V1_ModelReady(); ready.model = "reward.helpful"; ready.version = 8
         // Raw scores: one sample with a helpfulness score only (no safety model), cut off at the length limit.
         var record = Charter_V1_SampleRecord()
         record.promptID = 11; record.index = 1; record.response = [504, 3575]; record.logprobs = [-0.5, -1.25]
@@ -60,8 +62,8 @@ final class WireTests: XCTestCase {
         var sc = Charter_V1_ItemResult(); sc.itemID = "e"; sc.helpfulnessScore = 1.25; sc.ruleReward = 0.5
         var failed = Charter_V1_ItemResult(); failed.itemID = "f"; failed.error = "the prompt has 2000 tokens; it does not fit the context of 1024"
         var items = Charter_V1_TaskResult(); items.taskID = "run-1/generate-0"; items.items = [g, r, o, sc, failed]
-        return [("register", .register(register)), ("task", .task(task)), ("policy_announce", .policyAnnounce(announce)), ("error", .error(error)),
-                ("chunk_reply_missing", .chunkReply(missing)), ("task_result", .taskResult(result)),
+        return [("register", .register(register)), ("task", .task(task)), ("model_announce", .modelAnnounce(announce)), ("error", .error(error)),
+                ("chunk_request", .chunkRequest(request)), ("chunk_reply_missing", .chunkReply(missing)), ("model_ready", .modelReady(ready)), ("task_result", .taskResult(result)),
                 ("task_generate", .task(generate)), ("task_revise", .task(revise)), ("task_options", .task(options)), ("task_score", .task(score)),
                 ("task_result_items", .taskResult(items))]
     }
@@ -88,7 +90,7 @@ final class WireTests: XCTestCase {
 
     func testBulkFramesFollowTheHeaderUntouched() throws {
         var reply = Charter_V1_ChunkReply()
-        reply.policyVersion = 2; reply.index = 5; reply.crc32C = 99
+        reply.model = "policy"; reply.version = 2; reply.index = 5; reply.crc32C = 99
         let bulk = Data((0..<1000).map { UInt8($0 % 251) })
         let decoded = try Wire.decode([Wire.header(.chunkReply(reply)), bulk])
         XCTAssertEqual(decoded.message, .chunkReply(reply))
@@ -101,12 +103,12 @@ final class WireTests: XCTestCase {
             guard case .malformed = $0 as? Wire.DecodeError else { return XCTFail("\($0)") }
         }
         var future = Envelope()
-        future.protocolVersion = 4
+        future.protocolVersion = 5
         future.heartbeat = Charter_V1_Heartbeat()
         XCTAssertThrowsError(try Wire.decode([try future.serializedData()])) {
-            XCTAssertEqual($0 as? Wire.DecodeError, .versionMismatch(4))
+            XCTAssertEqual($0 as? Wire.DecodeError, .versionMismatch(5))
             XCTAssertEqual(($0 as! Wire.DecodeError).reply.code, .versionMismatch)
-            XCTAssertEqual("\($0)", "speaks protocol 3, got 4")
+            XCTAssertEqual("\($0)", "speaks protocol 4, got 5")
         }
         var empty = Envelope()
         empty.protocolVersion = Wire.protocolVersion

@@ -24,7 +24,7 @@ import zmq
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import charter_pb2 as pb  # noqa: E402
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 REGISTER_RETRY_S = 1.0
 
 
@@ -136,8 +136,9 @@ class Worker:
             if envelope.error.code == pb.Error.NOT_REGISTERED:
                 self.registered = False
             log(f"coordinator error {pb.Error.Code.Name(envelope.error.code)}: {envelope.error.message}")
-        elif body == "policy_announce":
-            log(f"cannot fetch policy version {envelope.policy_announce.policy_version}: this worker holds no weights")
+        elif body == "model_announce":
+            a = envelope.model_announce
+            log(f"cannot fetch {a.model} version {a.version}: this worker holds no weights")
         return True
 
     def work(self, task):
