@@ -9,7 +9,8 @@ import Buffers
 /// `timeout` seconds the fetch moves to the next source; a chunk that failed its checksum is asked
 /// of the last source, the coordinator.
 final class ChunkFetch {
-    static let window = 4, timeout = 2.0, notHeldRetry = 0.02
+    static let window = ProtocolTiming.chunkFetchWindow, timeout = ProtocolTiming.chunkFetchTimeoutSeconds
+    static let notHeldRetry = ProtocolTiming.chunkMissingRetrySeconds
 
     let model: String
     let assembler: WeightAssembler

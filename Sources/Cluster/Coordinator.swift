@@ -17,8 +17,8 @@ public final class Coordinator: RolloutSource {
         public var promptsPerTask: Int?
         /// Workers known to be on their way (`charter local`), counted when sizing the first tasks.
         public var expectedWorkers = 0
-        public var heartbeatIntervalMs: UInt32 = 1000
-        public var heartbeatTimeoutMs: UInt32 = 5000
+        public var heartbeatIntervalMs = ProtocolTiming.heartbeatIntervalMilliseconds
+        public var heartbeatTimeoutMs = ProtocolTiming.heartbeatTimeoutMilliseconds
         public var chunkSize = 4 << 20
         /// Where the chunk server binds; nil: a free port on the control endpoint's host.
         public var chunkBind: String?
@@ -129,7 +129,7 @@ public final class Coordinator: RolloutSource {
         let byId = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         var samples: [Sample] = []
         while !scheduler.isIterationComplete {
-            try serve(timeoutMilliseconds: 100) { worker, result in
+            try serve(timeoutMilliseconds: ProtocolTiming.coordinatorPollMilliseconds) { worker, result in
                 // A result must hold each (prompt, sample) of its task once: one cut differently (by an
                 // earlier coordinator process, say) is dropped and counted, and the task is queued again.
                 if let spec = self.scheduler.task(result.taskID) {
@@ -295,7 +295,7 @@ public final class Coordinator: RolloutSource {
             if holdsCurrentModels(worker), let t = scheduler.nextTask(for: worker, now: now) {
                 send(.task(stageTask?(t) ?? task(t)))
             } else {
-                var n = Charter_V1_NoTask(); n.retryAfterMs = 200
+                var n = Charter_V1_NoTask(); n.retryAfterMs = ProtocolTiming.noTaskRetryMilliseconds
                 send(.noTask(n))
             }
         case .taskResult(let r):
@@ -371,7 +371,7 @@ public final class Coordinator: RolloutSource {
     public func waitForWorkers(_ count: Int, seconds: Double) throws -> Bool {
         let deadline = Self.now() + seconds
         func ready() -> Int { scheduler.aliveWorkers.filter(holdsCurrentModels).count }
-        while ready() < count && Self.now() < deadline { try serve(timeoutMilliseconds: 100) { _, _ in } }
+        while ready() < count && Self.now() < deadline { try serve(timeoutMilliseconds: ProtocolTiming.coordinatorPollMilliseconds) { _, _ in } }
         return ready() >= count
     }
 
@@ -380,7 +380,7 @@ public final class Coordinator: RolloutSource {
     public func broadcast(_ weights: ModelWeights, version v: Int, seconds: Double) throws -> (seconds: Double, bytesOut: Int) {
         let bytes0 = counts.bytesBroadcast, began = Self.now()
         publish(weights, version: v)
-        while broadcastStarted != nil && Self.now() - began < seconds { try serve(timeoutMilliseconds: 100) { _, _ in } }
+        while broadcastStarted != nil && Self.now() - began < seconds { try serve(timeoutMilliseconds: ProtocolTiming.coordinatorPollMilliseconds) { _, _ in } }
         guard broadcastStarted == nil else { throw WorkerError("version \(v) did not reach every worker within \(Int(seconds)) s") }
         return (Self.now() - began, counts.bytesBroadcast - bytes0)
     }

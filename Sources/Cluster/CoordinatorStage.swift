@@ -42,7 +42,7 @@ extension Coordinator {
         var finished = 0
         var failure: Error?
         while !scheduler.isIterationComplete && failure == nil {
-            try serve(timeoutMilliseconds: 100) { worker, result in
+            try serve(timeoutMilliseconds: ProtocolTiming.coordinatorPollMilliseconds) { worker, result in
                 if let spec = self.scheduler.task(result.taskID), result.items.map(\.itemID) != spec.itemIds {
                     self.counts.mismatchedResults += 1
                     self.log("coordinator: result for task \(result.taskID) from \(worker) does not hold the task's items; dropped, task queued again")

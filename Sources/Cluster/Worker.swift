@@ -50,7 +50,7 @@ public final class Worker {
     var chunkServerEndpoint = ""
     var sourceSockets: [String: ZMQSocket] = [:]
     var state: State = .registering(since: 0, attempt: 0)
-    var heartbeatInterval = 1.0
+    var heartbeatInterval = Double(ProtocolTiming.heartbeatIntervalMilliseconds) / 1000 // until Welcome says
     var lastHeartbeat = 0.0
     var waitingForTask = false, retryAt = 0.0
     var log: (String) -> Void
@@ -110,10 +110,10 @@ public final class Worker {
     /// coordinator process gets NOT_REGISTERED, upon which the worker registers again.
     func configure(_ s: ZMQSocket) throws {
         try s.set(.routingId(options.id))
-        try s.set(.heartbeatIntervalMilliseconds(1000))
-        try s.set(.heartbeatTimeoutMilliseconds(5000))
-        try s.set(.reconnectIntervalMilliseconds(100))
-        try s.set(.reconnectIntervalMaxMilliseconds(5000))
+        try s.set(.heartbeatIntervalMilliseconds(ProtocolTiming.zmtpHeartbeatIntervalMilliseconds))
+        try s.set(.heartbeatTimeoutMilliseconds(ProtocolTiming.zmtpHeartbeatTimeoutMilliseconds))
+        try s.set(.reconnectIntervalMilliseconds(ProtocolTiming.reconnectIntervalMilliseconds))
+        try s.set(.reconnectIntervalMaxMilliseconds(ProtocolTiming.reconnectIntervalMaxMilliseconds))
         if let curve = options.curve { try s.makeCurveClient(serverKey: curve.serverKey, keys: curve.keys) }
         try s.connect(options.connect)
     }
@@ -141,7 +141,7 @@ public final class Worker {
         try register()
         while true {
             let sources = Array(sourceSockets.values)
-            let readable = try ZMQPoll.readable([control, handshakes] + sources + (chunkServer.map { [$0] } ?? []), timeoutMilliseconds: 50)
+            let readable = try ZMQPoll.readable([control, handshakes] + sources + (chunkServer.map { [$0] } ?? []), timeoutMilliseconds: ProtocolTiming.workerPollMilliseconds)
             if readable[0], let frames = try control.receive(wait: false) {
                 if try handleControl(frames) == false { return }
             }
@@ -184,7 +184,7 @@ public final class Worker {
         case .registering(let since, let attempt):
             // A Register lost with a broken connection is sent again. Always on the same socket: a
             // fresh one would leave the old connection's queued messages to arrive under a stray id.
-            let backoff = min(0.1 * pow(2, Double(attempt)), 5)
+            let backoff = min(ProtocolTiming.registerRetryFirstSeconds * pow(2, Double(attempt)), ProtocolTiming.registerRetryMaxSeconds)
             let began = registeringSince ?? now
             registeringSince = began
             if let limit = options.giveUpAfter, now - began > limit {
