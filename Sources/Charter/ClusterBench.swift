@@ -86,24 +86,27 @@ struct StageOutputBench: ParsableCommand {
         let line: (Int) -> [String: Any] = { i in
             ["id": "item-\(i)", "text": String(repeating: "word ", count: 40), "tokens": Array(0..<48), "truncated": false]
         }
+        /// Times `body` over `count` lines and prints its row.
+        func row(_ label: String, _ count: Int, _ body: () throws -> Void) rethrows {
+            let began = ContinuousClock.now
+            try body()
+            let wall = (ContinuousClock.now - began).seconds
+            print(String(format: "%@ | %d | %.3f | %.0f", label, count, wall, Double(count) / wall))
+        }
         print("fsync | lines | seconds | lines/s")
         for (label, every, limit) in [("every 256 lines or 1 s (stages)", 256, lines), ("never (write only)", Int.max, lines), ("every line", 1, min(lines, 2_000))] {
             let path = (dir as NSString).appendingPathComponent("charter-bench-output-\(getpid()).jsonl")
             defer { try? FileManager.default.removeItem(atPath: path) }
             let output = try StageOutput(path: path, resume: false, syncEvery: every, syncSeconds: every == Int.max ? .infinity : 1)
-            let began = ContinuousClock.now
-            for i in 0..<limit { try output.append([line(i)]) }
-            if every != Int.max { try output.sync() }
-            let wall = (ContinuousClock.now - began).seconds
-            print(String(format: "%@ | %d | %.3f | %.0f", label, limit, wall, Double(limit) / wall))
+            try row(label, limit) {
+                for i in 0..<limit { try output.append([line(i)]) }
+                if every != Int.max { try output.sync() }
+            }
         }
         // The encoder alone, beside Foundation's that stage outputs used before.
-        for (label, encode) in [("no file: JSONLine encoding only", { (o: [String: Any]) in _ = JSONLine.encode(o) }),
-                                ("no file: JSONSerialization encoding only", { (o: [String: Any]) in _ = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]) })] {
-            let began = ContinuousClock.now
-            for i in 0..<lines { encode(line(i)) }
-            let wall = (ContinuousClock.now - began).seconds
-            print(String(format: "%@ | %d | %.3f | %.0f", label, lines, wall, Double(lines) / wall))
+        row("no file: JSONLine encoding only", lines) { for i in 0..<lines { _ = JSONLine.encode(line(i)) } }
+        row("no file: JSONSerialization encoding only", lines) {
+            for i in 0..<lines { _ = try? JSONSerialization.data(withJSONObject: line(i), options: [.sortedKeys]) }
         }
     }
 }

@@ -6,12 +6,9 @@ import Buffers
 /// broadcast"). A peer that does not hold a chunk yet answers `missing`, and the chunk is asked for
 /// again shortly (the peer is ahead in the chain and will have it); until then it keeps its place
 /// in the window, so a fetcher does not sweep ahead of a peer that is behind. When no chunk has arrived for
-/// `timeout` seconds the fetch moves to the next source; a chunk that failed its checksum is asked
+/// `ProtocolTiming.chunkFetchTimeoutSeconds` the fetch moves to the next source; a chunk that failed its checksum is asked
 /// of the last source, the coordinator.
 final class ChunkFetch {
-    static let window = ProtocolTiming.chunkFetchWindow, timeout = ProtocolTiming.chunkFetchTimeoutSeconds
-    static let notHeldRetry = ProtocolTiming.chunkMissingRetrySeconds
-
     let model: String
     let assembler: WeightAssembler
     let sources: [String]
@@ -33,14 +30,14 @@ final class ChunkFetch {
 
     /// The requests to send now, as (source endpoint, chunk index).
     func due(now: Double) -> [(source: String, index: Int)] {
-        if now - lastProgress > Self.timeout {
+        if now - lastProgress > ProtocolTiming.chunkFetchTimeoutSeconds {
             if source < sources.count - 1 { source += 1 }
             inFlight = [:]
             retryAt = [:]
             lastProgress = now
         }
         var requests: [(String, Int)] = []
-        for index in assembler.missing where inFlight.count + retryAt.count < Self.window || retryAt[index] != nil {
+        for index in assembler.missing where inFlight.count + retryAt.count < ProtocolTiming.chunkFetchWindow || retryAt[index] != nil {
             guard inFlight[index] == nil, (retryAt[index] ?? 0) <= now else { continue }
             inFlight[index] = now
             retryAt[index] = nil
@@ -62,6 +59,6 @@ final class ChunkFetch {
 
     func notHeld(index: Int, now: Double) {
         inFlight[index] = nil
-        retryAt[index] = now + Self.notHeldRetry
+        retryAt[index] = now + ProtocolTiming.chunkMissingRetrySeconds
     }
 }

@@ -175,17 +175,13 @@ public final class Coordinator: RolloutSource {
         var p = Published(version: v, lora: lora)
         guard v > 0 else { published[model] = p; return }
         broadcastStarted = Self.now()
-        let bytes = buffers.reduce(0) { $0 + $1.count * 4 }
+        let bytes = buffers.byteCount
         let buffer = SharedBuffer.reclaim(&published[model, default: Published()].buffer, count: bytes) ?? SharedBuffer(count: bytes)
         p.buffer = buffer
         if buffers.count == 1 {
             p.manifest = WeightManifest(version: v, copying: UnsafeRawBufferPointer(buffers[0]), into: buffer.bytes, chunkSize: settings.chunkSize)
         } else {
-            var offset = 0
-            for b in buffers {
-                UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[offset ..< offset + b.count * 4]).copyMemory(from: UnsafeRawBufferPointer(b))
-                offset += b.count * 4
-            }
+            buffers.gather(into: buffer.bytes)
             p.manifest = WeightManifest(version: v, buffer: UnsafeRawBufferPointer(rebasing: buffer.bytes[0 ..< bytes]), chunkSize: settings.chunkSize)
         }
         published[model] = p

@@ -32,7 +32,7 @@ extension Worker {
         guard let buffers = try versionedBuffers(model) else {
             return log("worker \(options.id): announce of \(model) version \(a.version), a model this run does not have; ignored")
         }
-        let size = buffers.reduce(0) { $0 + $1.count * 4 }
+        let size = buffers.byteCount
         guard Int(a.totalBytes) == size, model != ModelName.policy || a.lora == (adapters != nil) else {
             throw WorkerError("announced \(model) weights (\(a.totalBytes) bytes, lora \(a.lora)) do not fit this run's \(model == ModelName.policy && adapters != nil ? "adapters" : model) (\(size) bytes)")
         }
@@ -105,11 +105,7 @@ extension Worker {
     func switchVersion(_ fetch: ChunkFetch) throws {
         let assembler = fetch.assembler, model = fetch.model
         guard let buffers = try versionedBuffers(model) else { return }
-        var offset = 0
-        for b in buffers {
-            UnsafeMutableRawBufferPointer(b).copyMemory(from: UnsafeRawBufferPointer(rebasing: assembler.buffer[offset ..< offset + b.count * 4]))
-            offset += b.count * 4
-        }
+        buffers.scatter(from: UnsafeRawBufferPointer(assembler.buffer))
         if model == ModelName.policy, let adapters, let base, let policy {
             policy.storage.update(from: base.weights.storage)
             adapters.merge(into: policy)
@@ -162,24 +158,12 @@ extension Worker {
             let c = manifest.chunks[index]
             if let spare = spareBuffers[model] { return (.shared(spare, offset: c.offset, count: c.size), c.crc32c) }
             guard let buffers = try? versionedBuffers(model) else { return nil }
-            return (.data(Self.bytes(of: buffers, in: c.offset ..< c.offset + c.size)), c.crc32c)
+            return (.data(buffers.bytes(in: c.offset ..< c.offset + c.size)), c.crc32c)
         }
         if case .fetching(let fetch) = state, fetch.model == model, fetch.version == v, fetch.assembler.held.contains(index) {
             let c = fetch.assembler.manifest.chunks[index]
             return (.shared(fetch.assembler.storage, offset: c.offset, count: c.size), c.crc32c)
         }
         return nil
-    }
-
-    /// The bytes `range` of `buffers` laid end to end.
-    static func bytes(of buffers: [UnsafeMutableBufferPointer<Float>], in range: Range<Int>) -> Data {
-        var out = Data(capacity: range.count), start = 0
-        for b in buffers {
-            let raw = UnsafeRawBufferPointer(b), end = start + raw.count
-            let lo = max(range.lowerBound, start), hi = min(range.upperBound, end)
-            if lo < hi { out.append(contentsOf: raw[(lo - start) ..< (hi - start)]) }
-            start = end
-        }
-        return out
     }
 }

@@ -28,7 +28,7 @@ final class ChunkFetchTests: XCTestCase {
         XCTAssertEqual(corrupted.withUnsafeBytes { fetch.received(index: 2, bytes: $0, now: 0.1) }, .badChecksum)
         XCTAssertEqual(fetch.due(now: 0.1).map { "\($0.index)@\($0.source)" }, ["2@coordinator"])
         // No chunk stored for longer than the timeout: everything in flight is asked of the next source.
-        let later = fetch.due(now: ChunkFetch.timeout + 0.01)
+        let later = fetch.due(now: ProtocolTiming.chunkFetchTimeoutSeconds + 0.01)
         XCTAssertEqual(fetch.source, 1)
         XCTAssertEqual(later.map(\.index), [0, 1, 2, 3])
         XCTAssertEqual(Set(later.map(\.source)), ["coordinator"])

@@ -34,9 +34,9 @@ final class ModelVersionTests: XCTestCase {
 
     func testAChunkAcrossTwoBuffersIsServedWhole() {
         let parts = buffers([30, 5])
-        let bytes = Worker.bytes(of: parts, in: 112 ..< 140) // floats 28 ..< 35: the trunk's last two, the head
+        let bytes = parts.bytes(in: 112 ..< 140) // floats 28 ..< 35: the trunk's last two, the head
         let floats = bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         XCTAssertEqual(floats, (28..<35).map(Float.init))
-        XCTAssertEqual(Worker.bytes(of: parts, in: 0 ..< 8).count, 8)
+        XCTAssertEqual(parts.bytes(in: 0 ..< 8).count, 8)
     }
 }
