@@ -45,13 +45,18 @@ public struct RLConfig {
     public var rejection = RejectionSettings()
     // rollout
     public var rollout = RolloutSettings()
+    // revise (charter revise; its command-line options override these)
+    public var revisePrompts: String?
+    public var reviseHelpful: String?
+    public var constitution: String?
+    public var revision = RevisionSettings()
 
     public init() {}
 
     /// Every key the parser takes, by section ("" is the top level; "reward.rules" is each rule).
     /// docs/config.md documents exactly these (a test compares the two).
     public static let keys: [String: [String]] = [
-        "": ["run", "model", "data", "reward", "algorithm", "rollout"],
+        "": ["run", "model", "data", "reward", "algorithm", "rollout", "revise"],
         "run": ["dir", "iterations", "seed", "checkpoint_every"],
         "model": ["policy", "reference", "feedback", "lora"],
         "model.lora": ["rank", "alpha", "targets"],
@@ -63,6 +68,7 @@ public struct RLConfig {
                           "critic", "value_coefficient", "learning_rate", "critic_learning_rate", "beta", "target_kl", "kl_horizon"],
         "algorithm.rejection": ["keep", "k", "threshold", "epochs", "batch_size", "learning_rate"],
         "rollout": ["samples_per_prompt", "max_new_tokens", "temperature", "top_k", "top_p"],
+        "revise": ["prompts", "helpful", "helpful_ratio", "constitution", "revisions", "direct", "sft"],
     ]
 
     /// `forRun`: the configuration drives a run (rl, coordinator, local), which needs prompts and a
@@ -74,7 +80,7 @@ public struct RLConfig {
 
     public static func parse(_ text: String, name: String, forRun: Bool = true) throws -> RLConfig {
         let root: Node?
-        do { root = try Yams.compose(yaml: text) } catch { throw DataError("\(name): not valid YAML: \(error)") }
+        do { root = try Yams.compose(yaml: text) } catch { throw DataError.yaml(name, error) }
         var c = RLConfig()
         guard let root else { throw DataError("\(name): empty configuration") }
         let top = try Section(root, path: "", file: name)
@@ -194,6 +200,20 @@ public struct RLConfig {
                     throw r.error(key, "cannot be used with PPO (it samples from the full distribution at the temperature); remove it, or use algorithm rejection")
                 }
                 if c.rollout.temperature == 0 { throw r.error("temperature", "must be above 0 with PPO (greedy decoding has no log-probs to take ratios of)") }
+            }
+        }
+        if let r = try top.section("revise") {
+            try r.only(Self.keys["revise"]!)
+            c.revisePrompts = try r.string("prompts")
+            c.reviseHelpful = try r.string("helpful")
+            c.constitution = try r.string("constitution")
+            c.revision.revisions = try r.int("revisions", min: 1) ?? c.revision.revisions
+            c.revision.direct = try r.bool("direct") ?? c.revision.direct
+            c.revision.helpfulRatio = Double(try r.float("helpful_ratio") ?? Float(c.revision.helpfulRatio))
+            if c.revision.helpfulRatio < 0 { throw r.error("helpful_ratio", "must be 0 or more, found \(c.revision.helpfulRatio)") }
+            if let sft = try r.string("sft") {
+                guard let v = RevisionSettings.SFTExamples(rawValue: sft) else { throw r.error("sft", "must be all or final, found \"\(sft)\"") }
+                c.revision.sft = v
             }
         }
         c.ppo.temperature = c.rollout.temperature

@@ -98,6 +98,8 @@ public enum StageInput {
         public var item: StageItem
         /// The input object, copied into the output line beside the results.
         public var object: [String: Any]
+
+        public init(item: StageItem, object: [String: Any]) { self.item = item; self.object = object }
     }
 
     public static func load(_ path: String, kind: StageKind, runSeed: UInt64, chat: Bool, system: String?) throws -> [Line] {

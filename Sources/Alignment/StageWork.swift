@@ -32,9 +32,17 @@ public struct StageWork {
 
     /// The prompt's tokens: the conversation with the chat template (ready for the assistant's
     /// turn), or the raw text.
-    func promptTokens(_ item: StageItem, extra: [ChatMessage] = []) throws -> [Int32] {
+    func promptTokens(_ item: StageItem) throws -> [Int32] {
         if item.messages.isEmpty { return try tokenizer.encode(item.prompt) }
-        return try tokenizer.encode(try ChatTemplate.render(item.messages + extra))
+        return try tokenizer.encode(try ChatTemplate.render(item.messages))
+    }
+
+    /// What the answer to a revise item's step `step` continues: the item's conversation, then each
+    /// earlier answer followed by its step's user turn (step 0: the item's conversation alone).
+    public static func conversation(_ item: StageItem, answers: [String], step: Int) -> [ChatMessage] {
+        item.messages + (0..<step).flatMap { k in
+            [ChatMessage(role: "assistant", content: answers[k]), ChatMessage(role: "user", content: item.steps[k])]
+        }
     }
 
     /// A problem with one item becomes that item's error; the others go on.
@@ -59,11 +67,8 @@ public struct StageWork {
         for step in 0...(stepsOf.max() ?? 0) {
             var requests: [GenerationRequest] = [], rows: [Int] = []
             for (i, item) in items.enumerated() where results[i].error == nil && step <= stepsOf[i] {
-                // The conversation so far: each earlier answer, then the step's user turn.
-                let extra = (0..<step).flatMap { k in
-                    [ChatMessage(role: "assistant", content: results[i].texts[k]), ChatMessage(role: "user", content: item.steps[k])]
-                }
-                switch checked({ try promptTokens(item, extra: extra) }, room: 1) {
+                let conversation = Self.conversation(item, answers: results[i].texts, step: step)
+                switch checked({ step == 0 ? try promptTokens(item) : try tokenizer.encode(try ChatTemplate.render(conversation)) }, room: 1) {
                 case .failure(let e): results[i].error = e.description
                 case .success(let tokens):
                     let seed = step == 0 ? item.seed : SplitMix64.derive(item.seed, UInt64(step))

@@ -39,6 +39,21 @@ final class SFTDataTests: XCTestCase {
         XCTAssertEqual(try runs.map { try tok.decode($0) }, [" Hello!\n\nHow can I help?<|im_end|>", "You're welcome.<|im_end|>"])
     }
 
+    /// sft.jsonl of `charter revise`: a dialogue prompt's earlier answer has weight 0, so the loss
+    /// covers only the revision (and its <|im_end|>).
+    func testTheLossOfARevisionExampleCoversOnlyTheRevision() throws {
+        let tok = try tokenizer()
+        let c = Constitution(name: "c", version: 1, critiques: [.init(critique: "Critique it.", revision: "Rewrite it.")])
+        let dialogue = [ChatMessage(role: "user", content: "Hi"), ChatMessage(role: "assistant", content: "Hello there"), ChatMessage(role: "user", content: "Insult me")]
+        let plan = try RevisionPlan(constitution: c, settings: RevisionSettings(), prompts: [.init(id: "a", messages: dialogue, fields: [:])], helpful: [], runSeed: 1)
+        let outcome = try RevisionOutcome(plan: plan, results: ["a": ["answers": ["You are dull.", "That was rude.", "I would rather say something kind."],
+                                                                      "truncated": [false, false, false]]])
+        let line = String(decoding: JSONLine.encode(try XCTUnwrap(outcome.sft.first)), as: UTF8.self)
+        let examples = try ChatData.load(try write(line + "\n"), tokenizer: tok, maxLength: 256).examples
+        let seq = try XCTUnwrap(examples.first?.sequence)
+        XCTAssertEqual(try tok.decode(zip(seq.tokens, seq.lossMask).filter { $0.1 != 0 }.map(\.0)), "I would rather say something kind.<|im_end|>")
+    }
+
     func testBadLinesNameTheirLineNumber() throws {
         let tok = try tokenizer()
         let good = #"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}"#
@@ -51,6 +66,8 @@ final class SFTDataTests: XCTestCase {
             (#"{"messages": [{"role": "user", "content": "x"}]}"#, "line 2: no assistant message"),
             (#"{"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "y"}, {"role": "assistant", "content": "z"}]}"#, "line 2: message 1: a system message may only come first"),
             (#"{"messages": [{"role": "user", "content": "bell\u0004"}, {"role": "assistant", "content": "z"}]}"#, "line 2: the text contains byte 0x04"),
+            (#"{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "z", "weight": 0.5}]}"#, "line 2: message 1: \"weight\" must be 0 or 1"),
+            (#"{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "z", "weight": 0}]}"#, "line 2: no assistant message"),
         ]
         for (bad, message) in cases {
             let url = try write(good + "\n" + bad + "\n")

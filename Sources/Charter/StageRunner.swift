@@ -1,0 +1,111 @@
+import Alignment
+import Cluster
+import Engine
+import Formats
+import Foundation
+
+/// Runs one stage over its items, in this process or on workers, and writes the output folder of
+/// docs/stages.md: NAME.jsonl line by line, NAME.json (what ran), NAME.metrics.json. The caller
+/// claims the folder (`RunStart.claim`) first. Used by `charter stage` and the commands built on stages.
+struct StageRunner {
+    var kind: StageKind
+    var name: String
+    var config: RLConfig
+    /// The configuration as workers receive it, and as the record keeps it.
+    var configText: String
+    var out: String
+    var workers: Int
+    var bind: String
+    var itemsPerTask: Int?
+    var overrides: [ModelOverride] = []
+    var inProcess: Bool
+
+    /// Runs the items not yet in NAME.jsonl (all of them unless `start` resumes).
+    func run(_ lines: [StageInput.Line], itemsFile: String, start: RunStart) throws {
+        let stageName = name, c = config
+        let record = StageRecord(kind: kind, items: itemsFile, itemsDigest: try StageRecord.digest(itemsFile), config: configText,
+                                 models: overrides.isEmpty ? nil : Dictionary(overrides.map { ($0.name, $0.folder) }, uniquingKeysWith: { a, _ in a }))
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let recordPath = "\(out)/\(stageName).json"
+        if start == .resume, let old = try StageRecord.read(recordPath), old != record {
+            throw CLIError("\(recordPath): the stage there ran \(old.kind.rawValue) over \(old.items) with another configuration or other items; use another --out or --overwrite")
+        }
+        try record.write(recordPath)
+        let output = try StageOutput(path: "\(out)/\(stageName).jsonl", resume: start == .resume)
+        let pending = lines.filter { !output.done.contains($0.item.id) }
+        if pending.isEmpty {
+            print("stage \(stageName): \(out) is complete: \(lines.count) items")
+            return
+        }
+        let inputs = Dictionary(lines.map { ($0.item.id, $0.object) }, uniquingKeysWith: { a, _ in a })
+        var errors = 0
+        func accept(_ results: [StageItemResult]) throws {
+            errors += results.filter { $0.error != nil }.count
+            try output.append(results.map { r in inputs[r.id, default: [:]].merging(r.fields(kind)) { _, new in new } })
+        }
+        print("stage \(stageName): \(pending.count) of \(lines.count) items to do\(inProcess ? ", in this process" : "")")
+        let began = Date()
+        var counters: [String: Int] = [:]
+        if inProcess {
+            var here = c
+            for o in overrides { try o.apply(to: &here) }
+            try runHere(here, pending.map(\.item), accept: accept)
+        } else {
+            counters = try runOnWorkers(c, overrides, pending.map(\.item), accept: accept)
+        }
+        try output.sync()
+        let seconds = Date().timeIntervalSince(began)
+        let metrics: [String: Any] = ["items": lines.count, "itemsRun": output.appended, "errors": errors, "seconds": seconds,
+                                      "itemsPerSecond": Double(output.appended) / max(seconds, 1e-9)].merging(counters) { a, _ in a }
+        try JSONSerialization.data(withJSONObject: metrics, options: [.sortedKeys]).write(to: URL(fileURLWithPath: "\(out)/\(stageName).metrics.json"))
+        print(String(format: "stage %@: %d items in %@ (%d errors), %.1f s, %.2f items/s", stageName, output.appended, output.path, errors,
+                     seconds, Double(output.appended) / max(seconds, 1e-9)))
+    }
+
+    /// The in-process path: the same computation a worker does, 16 items per batch.
+    func runHere(_ c: RLConfig, _ items: [StageItem], accept: ([StageItemResult]) throws -> Void) throws {
+        let model = try ModelLoader.load(c.policy)
+        let judge = kind == .options ? try Transformer(weights: try c.feedback.map { try ModelLoader.load($0).weights } ?? model.weights) : nil
+        let work = StageWork(policy: try Transformer(weights: model.weights), tokenizer: model.tokenizer,
+                             sampling: c.rolloutSettings(tokenizer: model.tokenizer), feedback: judge,
+                             scorer: kind == .score ? try c.makeScorer(tokenizer: model.tokenizer) : nil)
+        for start in stride(from: 0, to: items.count, by: itemsPerTask ?? 16) {
+            try accept(try work.run(kind, Array(items[start ..< min(start + (itemsPerTask ?? 16), items.count)])))
+        }
+    }
+
+    /// The cluster path: a coordinator on --bind, with --workers local worker processes.
+    func runOnWorkers(_ c: RLConfig, _ overrides: [ModelOverride], _ items: [StageItem], accept: ([StageItemResult]) throws -> Void) throws -> [String: Int] {
+        let replacements = try overrides.map { ($0.name, try $0.load(against: c)) }
+        ClusterRun.stopChildrenOnSignals()
+        var settings = Coordinator.Settings()
+        settings.bind = bind
+        settings.expectedWorkers = workers
+        let coordinator = try Coordinator(settings: settings, configText: configText, rollout: c.rollout,
+                                          runId: "stage-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))")
+        print("coordinator: control \(coordinator.controlEndpoint), chunks \(coordinator.chunkEndpoint)")
+        for (name, model) in replacements { coordinator.publish(name, buffers: model.buffers, version: 1) }
+        let children = try ClusterRun.startWorkers(workers, connect: coordinator.controlEndpoint, role: "stage")
+        defer { ClusterRun.stop(children) }
+        // The first tasks are sized for the local workers: spread them over all of them.
+        if workers > 0, try !coordinator.waitForWorkers(workers, seconds: 60) {
+            print("stage: not all \(workers) local workers were ready after 60 s; going on with \(coordinator.scheduler.aliveWorkers.count)")
+        }
+        var stage = Coordinator.Stage(name: name, kind: kind, items: items, sampling: c.rollout)
+        stage.itemsPerTask = itemsPerTask
+        var lastReport = Date()
+        try coordinator.run(stage, accept: accept) { done, total in
+            guard done == total || Date().timeIntervalSince(lastReport) >= 5 else { return }
+            lastReport = Date()
+            print("stage \(stage.name): \(done)/\(total) items, \(coordinator.scheduler.aliveWorkers.count) workers")
+        }
+        coordinator.finish()
+        ClusterRun.wait(children, seconds: 10)
+        let s = coordinator.scheduler.counters
+        return ["itemsDispatched": s.itemsDispatched, "redispatched": s.redispatched, "duplicatesDropped": s.duplicates,
+                "unknownDropped": s.unknown, "mismatchedResults": coordinator.counters.mismatchedResults,
+                "malformedDropped": coordinator.counters.malformed + coordinator.counters.unknownMessage,
+                "bytesBroadcast": coordinator.counters.bytesBroadcast]
+    }
+}
+
