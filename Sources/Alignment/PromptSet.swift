@@ -47,6 +47,7 @@ public enum PromptSet {
             guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw fail("\"prompt\" is empty") }
             return [ChatMessage(role: "user", content: text)]
         }
+        if let p = o["prompt"], !(p is [Any]) { throw fail("\"prompt\" must be a string or a list of messages") }
         guard let list = (o["prompt"] ?? o["messages"]) else {
             throw fail("needs \"prompt\" (a string or a list of messages), \"messages\", or an HH dialogue in \"chosen\" or \"transcript\"")
         }

@@ -193,7 +193,7 @@ public struct RLConfig {
             c.rollout.topP = try r.float("top_p") ?? c.rollout.topP
             if !(c.rollout.topP > 0 && c.rollout.topP <= 1) { throw r.error("top_p", "must be in (0, 1], found \(c.rollout.topP)") }
             if c.rollout.temperature < 0 { throw r.error("temperature", "must be at least 0, found \(c.rollout.temperature)") }
-            if c.algorithm == "ppo" {
+            if forRun && c.algorithm == "ppo" {
                 // PPO's ratios and KL are over the distribution sampled from; a truncated one would
                 // need its own correction, so it is refused rather than silently off-policy.
                 for key in ["top_k", "top_p"] where (key == "top_k" && c.rollout.topK > 0) || (key == "top_p" && c.rollout.topP < 1) {

@@ -98,15 +98,16 @@ public struct RevisionPlan {
 }
 
 /// A revision that cannot teach anything: cut off at the token limit, empty, or a copy of the
-/// critique or of the request. Such revisions are dropped from the SFT data (not retried: a retry
+/// critique, of the request, or of the answer it was to revise. Such revisions are dropped from the SFT data (not retried: a retry
 /// would need another seed, and the rounds after it already built on it) and counted by reason.
 public enum RevisionCheck {
-    public static func problem(_ revision: String, critique: String?, request: String, truncated: Bool) -> String? {
+    public static func problem(_ revision: String, of answer: String, critique: String?, request: String, truncated: Bool) -> String? {
         if truncated { return "cut off" }
         let words = self.words(revision)
         if words.isEmpty { return "empty" }
         if let critique, repeats(words, self.words(critique)) { return "repeats the critique" }
         if repeats(words, self.words(request)) { return "repeats the request" }
+        if repeats(words, self.words(answer)) { return "unchanged" }
         return nil
     }
 
@@ -169,7 +170,7 @@ public struct RevisionOutcome {
                 var round: [String: Any] = ["principle": p + 1, "revision": answers[at], "truncated": truncated[at]]
                 if let critique { round["critique"] = critique }
                 counts["rounds", default: 0] += 1
-                if let problem = RevisionCheck.problem(answers[at], critique: critique, request: plan.constitution.critiques[p].revision, truncated: truncated[at]) {
+                if let problem = RevisionCheck.problem(answers[at], of: answers[at - perRound], critique: critique, request: plan.constitution.critiques[p].revision, truncated: truncated[at]) {
                     round["dropped"] = problem
                     counts["dropped: \(problem)", default: 0] += 1
                 } else {

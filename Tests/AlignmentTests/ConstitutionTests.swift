@@ -139,13 +139,15 @@ final class ConstitutionTests: XCTestCase {
     }
 
     func testUnusableRevisionsAreNamed() {
-        XCTAssertEqual(RevisionCheck.problem("A fine answer.", critique: "It was rude.", request: "Rewrite it.", truncated: true), "cut off")
-        XCTAssertEqual(RevisionCheck.problem("  \n", critique: "It was rude.", request: "Rewrite it.", truncated: false), "empty")
-        XCTAssertEqual(RevisionCheck.problem("My last answer was rude to the user!", critique: "My last answer was rude to the user.", request: "Rewrite it.", truncated: false),
+        XCTAssertEqual(RevisionCheck.problem("A fine answer.", of: "The sun? Seriously?", critique: "It was rude.", request: "Rewrite it.", truncated: true), "cut off")
+        XCTAssertEqual(RevisionCheck.problem("  \n", of: "The sun? Seriously?", critique: "It was rude.", request: "Rewrite it.", truncated: false), "empty")
+        XCTAssertEqual(RevisionCheck.problem("My last answer was rude to the user!", of: "The sun? Seriously?", critique: "My last answer was rude to the user.", request: "Rewrite it.", truncated: false),
                        "repeats the critique")
-        XCTAssertEqual(RevisionCheck.problem("Rewrite your last answer kindly.", critique: nil, request: "Rewrite your last answer kindly. Reply with it only.", truncated: false),
+        XCTAssertEqual(RevisionCheck.problem("Rewrite your last answer kindly.", of: "The sun? Seriously?", critique: nil, request: "Rewrite your last answer kindly. Reply with it only.", truncated: false),
                        "repeats the request")
-        XCTAssertNil(RevisionCheck.problem("The sun is a star, not a planet.", critique: "My last answer mocked the user.", request: "Rewrite your last answer.", truncated: false))
+        XCTAssertEqual(RevisionCheck.problem("The sun is a star, obviously!", of: "Ha, the sun is a star, obviously.", critique: "It mocked.", request: "Rewrite it.", truncated: false),
+                       "unchanged")
+        XCTAssertNil(RevisionCheck.problem("The sun is a star, not a planet.", of: "The sun? Seriously?", critique: "My last answer mocked the user.", request: "Rewrite your last answer.", truncated: false))
     }
 
     func testTheOutcomeKeepsUsableRevisionsInThePromptsOrder() throws {
