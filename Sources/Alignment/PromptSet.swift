@@ -24,15 +24,7 @@ public enum PromptSet {
         var entries: [Entry] = [], seen: [String: Int] = [:]
         for (n, o) in try JSONLines.read(path) {
             func fail(_ s: String) -> DataError { JSONLines.error(path, n, s) }
-            let id: String
-            switch o["id"] {
-            case nil: id = String(n)
-            case let s as String where !s.isEmpty: id = s
-            case let i as Int: id = String(i)
-            default: throw fail("\"id\" must be a non-empty string or an integer")
-            }
-            if let first = seen[id] { throw fail("id \"\(id)\" is also on line \(first)") }
-            seen[id] = n
+            let id = try StageInput.id(o, line: n, seen: &seen, fail)
             var messages = try conversation(o, fail)
             if let system, messages.first?.role != "system" { messages.insert(ChatMessage(role: "system", content: system), at: 0) }
             entries.append(Entry(id: id, messages: messages, fields: o.filter { !conversationKeys.contains($0.key) }))

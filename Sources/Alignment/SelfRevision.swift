@@ -181,8 +181,8 @@ public struct RevisionOutcome {
             }
             line["rounds"] = rounds
             if kept.isEmpty { counts["prompts without a usable revision", default: 0] += 1 }
+            line["final"] = kept.last?.text
             for k in plan.settings.sft == .all ? kept : Array(kept.suffix(1)) {
-                if k.round == kept.last?.round { line["final"] = k.text }
                 add(e, answer: k.text, id: "\(e.item.id)/\(k.round)", to: &line)
             }
             revisions.append(line)

@@ -106,15 +106,7 @@ public enum StageInput {
         var lines: [Line] = [], seen: [String: Int] = [:]
         for (n, o) in try JSONLines.read(path) {
             func fail(_ s: String) -> DataError { JSONLines.error(path, n, s) }
-            let id: String
-            switch o["id"] {
-            case nil: id = String(n)
-            case let s as String where !s.isEmpty: id = s
-            case let i as Int: id = String(i)
-            default: throw fail("\"id\" must be a non-empty string or an integer")
-            }
-            if let first = seen[id] { throw fail("id \"\(id)\" is also on line \(first)") }
-            seen[id] = n
+            let id = try self.id(o, line: n, seen: &seen, fail)
             var item = StageItem(id: id)
             switch (o["prompt"], o["messages"]) {
             case (let p as String, nil) where !p.isEmpty:
@@ -153,6 +145,20 @@ public enum StageInput {
         }
         if lines.isEmpty { throw DataError("\(path): no items") }
         return lines
+    }
+
+    /// A line's `id` (a non-empty string or an integer; default its line number), unique in the file.
+    static func id(_ o: [String: Any], line n: Int, seen: inout [String: Int], _ fail: (String) -> DataError) throws -> String {
+        let id: String
+        switch o["id"] {
+        case nil: id = String(n)
+        case let s as String where !s.isEmpty: id = s
+        case let i as Int: id = String(i)
+        default: throw fail("\"id\" must be a non-empty string or an integer")
+        }
+        if let first = seen[id] { throw fail("id \"\(id)\" is also on line \(first)") }
+        seen[id] = n
+        return id
     }
 
     static func messages(_ value: Any, _ fail: (String) -> DataError) throws -> [ChatMessage] {

@@ -24,16 +24,9 @@ struct ReviseCommand: ParsableCommand {
     @Option(help: "Sampling temperature (default: the configuration's rollout.temperature, 1).") var temperature: Float?
     @Option(help: "Token limit of each answer, critique and revision (default: rollout.max_new_tokens).") var maxNewTokens: Int?
     @Option(help: "Seed of the principles drawn and of every sample (default: run.seed).") var seed: Int?
-    @Option(help: "Worker processes to start on this machine (0: only those that connect to --bind).") var workers = 2
-    @Option(help: "Control endpoint to bind for workers started by hand or by a cluster.") var bind = "tcp://127.0.0.1:*"
-    @Option(help: "Items per task (default: about two tasks per worker, at most 16 items each).") var itemsPerTask: Int?
-    @Flag(help: "Compute everything in this process: no coordinator, no workers.") var inProcess = false
-    @Flag(help: "Keep the prompts already done in the output and run only the others.") var resume = false
-    @Flag(help: "Empty an output folder that already holds a run, and start again.") var overwrite = false
+    @OptionGroup var placement: StagePlacement
 
     func validate() throws {
-        if workers < 0 { throw ValidationError("--workers must be 0 or more") }
-        if let n = itemsPerTask, n < 1 { throw ValidationError("--items-per-task must be at least 1") }
         if let n = revisions, n < 1 { throw ValidationError("--revisions must be at least 1") }
         if let r = helpfulRatio, !(r >= 0) { throw ValidationError("--helpful-ratio must be 0 or more") }
         if let t = temperature, !(t >= 0) { throw ValidationError("--temperature must be 0 or more") }
@@ -65,7 +58,7 @@ struct ReviseCommand: ParsableCommand {
         let constitution = try Constitution.load(c.constitution!)
         let plan = try RevisionPlan(constitution: constitution, settings: c.revision, prompts: try PromptSet.load(promptsPath, system: c.system),
                                     helpful: try c.reviseHelpful.map { try PromptSet.load($0, system: c.system) } ?? [], runSeed: c.seed)
-        let start = try RunStart(resume: resume, overwrite: overwrite)
+        let start = try placement.start()
         try start.claim(out)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         // The items are derived from the prompts, constitution and settings: written anew each time,
@@ -76,8 +69,7 @@ struct ReviseCommand: ParsableCommand {
         let stageLines = zip(plan.entries, itemLines).map { StageInput.Line(item: $0.item, object: $1) }
         print("revise: \(plan.entries.filter { $0.part == .redTeam }.count) prompts x \(c.revision.revisions) rounds\(c.revision.direct ? " (direct)" : ""), "
               + "\(plan.entries.filter { $0.part == .helpful }.count) helpful prompts, constitution \(constitution.name) v\(constitution.version)")
-        let runner = StageRunner(kind: .revise, name: "revise", config: c, configText: Self.workerConfig(c), out: out, workers: workers,
-                                 bind: bind, itemsPerTask: itemsPerTask, inProcess: inProcess)
+        let runner = StageRunner(kind: .revise, name: "revise", config: c, configText: Self.workerConfig(c), out: out, placement: placement)
         try runner.run(stageLines, itemsFile: itemsPath, start: start)
 
         let results = Dictionary(try JSONLines.read("\(out)/revise.jsonl").map { ($0.object["id"] as? String ?? "", $0.object) }) { a, _ in a }

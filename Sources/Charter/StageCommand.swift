@@ -19,18 +19,11 @@ struct StageCommand: ParsableCommand {
     @Option(help: "The items (JSONL, one per line; docs/stages.md).") var items: String
     @Option(help: "Output folder: NAME.jsonl (a line per item), NAME.json (what ran), NAME.metrics.json.") var out: String
     @Option(help: "The stage's name in the output folder (default: its kind).") var name: String?
-    @Option(help: "Worker processes to start on this machine (0: only those that connect to --bind).") var workers = 2
-    @Option(help: "Control endpoint to bind for workers started by hand or by a cluster.") var bind = "tcp://127.0.0.1:*"
-    @Option(help: "Items per task (default: about two tasks per worker, at most 16 items each).") var itemsPerTask: Int?
+    @OptionGroup var placement: StagePlacement
     @Option(name: .customLong("model"), help: ArgumentHelp("Compute with FOLDER as model NAME (policy, feedback, reward.helpful, reward.safety) instead of the configuration's; workers receive it as that model's version 1 (repeatable).", valueName: "NAME=FOLDER"))
     var models: [String] = []
-    @Flag(help: "Compute every item in this process: no coordinator, no workers.") var inProcess = false
-    @Flag(help: "Keep the items already in the output and run only the others.") var resume = false
-    @Flag(help: "Empty an output folder that already holds a stage, and start again.") var overwrite = false
 
     func validate() throws {
-        if workers < 0 { throw ValidationError("--workers must be 0 or more") }
-        if let n = itemsPerTask, n < 1 { throw ValidationError("--items-per-task must be at least 1") }
         if let name, name.isEmpty || name.contains("/") { throw ValidationError("--name must be a plain file name") }
         let overrides = try models.map(ModelOverride.init)
         if Set(overrides.map(\.name)).count < overrides.count { throw ValidationError("--model names a model twice") }
@@ -45,8 +38,8 @@ struct StageCommand: ParsableCommand {
         }
         let lines = try StageInput.load(items, kind: kind, runSeed: c.seed, chat: c.chat, system: c.system)
         let runner = StageRunner(kind: kind, name: name ?? kind.rawValue, config: c, configText: try String(contentsOfFile: config, encoding: .utf8),
-                                 out: out, workers: workers, bind: bind, itemsPerTask: itemsPerTask, overrides: overrides, inProcess: inProcess)
-        let start = try RunStart(resume: resume, overwrite: overwrite)
+                                 out: out, placement: placement, overrides: overrides)
+        let start = try placement.start()
         try start.claim(out)
         try runner.run(lines, itemsFile: items, start: start)
     }

@@ -14,11 +14,12 @@ struct StageRunner {
     /// The configuration as workers receive it, and as the record keeps it.
     var configText: String
     var out: String
-    var workers: Int
-    var bind: String
-    var itemsPerTask: Int?
+    var placement: StagePlacement
     var overrides: [ModelOverride] = []
-    var inProcess: Bool
+
+    var workers: Int { placement.workers }
+    var itemsPerTask: Int? { placement.itemsPerTask }
+    var inProcess: Bool { placement.inProcess }
 
     /// Runs the items not yet in NAME.jsonl (all of them unless `start` resumes).
     func run(_ lines: [StageInput.Line], itemsFile: String, start: RunStart) throws {
@@ -79,7 +80,7 @@ struct StageRunner {
         let replacements = try overrides.map { ($0.name, try $0.load(against: c)) }
         ClusterRun.stopChildrenOnSignals()
         var settings = Coordinator.Settings()
-        settings.bind = bind
+        settings.bind = placement.bind
         settings.expectedWorkers = workers
         let coordinator = try Coordinator(settings: settings, configText: configText, rollout: c.rollout,
                                           runId: "stage-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))")
