@@ -53,6 +53,8 @@ public struct StageItemResult: Sendable, Equatable {
     public var logprobs: [Float] = []
     /// Per text: cut off at max_new_tokens or the context.
     public var truncated: [Bool] = []
+    /// Per text: the tokens generated for it, a stop token included.
+    public var textTokens: [Int] = []
     /// options: per option, the sum of its tokens' log-probs (temperature 1), and its token count.
     public var optionLogprobs: [Float] = []
     public var optionTokens: [Int] = []
@@ -73,9 +75,11 @@ public struct StageItemResult: Sendable, Equatable {
             f["tokens"] = tokens.map(Int.init)
             f["logprobs"] = logprobs
             f["truncated"] = truncated.first ?? false
+            f["text_tokens"] = textTokens.first ?? 0
         case .revise:
             f["answers"] = texts
             f["truncated"] = truncated
+            f["text_tokens"] = textTokens
         case .options:
             f["option_logprobs"] = optionLogprobs
             f["option_tokens"] = optionTokens

@@ -104,14 +104,30 @@ public struct StageWork {
                 if prompt.count + longest > judge.config.contextLength {
                     throw StageItemError("prompt and option take \(prompt.count + longest) tokens, more than the context of \(judge.config.contextLength)")
                 }
+                results[i].optionTokens = options.map(\.count)
+                if longest == 1 {
+                    singles.append((i, prompt, options.map { $0[0] }))
+                    continue
+                }
                 for o in options {
                     samples.append(Sample(promptId: i, index: 0, prompt: prompt, response: o, logprobs: [], policyVersion: 0, seed: 0))
                     owners.append(i)
                 }
-                results[i].optionTokens = options.map(\.count)
             } catch {
                 results[i].error = "\(error)"
             }
+        }
+        let vocab = judge.config.vocab
+        for start in stride(from: 0, to: singles.count, by: 8) {
+            let group = singles[start ..< min(start + 8, singles.count)]
+            let logits = try judge.forward(group.map { (judge.makeCache(capacity: $0.prompt.count), $0.prompt) }, outputs: .lastPerSequence)
+            logits.withUnsafeBufferPointer { l in
+                for (row, s) in group.enumerated() {
+                    let r = l.baseAddress! + row * vocab, norm = VectorMath.logSumExp(r, vocab)
+                    results[s.item].optionLogprobs = s.options.map { r[Int($0)] - norm }
+                }
+            }
+            tick()
         }
         let logprobs = try ReferenceLogprobs.compute(judge, samples: samples, between: tick)
         for (i, lp) in zip(owners, logprobs) { results[i].optionLogprobs.append(lp.reduce(0, +)) }

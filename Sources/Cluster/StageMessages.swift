@@ -47,7 +47,7 @@ extension StageItem {
 extension StageItemResult {
     init(wire r: Charter_V1_ItemResult) {
         self.init(id: r.itemID)
-        texts = r.texts; tokens = r.tokens; logprobs = r.logprobs; truncated = r.truncated
+        texts = r.texts; tokens = r.tokens; logprobs = r.logprobs; truncated = r.truncated; textTokens = r.textTokens.map(Int.init)
         optionLogprobs = r.optionLogprobs; optionTokens = r.optionTokens.map(Int.init)
         if r.hasHelpfulnessScore || r.hasSafetyScore || r.ruleReward != 0 {
             scores = RawScores(helpfulness: r.hasHelpfulnessScore ? r.helpfulnessScore : nil,
@@ -58,7 +58,7 @@ extension StageItemResult {
 
     var wire: Charter_V1_ItemResult {
         var r = Charter_V1_ItemResult()
-        r.itemID = id; r.texts = texts; r.tokens = tokens; r.logprobs = logprobs; r.truncated = truncated
+        r.itemID = id; r.texts = texts; r.tokens = tokens; r.logprobs = logprobs; r.truncated = truncated; r.textTokens = textTokens.map(UInt32.init)
         r.optionLogprobs = optionLogprobs; r.optionTokens = optionTokens.map(UInt32.init)
         if let h = scores?.helpfulness { r.helpfulnessScore = h }
         if let s = scores?.safety { r.safetyScore = s }

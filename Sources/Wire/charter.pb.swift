@@ -549,6 +549,9 @@ public nonisolated struct Charter_V1_ItemResult: Sendable {
   /// the item cannot be done (a prompt longer than the context, say): why
   public var error: String = String()
 
+  /// GENERATE, REVISE: per text, the tokens generated for it (a stop token included)
+  public var textTokens: [UInt32] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1622,7 +1625,7 @@ nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Charter_V1_ItemResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ItemResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}item_id\0\u{1}texts\0\u{1}tokens\0\u{1}logprobs\0\u{1}truncated\0\u{3}option_logprobs\0\u{3}option_tokens\0\u{3}helpfulness_score\0\u{3}safety_score\0\u{3}rule_reward\0\u{1}error\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}item_id\0\u{1}texts\0\u{1}tokens\0\u{1}logprobs\0\u{1}truncated\0\u{3}option_logprobs\0\u{3}option_tokens\0\u{3}helpfulness_score\0\u{3}safety_score\0\u{3}rule_reward\0\u{1}error\0\u{3}text_tokens\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1641,6 +1644,7 @@ nonisolated extension Charter_V1_ItemResult: SwiftProtobuf.Message, SwiftProtobu
       case 9: try { try decoder.decodeSingularFloatField(value: &self._safetyScore) }()
       case 10: try { try decoder.decodeSingularFloatField(value: &self.ruleReward) }()
       case 11: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 12: try { try decoder.decodeRepeatedUInt32Field(value: &self.textTokens) }()
       default: break
       }
     }
@@ -1684,6 +1688,9 @@ nonisolated extension Charter_V1_ItemResult: SwiftProtobuf.Message, SwiftProtobu
     if !self.error.isEmpty {
       try visitor.visitSingularStringField(value: self.error, fieldNumber: 11)
     }
+    if !self.textTokens.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.textTokens, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1699,6 +1706,7 @@ nonisolated extension Charter_V1_ItemResult: SwiftProtobuf.Message, SwiftProtobu
     if lhs._safetyScore != rhs._safetyScore {return false}
     if lhs.ruleReward != rhs.ruleReward {return false}
     if lhs.error != rhs.error {return false}
+    if lhs.textTokens != rhs.textTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

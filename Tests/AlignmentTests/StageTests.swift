@@ -149,26 +149,31 @@ final class StageWorkTests: XCTestCase {
     }
 
     /// Option log-probs equal the sum of log-softmax entries of the training forward, computed here
-    /// by hand (a different code path: Backprop's logits), within 1e-3 nats.
+    /// by hand (a different code path: Backprop's logits), within 1e-3 nats: for options of several
+    /// tokens and for one-token options (read from the prompt's last logits alone).
     func testOptionLogprobsAreTheOptionTokensSummedLogSoftmax() throws {
         let (work, model) = try makeWork()
-        let item = items()[0]
-        let result = try work.run(.options, [item])[0]
-        let prompt = try model.tokenizer.encode(try ChatTemplate.render(item.messages))
-        XCTAssertEqual(result.optionLogprobs.count, 3)
-        for (k, option) in item.options.enumerated() {
-            let tokens = try model.tokenizer.encode(option, parseSpecial: false)
-            XCTAssertEqual(result.optionTokens[k], tokens.count)
-            let sequence = prompt + tokens
-            let logits = try Backprop(weights: model.weights).logits([TrainingSequence(tokens: sequence, lossMask: [0] + [Float](repeating: 1, count: sequence.count - 1))])
-            let V = model.config.vocab
-            var expected = 0.0
-            for (t, token) in tokens.enumerated() {
-                let row = Array(logits[(prompt.count - 1 + t) * V ..< (prompt.count + t) * V]).map(Double.init)
-                let m = row.max()!
-                expected += row[Int(token)] - (m + log(row.reduce(0) { $0 + exp($1 - m) }))
+        for options in [[" (A)", " (B)", " yes"], ["A", "B"]] {
+            var item = items()[0]
+            item.options = options
+            let result = try work.run(.options, [item])[0]
+            let prompt = try model.tokenizer.encode(try ChatTemplate.render(item.messages))
+            XCTAssertEqual(result.optionLogprobs.count, options.count)
+            if options.count == 2 { XCTAssertEqual(result.optionTokens, [1, 1], "the one-token path is the one tested") }
+            for (k, option) in item.options.enumerated() {
+                let tokens = try model.tokenizer.encode(option, parseSpecial: false)
+                XCTAssertEqual(result.optionTokens[k], tokens.count)
+                let sequence = prompt + tokens
+                let logits = try Backprop(weights: model.weights).logits([TrainingSequence(tokens: sequence, lossMask: [0] + [Float](repeating: 1, count: sequence.count - 1))])
+                let V = model.config.vocab
+                var expected = 0.0
+                for (t, token) in tokens.enumerated() {
+                    let row = Array(logits[(prompt.count - 1 + t) * V ..< (prompt.count + t) * V]).map(Double.init)
+                    let m = row.max()!
+                    expected += row[Int(token)] - (m + log(row.reduce(0) { $0 + exp($1 - m) }))
+                }
+                XCTAssertEqual(Double(result.optionLogprobs[k]), expected, accuracy: 1e-3, "option \(k) of \(options)")
             }
-            XCTAssertEqual(Double(result.optionLogprobs[k]), expected, accuracy: 1e-3, "option \(k)")
         }
     }
 
