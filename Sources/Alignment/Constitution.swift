@@ -19,6 +19,8 @@ public struct Constitution: Sendable, Equatable {
     public struct Comparison: Sendable, Equatable {
         public var question: String
         public var tags: [String] = []
+
+        public init(question: String, tags: [String] = []) { self.question = question; self.tags = tags }
     }
 
     /// A worked critique and revision, with the requests that asked for them.

@@ -84,17 +84,21 @@ public struct StageWork {
                 let answer = g.finishReason == .stop ? Array(g.tokens.dropLast()) : g.tokens
                 results[i].texts.append(try tokenizer.decode(answer))
                 results[i].truncated.append(g.finishReason == .length)
+                results[i].textTokens.append(g.tokens.count)
                 if fixed == 0 { results[i].tokens = g.tokens; results[i].logprobs = g.logprobs }
             }
         }
         return results
     }
 
-    /// The log-prob of each option's tokens right after the prompt, under the judge.
+    /// The log-prob of each option's tokens right after the prompt, under the judge. An item whose
+    /// options are one token each (a judge's "A" / "B") needs only its prompt's last logits: one
+    /// sequence per item instead of one per option.
     func options(_ items: [StageItem]) throws -> [StageItemResult] {
         let judge = feedback ?? policy
         var results = items.map { StageItemResult(id: $0.id) }
         var samples: [Sample] = [], owners: [Int] = []
+        var singles: [(item: Int, prompt: [Int32], options: [Int32])] = []
         for (i, item) in items.enumerated() {
             do {
                 let prompt = try promptTokens(item)

@@ -1,5 +1,6 @@
 import Alignment
 import ArgumentParser
+import Formats
 import Foundation
 
 extension RevisionSettings.SFTExamples: ExpressibleByArgument {}
@@ -58,6 +59,7 @@ struct ReviseCommand: ParsableCommand {
         let constitution = try Constitution.load(c.constitution!)
         let plan = try RevisionPlan(constitution: constitution, settings: c.revision, prompts: try PromptSet.load(promptsPath, system: c.system),
                                     helpful: try c.reviseHelpful.map { try PromptSet.load($0, system: c.system) } ?? [], runSeed: c.seed)
+        try ModelLoader.checkExists(c.policy)
         let start = try placement.start()
         try start.claim(out)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
@@ -65,40 +67,21 @@ struct ReviseCommand: ParsableCommand {
         // so the stage record's digest tells whether a resumed run is the same one.
         let itemsPath = "\(out)/items.jsonl"
         let itemLines = plan.entries.map(plan.itemLine)
-        try write(itemLines, to: itemsPath)
+        try writeJSONL(itemLines, to: itemsPath)
         let stageLines = zip(plan.entries, itemLines).map { StageInput.Line(item: $0.item, object: $1) }
         print("revise: \(plan.entries.filter { $0.part == .redTeam }.count) prompts x \(c.revision.revisions) rounds\(c.revision.direct ? " (direct)" : ""), "
               + "\(plan.entries.filter { $0.part == .helpful }.count) helpful prompts, constitution \(constitution.name) v\(constitution.version)")
-        let runner = StageRunner(kind: .revise, name: "revise", config: c, configText: Self.workerConfig(c), out: out, placement: placement)
+        let runner = StageRunner(kind: .revise, name: "revise", config: c, configText: StageRunner.workerConfig(c), out: out, placement: placement)
         try runner.run(stageLines, itemsFile: itemsPath, start: start)
 
         let results = Dictionary(try JSONLines.read("\(out)/revise.jsonl").map { ($0.object["id"] as? String ?? "", $0.object) }) { a, _ in a }
         let outcome = try RevisionOutcome(plan: plan, results: results)
-        try write(outcome.revisions, to: "\(out)/revisions.jsonl")
-        try write(outcome.sft, to: "\(out)/sft.jsonl")
+        try writeJSONL(outcome.revisions, to: "\(out)/revisions.jsonl")
+        try writeJSONL(outcome.sft, to: "\(out)/sft.jsonl")
         try JSONSerialization.data(withJSONObject: outcome.counts, options: [.sortedKeys, .prettyPrinted]).write(to: URL(fileURLWithPath: "\(out)/summary.json"))
         let n = outcome.counts
         let dropped = n.filter { $0.key.hasPrefix("dropped: ") }.sorted { $0.key < $1.key }.map { "\($0.key.dropFirst(9)) \($0.value)" }
         print("revise: \(n["kept", default: 0]) of \(n["rounds", default: 0]) revisions kept\(dropped.isEmpty ? "" : " (dropped: \(dropped.joined(separator: ", ")))"), "
               + "\(n["errors", default: 0]) errors; \(outcome.sft.count) SFT conversations (\(n["helpful_kept", default: 0]) helpful) in \(out)/sft.jsonl")
-    }
-
-    /// What workers load: only the policy matters to a revise task (sampling comes with each task).
-    static func workerConfig(_ c: RLConfig) -> String {
-        let path = String(decoding: try! JSONSerialization.data(withJSONObject: c.policy, options: [.fragmentsAllowed]), as: UTF8.self)
-        return """
-            # charter revise: the configuration its workers load
-            model: {policy: \(path)}
-            rollout: {max_new_tokens: \(c.rollout.maxNewTokens), temperature: \(c.rollout.temperature), top_k: \(c.rollout.topK), top_p: \(c.rollout.topP)}
-            run: {seed: \(c.seed)}
-
-            """
-    }
-
-    /// A JSONL file written whole and renamed into place, so a reader never sees half of it.
-    func write(_ lines: [[String: Any]], to path: String) throws {
-        var bytes: [UInt8] = []
-        for l in lines { bytes += JSONLine.encode(l); bytes.append(10) }
-        try Data(bytes).write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 }

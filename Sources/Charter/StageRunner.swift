@@ -21,6 +21,19 @@ struct StageRunner {
     var itemsPerTask: Int? { placement.itemsPerTask }
     var inProcess: Bool { placement.inProcess }
 
+    /// What workers load for a command built on stages: only the policy matters to its tasks
+    /// (sampling comes with each task).
+    static func workerConfig(_ c: RLConfig) -> String {
+        let path = String(decoding: try! JSONSerialization.data(withJSONObject: c.policy, options: [.fragmentsAllowed]), as: UTF8.self)
+        return """
+            # the configuration workers of a stage load
+            model: {policy: \(path)}
+            rollout: {max_new_tokens: \(c.rollout.maxNewTokens), temperature: \(c.rollout.temperature), top_k: \(c.rollout.topK), top_p: \(c.rollout.topP)}
+            run: {seed: \(c.seed)}
+
+            """
+    }
+
     /// Runs the items not yet in NAME.jsonl (all of them unless `start` resumes).
     func run(_ lines: [StageInput.Line], itemsFile: String, start: RunStart) throws {
         let stageName = name, c = config
@@ -39,9 +52,10 @@ struct StageRunner {
             return
         }
         let inputs = Dictionary(lines.map { ($0.item.id, $0.object) }, uniquingKeysWith: { a, _ in a })
-        var errors = 0
+        var errors = 0, tokens = 0
         func accept(_ results: [StageItemResult]) throws {
             errors += results.filter { $0.error != nil }.count
+            tokens += results.reduce(0) { $0 + $1.textTokens.reduce(0, +) }
             try output.append(results.map { r in inputs[r.id, default: [:]].merging(r.fields(kind)) { _, new in new } })
         }
         print("stage \(stageName): \(pending.count) of \(lines.count) items to do\(inProcess ? ", in this process" : "")")
@@ -56,11 +70,14 @@ struct StageRunner {
         }
         try output.sync()
         let seconds = Date().timeIntervalSince(began)
-        let metrics: [String: Any] = ["items": lines.count, "itemsRun": output.appended, "errors": errors, "seconds": seconds,
+        var metrics: [String: Any] = ["items": lines.count, "itemsRun": output.appended, "errors": errors, "seconds": seconds,
                                       "itemsPerSecond": Double(output.appended) / max(seconds, 1e-9)].merging(counters) { a, _ in a }
+        let generates = kind == .generate || kind == .revise
+        if generates { metrics["tokensGenerated"] = tokens; metrics["tokensPerSecond"] = Double(tokens) / max(seconds, 1e-9) }
         try JSONSerialization.data(withJSONObject: metrics, options: [.sortedKeys]).write(to: URL(fileURLWithPath: "\(out)/\(stageName).metrics.json"))
-        print(String(format: "stage %@: %d items in %@ (%d errors), %.1f s, %.2f items/s", stageName, output.appended, output.path, errors,
-                     seconds, Double(output.appended) / max(seconds, 1e-9)))
+        print(String(format: "stage %@: %d items in %@ (%d errors), %.1f s, %.2f items/s%@", stageName, output.appended, output.path, errors,
+                     seconds, Double(output.appended) / max(seconds, 1e-9),
+                     generates ? String(format: ", %d tokens generated, %.1f tokens/s", tokens, Double(tokens) / max(seconds, 1e-9)) : ""))
     }
 
     /// The in-process path: the same computation a worker does, 16 items per batch.
@@ -110,3 +127,9 @@ struct StageRunner {
     }
 }
 
+/// A JSONL file written whole and renamed into place, so a reader never sees half of it.
+func writeJSONL(_ lines: [[String: Any]], to path: String) throws {
+    var bytes: [UInt8] = []
+    for l in lines { bytes += JSONLine.encode(l); bytes.append(10) }
+    try Data(bytes).write(to: URL(fileURLWithPath: path), options: .atomic)
+}

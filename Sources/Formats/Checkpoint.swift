@@ -108,12 +108,17 @@ public enum Checkpoint {
 /// Loads a model from a GGUF file or a Hugging Face folder, whichever `path` is, or makes the small
 /// random model a "tiny:..." spec names (see `TinyModel`).
 public enum ModelLoader {
+    /// Fails as `load` would when nothing is at `path`, without reading it: a cheap check before a
+    /// command writes anything.
+    public static func checkExists(_ path: String) throws {
+        if !TinyModel.isSpec(path) && !FileManager.default.fileExists(atPath: path) { throw FormatError("model \(path) not found") }
+    }
+
     public static func load(_ path: String) throws -> LoadedModel {
         if TinyModel.isSpec(path) { return try TinyModel.make(spec: path) }
+        try checkExists(path)
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw FormatError("model \(path) not found")
-        }
+        _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
         let url = URL(fileURLWithPath: path)
         if !isDirectory.boolValue { return try GGUFModel.load(url) }
         var template: String? = nil

@@ -1,0 +1,93 @@
+import Alignment
+import ArgumentParser
+import Formats
+import Foundation
+
+extension LabelSettings.Orders: ExpressibleByArgument {}
+
+/// AI preference labels (RLAIF, docs/labeler.md): the judge answers a multiple-choice question per
+/// pair, principle and order; the option letters' probabilities, averaged over orders and
+/// principles, are the soft label. The judge's work is an `options` stage, so it runs in this
+/// process or on workers like any stage, and a resumed run never asks a question twice.
+struct LabelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "label", abstract: "Label answer pairs with a feedback model under a constitution (docs/labeler.md).")
+
+    @Option(help: "Pairs (JSONL): {\"prompt\", \"a\", \"b\"} per line; prompt a string or chat messages; \"better\" for --eval.") var pairs: String
+    @Option(help: "The labelled pairs (JSONL); the judge's questions and answers go to the folder OUT.stage beside it.") var out: String
+    @Option(help: "The constitution whose comparison questions are asked (default constitutions/default.yaml).") var constitution: String?
+    @Option(help: "The judge: a GGUF file, a Hugging Face folder or a tiny:... spec (default: the configuration's model.feedback, else model.policy).") var judge: String?
+    @Option(help: "Ask each pair in both orders and average (both, the default), or with a shown first only (one).") var orders: LabelSettings.Orders = .both
+    @Option(help: "Comparison principles drawn per pair (an ensemble; default 1).") var principles = 1
+    @Option(help: "Draw only among comparisons with this tag (helpful, harmless, ...).") var tag: String?
+    @Option(help: "Clamp the final probability into LO,HI (say 0.4,0.6).") var clamp: String?
+    @Option(help: "Worked comparisons of the constitution shown first (default 0).") var fewShot = 0
+    @Flag(help: "Report agreement with each pair's \"better\" field (a or b) and calibration.") var eval = false
+    @Option(help: "A run configuration (YAML): its model, data.system and run.seed apply.") var config: String?
+    @Option(help: "Seed of the principles drawn (default: run.seed).") var seed: Int?
+    @OptionGroup var placement: StagePlacement
+
+    func validate() throws {
+        if principles < 1 { throw ValidationError("--principles must be at least 1") }
+        if fewShot < 0 { throw ValidationError("--few-shot must be 0 or more") }
+        if let s = seed, s < 0 { throw ValidationError("--seed must be 0 or more") }
+        _ = try clampRange()
+    }
+
+    func clampRange() throws -> ClosedRange<Double>? {
+        guard let clamp else { return nil }
+        let parts = clamp.split(separator: ",", omittingEmptySubsequences: false).map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count == 2, let lo = parts[0], let hi = parts[1], 0 <= lo, lo < hi, hi <= 1 else {
+            throw ValidationError("--clamp \(clamp): give two probabilities LO,HI with 0 <= LO < HI <= 1, such as 0.4,0.6")
+        }
+        return lo...hi
+    }
+
+    /// OUT.jsonl -> OUT.stage: the stage's folder, beside the labels.
+    var stageFolder: String { (out.hasSuffix(".jsonl") ? String(out.dropLast(6)) : out) + ".stage" }
+
+    func run() throws {
+        var c = try config.map { try RLConfig.load($0, forRun: false) } ?? RLConfig()
+        c.policy = judge ?? c.feedback ?? c.policy
+        c.feedback = nil
+        if let seed { c.seed = UInt64(seed) }
+        var settings = LabelSettings()
+        settings.orders = orders; settings.principles = principles; settings.tag = tag
+        settings.clamp = try clampRange(); settings.fewShot = fewShot
+        let constitution = try Constitution.load(self.constitution ?? c.constitution ?? "constitutions/default.yaml")
+        let plan = try LabelPlan(constitution: constitution, settings: settings, pairs: try LabelPair.load(pairs, system: c.system), runSeed: c.seed)
+        if eval, !plan.pairs.contains(where: { $0.better != nil }) { throw CLIError("--eval needs pairs with a \"better\" field (\"a\" or \"b\")") }
+
+        try ModelLoader.checkExists(c.policy)
+        let start = try placement.start()
+        let folder = stageFolder
+        if start == .fresh, FileManager.default.fileExists(atPath: out) {
+            throw CLIError("\(out) already exists: pass --resume to finish the labels it came from, or --overwrite to label again")
+        }
+        try start.claim(folder)
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let itemsPath = "\(folder)/items.jsonl"
+        let itemLines: [[String: Any]] = plan.questions.map { q in
+            ["id": q.item.id, "prompt": q.item.prompt, "options": q.item.options, "pair": plan.pairs[q.pair].id,
+             "principle": q.principle + 1, "order": q.order.rawValue]
+        }
+        try writeJSONL(itemLines, to: itemsPath)
+        log("label: \(plan.pairs.count) pairs x \(principles) principle\(principles == 1 ? "" : "s") x \(orders == .both ? 2 : 1) order\(orders == .both ? "s" : "") = \(plan.questions.count) questions, "
+            + "constitution \(constitution.name) v\(constitution.version), judge \(c.policy)")
+        let runner = StageRunner(kind: .options, name: "options", config: c, configText: StageRunner.workerConfig(c), out: folder, placement: placement)
+        let began = Date()
+        try runner.run(zip(plan.questions, itemLines).map { StageInput.Line(item: $0.item, object: $1) }, itemsFile: itemsPath, start: start)
+        let seconds = Date().timeIntervalSince(began)
+
+        let results = Dictionary(try JSONLines.read("\(folder)/options.jsonl").map { ($0.object["id"] as? String ?? "", $0.object) }) { a, _ in a }
+        let outcome = try LabelOutcome(plan: plan, results: results)
+        try writeJSONL(outcome.lines, to: out)
+        let debiased = orders == .both ? 0.5 : outcome.meanPFirstShown
+        log(String(format: "label: %d pairs (%d errors) in %@; mean P(first shown) %.3f asked, %.3f after averaging the orders; %.2f labels/s",
+                   plan.pairs.count, outcome.errors, out, outcome.meanPFirstShown, debiased, Double(plan.pairs.count) / max(seconds, 1e-9)))
+        if eval { print(LabelEval(plan: plan, outcome: outcome).report.joined(separator: "\n")) }
+    }
+
+    /// The summary goes to stderr, so stdout carries only the --eval report.
+    func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import XCTest
+
+/// `charter label`: AI preference labels, in process and on workers.
+extension CLITests {
+    func labelFolder(_ label: String) throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-label-\(label)-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        return dir
+    }
+
+    func labelArgs(out: String, pairs: String = "examples/polite-pairs.jsonl") -> [String] {
+        ["label", "--judge", "tiny:layers=1,width=32,seed=2", "--pairs", pairs, "--constitution", "constitutions/default.yaml",
+         "--out", out, "--principles", "2", "--seed", "3"]
+    }
+
+    func jsonLines(_ path: String) throws -> [[String: Any]] {
+        try file(path).split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+    }
+
+    /// The labels are the same bytes in process and on 1 or 3 workers, in the input's order, ready
+    /// for `charter rm train`.
+    func testLabelGivesTheSameOutputInProcessAndOnOneOrThreeWorkers() throws {
+        let dir = try labelFolder("same")
+        var outputs: [String] = []
+        for how in [["--in-process"], ["--workers", "1"], ["--workers", "3", "--items-per-task", "4"]] {
+            let out = "\(dir.path)/\(how[how.count > 2 ? 1 : how.count - 1]).jsonl"
+            let r = try charter(labelArgs(out: out) + how)
+            XCTAssertEqual(r.status, 0, r.err)
+            XCTAssertTrue(r.err.contains("label: 24 pairs x 2 principles x 2 orders = 96 questions, constitution default v1"), r.err)
+            XCTAssertTrue(r.err.contains("label: 24 pairs (0 errors)"), r.err)
+            outputs.append(try file(out))
+        }
+        XCTAssertEqual(outputs[0], outputs[1], "1 worker differs from in process")
+        XCTAssertEqual(outputs[0], outputs[2], "3 workers differ from in process")
+        let lines = try jsonLines("\(dir.path)/--in-process.jsonl")
+        XCTAssertEqual(lines.map { $0["id"] as! Int }, Array(0..<24))
+        for l in lines {
+            let pa = l["p_a"] as! Double, orders = l["p_a_orders"] as! [Double]
+            XCTAssertEqual(pa, (orders[0] + orders[1]) / 2, accuracy: 1e-9)
+            XCTAssertEqual(l["chosen"] as? String, pa >= 0.5 ? l["a"] as? String : l["b"] as? String)
+            XCTAssertEqual(l["p_chosen"] as! Double, max(pa, 1 - pa), accuracy: 1e-12)
+            XCTAssertEqual((l["principles"] as! [Int]).count, 2)
+            XCTAssertNotNil(l["better"], "input fields are kept")
+        }
+        let questions = try stageLines("\(dir.path)/--in-process.stage/options.jsonl")
+        XCTAssertEqual(questions.count, 96, "each question once")
+        let trained = try charter("rm", "train", "--model", "tiny:layers=1,width=32,seed=2", "--pairs", "\(dir.path)/--in-process.jsonl",
+                                  "--out", "\(dir.path)/rm", "--epochs", "1", "--eval-fraction", "0")
+        XCTAssertEqual(trained.status, 0, "the labels train a reward model: \(trained.err)")
+    }
+
+    /// A finished labelling resumed asks nothing again; a fresh start on it is refused; --overwrite starts again.
+    func testLabelResumesWithoutAskingAgainAndRefusesToOverwriteByAccident() throws {
+        let dir = try labelFolder("resume")
+        let out = dir.path + "/labels.jsonl"
+        XCTAssertEqual(try charter(labelArgs(out: out) + ["--in-process"]).status, 0)
+        let first = try file(out)
+        let again = try charter(labelArgs(out: out) + ["--in-process"])
+        XCTAssertNotEqual(again.status, 0)
+        XCTAssertTrue(again.err.contains("labels.jsonl already exists: pass --resume to finish the labels it came from, or --overwrite to label again"), again.err)
+        let resumed = try charter(labelArgs(out: out) + ["--in-process", "--resume"])
+        XCTAssertEqual(resumed.status, 0, resumed.err)
+        XCTAssertTrue(resumed.out.contains("is complete: 96 items"), resumed.out)
+        XCTAssertEqual(try file(out), first)
+        let other = try charter(labelArgs(out: out) + ["--in-process", "--resume", "--principles", "1"])
+        XCTAssertNotEqual(other.status, 0, "other questions are not the run the folder holds")
+        XCTAssertTrue(other.err.contains("options.json: the stage there ran options over"), other.err)
+        let overwritten = try charter(labelArgs(out: out) + ["--in-process", "--overwrite", "--principles", "1"])
+        XCTAssertEqual(overwritten.status, 0, overwritten.err)
+        XCTAssertEqual(try stageLines(dir.path + "/labels.stage/options.jsonl").count, 48)
+    }
+
+    func testLabelBadInputGivesOneClearLine() throws {
+        let dir = try labelFolder("bad")
+        let badPairs = dir.path + "/bad.jsonl", noComparisons = dir.path + "/c.yaml", unknown = dir.path + "/u.jsonl"
+        try "{\"prompt\": \"p\", \"a\": \"x\", \"b\": \"y\"}\n{\"prompt\": \"p\", \"a\": \"x\"}\n".write(toFile: badPairs, atomically: true, encoding: .utf8)
+        try "{\"prompt\": \"p\", \"a\": \"x\", \"b\": \"y\"}\n".write(toFile: unknown, atomically: true, encoding: .utf8)
+        try "name: c\nversion: 1\ncritiques:\n  - {critique: C, revision: R}\n".write(toFile: noComparisons, atomically: true, encoding: .utf8)
+        let out = dir.path + "/out.jsonl"
+        func args(_ replacing: [String: String] = [:]) -> [String] {
+            var a = labelArgs(out: out) + ["--in-process"]
+            for (k, v) in replacing { if let i = a.firstIndex(of: k) { a[i + 1] = v } else { a += [k, v] } }
+            return a
+        }
+        let cases: [([String], String)] = [
+            (args(["--pairs": badPairs]), "bad.jsonl line 2: \"b\" must be a non-empty string (an answer to the prompt)"),
+            (args(["--pairs": dir.path + "/none.jsonl"]), "none.jsonl: cannot read"),
+            (args(["--constitution": noComparisons]), "constitution c has no comparisons: the labeler asks its comparison questions"),
+            (args(["--principles": "17"]), "--principles 17: the constitution has 16 comparisons to draw from"),
+            (args(["--principles": "0"]), "--principles must be at least 1"),
+            (args(["--tag": "funny"]), "has no comparisons tagged \"funny\""),
+            (args(["--clamp": "0.6,0.4"]), "--clamp 0.6,0.4: give two probabilities LO,HI with 0 <= LO < HI <= 1, such as 0.4,0.6"),
+            (args(["--clamp": "0.4"]), "--clamp 0.4: give two probabilities"),
+            (args(["--few-shot": "5"]), "--few-shot 5: the constitution has 1 worked comparison"),
+            (args(["--orders": "three"]), "--orders"),
+            (args(["--pairs": unknown]) + ["--eval"], "--eval needs pairs with a \"better\" field (\"a\" or \"b\")"),
+            (args(["--judge": dir.path + "/missing.gguf"]), "missing.gguf not found"),
+        ]
+        for (a, message) in cases {
+            let r = try charter(a)
+            XCTAssertNotEqual(r.status, 0, "\(a)")
+            let lines = r.err.split(separator: "\n")
+            XCTAssertTrue(lines.first?.contains(message) ?? false, "\(a): \(r.err)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out), "\(a): a refused run writes no labels")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir.path + "/out.stage"), "\(a): nor a stage folder")
+        }
+    }
+
+    /// SmolLM2 judging politeness on pairs with an obvious answer: it prefers a position, so one
+    /// order alone is often wrong; averaging both orders agrees with the known answer far more often.
+    func testSmolLM2JudgeAgreesWithKnownPairsOnlyWithBothOrders() throws {
+        let dir = try labelFolder("smol")
+        let r = try charter("label", "--pairs", "examples/polite-pairs.jsonl", "--constitution", "constitutions/polite.yaml",
+                            "--out", dir.path + "/labels.jsonl", "--eval", "--in-process")
+        XCTAssertEqual(r.status, 0, r.err)
+        func agreed(_ row: String) throws -> Int {
+            let line = try XCTUnwrap(r.out.split(separator: "\n").first { $0.contains("agreement, \(row):") }, r.out)
+            return Int(line.split(separator: ":")[1].split(separator: "/")[0].trimmingCharacters(in: .whitespaces))!
+        }
+        let aFirst = try agreed("a shown first, one principle"), bFirst = try agreed("b shown first, one principle")
+        let both = try agreed("both orders, one principle")
+        XCTAssertGreaterThanOrEqual(both, 18, "of 24 obvious pairs:\n\(r.out)")
+        XCTAssertGreaterThan(both, max(aFirst, bFirst), r.out)
+        XCTAssertTrue(r.out.contains("expected calibration error of p_a (10 bins):"), r.out)
+    }
+}
