@@ -56,8 +56,8 @@ final class WireTests: XCTestCase {
         score.models = [helpful, safe]
         var answered = item("a"); answered.response = "Hello!"
         score.items = [answered]
-        var g = Charter_V1_ItemResult(); g.itemID = "a"; g.texts = ["Hello"]; g.tokens = [19556, 2]; g.logprobs = [-0.25, -0.5]; g.truncated = [false]
-        var r = Charter_V1_ItemResult(); r.itemID = "c"; r.texts = ["Hi, idiot.", "Rude.", "Hi."]; r.truncated = [false, false, true]
+        var g = Charter_V1_ItemResult(); g.itemID = "a"; g.texts = ["Hello"]; g.tokens = [19556, 2]; g.logprobs = [-0.25, -0.5]; g.truncated = [false]; g.textTokens = [2]
+        var r = Charter_V1_ItemResult(); r.itemID = "c"; r.texts = ["Hi, idiot.", "Rude.", "Hi."]; r.truncated = [false, false, true]; r.textTokens = [6, 3, 8]
         var o = Charter_V1_ItemResult(); o.itemID = "d"; o.optionLogprobs = [-1.5, -0.75]; o.optionTokens = [3, 3]
         var sc = Charter_V1_ItemResult(); sc.itemID = "e"; sc.helpfulnessScore = 1.25; sc.ruleReward = 0.5
         var failed = Charter_V1_ItemResult(); failed.itemID = "f"; failed.error = "the prompt has 2000 tokens; it does not fit the context of 1024"
