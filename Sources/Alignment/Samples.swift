@@ -93,7 +93,7 @@ public struct InProcessRollouts: RolloutSource {
         try rollouts(iteration: iteration, prompts: prompts, policy: policy, policyVersion: policyVersion, tick: {})
     }
 
-    /// `tick` runs after every decode step (a worker sends heartbeats from it).
+    /// `tick` runs after every forward pass (a worker sends heartbeats from it).
     public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int,
                          tick: () -> Void) throws -> [Sample] {
         let generator = Generator(model: try Transformer(weights: policy))
@@ -107,7 +107,7 @@ public struct InProcessRollouts: RolloutSource {
                 keys.append((p, k, seed))
             }
         }
-        let results = try withoutActuallyEscaping(tick) { tick in try generator.generate(requests) { _, _ in tick() } }
+        let results = try generator.generate(requests, between: tick)
         return zip(keys, results).map { key, r in
             Sample(promptId: key.0.id, index: key.1, prompt: key.0.tokens, response: r.tokens, logprobs: r.logprobs,
                    policyVersion: policyVersion, seed: key.2, finishReason: r.finishReason)

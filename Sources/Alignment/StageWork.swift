@@ -79,7 +79,7 @@ public struct StageWork {
                 }
             }
             if requests.isEmpty { continue }
-            let generated = try Generator(model: policy).generate(requests) { _, _ in tick() }
+            let generated = try Generator(model: policy).generate(requests, between: tick)
             for (i, g) in zip(rows, generated) {
                 let answer = g.finishReason == .stop ? Array(g.tokens.dropLast()) : g.tokens
                 results[i].texts.append(try tokenizer.decode(answer))
@@ -121,15 +121,12 @@ public struct StageWork {
                 results[i].error = "\(error)"
             }
         }
-        let vocab = judge.config.vocab
-        for start in stride(from: 0, to: singles.count, by: 8) {
-            let group = singles[start ..< min(start + 8, singles.count)]
-            let logits = try judge.forward(group.map { (judge.makeCache(capacity: $0.prompt.count), $0.prompt) }, outputs: .lastPerSequence)
+        // One prompt per pass, as a generation's prefill: no pass is long.
+        for s in singles {
+            let logits = try judge.forward([(judge.makeCache(capacity: s.prompt.count), s.prompt)], outputs: .lastPerSequence)
             logits.withUnsafeBufferPointer { l in
-                for (row, s) in group.enumerated() {
-                    let r = l.baseAddress! + row * vocab, norm = VectorMath.logSumExp(r, vocab)
-                    results[s.item].optionLogprobs = s.options.map { r[Int($0)] - norm }
-                }
+                let norm = VectorMath.logSumExp(l.baseAddress!, l.count)
+                results[s.item].optionLogprobs = s.options.map { l[Int($0)] - norm }
             }
             tick()
         }

@@ -26,22 +26,25 @@ public struct GenerationStats: Sendable {
     public init() {}
 }
 
-/// Batched generation: one prefill of every prompt, then decode steps over the sequences still
-/// running; a finished sequence leaves the batch at once.
+/// Batched generation: a prefill pass per prompt, then decode steps over the sequences still
+/// running; a finished sequence leaves the batch at once. Prompts are prefilled one per pass so no
+/// pass is long (a worker heartbeats between passes); a row's logits do not depend on the other
+/// rows of a pass, so this gives the same bits as one pass over all of them.
 public struct Generator {
     public let model: Transformer
 
     public init(model: Transformer) { self.model = model }
 
-    /// `onToken(requestIndex, token)` is called as each token is chosen, in request order per step.
-    public func generate(_ requests: [GenerationRequest],
-                         onToken: ((Int, SampledToken) -> Void)? = nil) throws(EngineError) -> [GenerationResult] {
+    /// `onToken(requestIndex, token)` is called as each token is chosen, in request order per step;
+    /// `between` after every forward pass.
+    public func generate(_ requests: [GenerationRequest], onToken: ((Int, SampledToken) -> Void)? = nil,
+                         between: () -> Void = {}) throws(EngineError) -> [GenerationResult] {
         var stats = GenerationStats()
-        return try generate(requests, stats: &stats, onToken: onToken)
+        return try generate(requests, stats: &stats, onToken: onToken, between: between)
     }
 
-    public func generate(_ requests: [GenerationRequest], stats: inout GenerationStats,
-                         onToken: ((Int, SampledToken) -> Void)? = nil) throws(EngineError) -> [GenerationResult] {
+    public func generate(_ requests: [GenerationRequest], stats: inout GenerationStats, onToken: ((Int, SampledToken) -> Void)? = nil,
+                         between: () -> Void = {}) throws(EngineError) -> [GenerationResult] {
         let V = model.config.vocab
         for (i, r) in requests.enumerated() {
             try r.params.validate()
@@ -60,7 +63,17 @@ public struct Generator {
         var prefill = true
         while !active.isEmpty {
             let started = ContinuousClock.now
-            let logits = try model.forward(step, outputs: .lastPerSequence)
+            var logits: [Float] = []
+            if prefill {
+                logits.reserveCapacity(step.count * V)
+                for s in step {
+                    logits += try model.forward([s], outputs: .lastPerSequence)
+                    between()
+                }
+            } else {
+                logits = try model.forward(step, outputs: .lastPerSequence)
+                between()
+            }
             var still: [Int] = []
             logits.withUnsafeBufferPointer { buf in
                 for (row, i) in active.enumerated() {
