@@ -35,12 +35,14 @@ let package = Package(
         .target(name: "Tokenizer", swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: fast),
         .target(name: "Alignment", dependencies: ["Engine", "Tokenizer", "Formats", "Yams"], swiftSettings: fast),
+        // A judge behind an OpenAI-compatible server (HTTP through Foundation's URLSession).
+        .target(name: "Endpoint", dependencies: ["Alignment"]),
         // Coordinator and workers: scheduling, weight broadcast, processes.
         .target(name: "Cluster", dependencies: ["Engine", "Tokenizer", "Formats", "Alignment", "Wire", "ZeroMQ", "Buffers", "CCRC32C"], swiftSettings: fast),
         .executableTarget(
             name: "Charter",
             dependencies: [
-                "Engine", "Formats", "Tokenizer", "Alignment", "Cluster", "ZeroMQ", "Buffers",
+                "Engine", "Formats", "Tokenizer", "Alignment", "Endpoint", "Cluster", "ZeroMQ", "Buffers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: fast),
@@ -53,6 +55,7 @@ let package = Package(
         .testTarget(name: "ReferenceTests", dependencies: ["Engine", "Formats", "Tokenizer"]),
         .testTarget(name: "TrainingTests", dependencies: ["Engine", "Formats", "Tokenizer", "Alignment"]),
         .testTarget(name: "AlignmentTests", dependencies: ["Alignment", "Engine", "Formats", "Tokenizer"]),
+        .testTarget(name: "EndpointTests", dependencies: ["Endpoint"]),
         // Runs the built `charter` binary; the dependency makes `swift test` build it first.
         .testTarget(name: "CLITests", dependencies: ["Charter", "ZeroMQ", "Wire"]),
     ]

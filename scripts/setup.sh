@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # python3-zmq and python3-protobuf: the Python worker (scripts/python-worker) and its test.
-packages="libopenblas-dev libzmq3-dev pkg-config python3-zmq python3-protobuf"
+# libcurl4: Foundation's URLSession (the labeler's endpoint judge) runs on it.
+packages="libopenblas-dev libzmq3-dev pkg-config libcurl4 python3-zmq python3-protobuf"
 python3 -m pip --version >/dev/null 2>&1 || packages="$packages python3-pip"
 missing=$(for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then

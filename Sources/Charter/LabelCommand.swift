@@ -1,5 +1,6 @@
 import Alignment
 import ArgumentParser
+import Endpoint
 import Formats
 import Foundation
 
@@ -17,6 +18,13 @@ struct LabelCommand: ParsableCommand {
     @Option(help: "The labelled pairs (JSONL); the judge's questions and answers go to the folder OUT.stage beside it.") var out: String
     @Option(help: "The constitution whose comparison questions are asked (default constitutions/default.yaml).") var constitution: String?
     @Option(help: "The judge: a GGUF file, a Hugging Face folder or a tiny:... spec (default: the configuration's model.feedback, else model.policy).") var judge: String?
+    @Option(help: "A judge behind an OpenAI-compatible server (its base address); asked from this process with /v1/completions.") var judgeUrl: String?
+    @Option(help: "The model name the server knows the judge by (with --judge-url).") var judgeModel: String?
+    @Option(help: "Requests in flight at once (with --judge-url).") var judgeConcurrency = 4
+    @Option(help: "Seconds a request may take before it is tried again (with --judge-url).") var judgeTimeout = 60.0
+    @Option(help: "Tries after the first for 429, 5xx, time-outs, dropped connections and malformed answers (with --judge-url).") var judgeRetries = 5
+    @Option(help: "How many top log-probs to ask for; an option not among them gets the smallest listed (with --judge-url).") var judgeTopLogprobs = 10
+    @Option(help: "The environment variable holding the API key, sent as a bearer token (default: OPENAI_API_KEY, if set).") var judgeKeyEnv: String?
     @Option(help: "Ask each pair in both orders and average (both, the default), or with a shown first only (one).") var orders: LabelSettings.Orders = .both
     @Option(help: "Comparison principles drawn per pair (an ensemble; default 1).") var principles = 1
     @Option(help: "Draw only among comparisons with this tag (helpful, harmless, ...).") var tag: String?
@@ -32,6 +40,25 @@ struct LabelCommand: ParsableCommand {
         if fewShot < 0 { throw ValidationError("--few-shot must be 0 or more") }
         if let s = seed, s < 0 { throw ValidationError("--seed must be 0 or more") }
         _ = try clampRange()
+        if judgeUrl != nil && judge != nil { throw ValidationError("--judge and --judge-url exclude each other: a local model or an endpoint") }
+        if judgeUrl != nil && judgeModel == nil { throw ValidationError("--judge-url needs --judge-model: the model name the server knows the judge by") }
+        if judgeUrl == nil && (judgeModel != nil || judgeKeyEnv != nil) { throw ValidationError("--judge-model and --judge-key-env go with --judge-url") }
+        if judgeConcurrency < 1 { throw ValidationError("--judge-concurrency must be at least 1") }
+        if !(judgeTimeout > 0) { throw ValidationError("--judge-timeout must be more than 0 seconds") }
+        if judgeRetries < 0 { throw ValidationError("--judge-retries must be 0 or more") }
+        if !(1...20).contains(judgeTopLogprobs) { throw ValidationError("--judge-top-logprobs must be from 1 to 20") }
+    }
+
+    /// The endpoint's settings, with the API key read from the environment.
+    func endpointSettings() throws -> EndpointJudge.Settings? {
+        guard let judgeUrl, let judgeModel else { return nil }
+        var s = EndpointJudge.Settings(url: judgeUrl, model: judgeModel)
+        s.concurrency = judgeConcurrency; s.timeoutSeconds = judgeTimeout; s.retries = judgeRetries; s.topLogprobs = judgeTopLogprobs
+        _ = try s.completionsURL()
+        let variable = judgeKeyEnv ?? "OPENAI_API_KEY"
+        s.apiKey = ProcessInfo.processInfo.environment[variable]
+        if judgeKeyEnv != nil && s.apiKey == nil { throw CLIError("--judge-key-env \(variable): the environment has no \(variable)") }
+        return s
     }
 
     func clampRange() throws -> ClosedRange<Double>? {
@@ -58,13 +85,15 @@ struct LabelCommand: ParsableCommand {
         let plan = try LabelPlan(constitution: constitution, settings: settings, pairs: try LabelPair.load(pairs, system: c.system), runSeed: c.seed)
         if eval, !plan.pairs.contains(where: { $0.better != nil }) { throw CLIError("--eval needs pairs with a \"better\" field (\"a\" or \"b\")") }
 
-        try ModelLoader.checkExists(c.policy)
+        let endpoint = try endpointSettings()
+        if endpoint == nil { try ModelLoader.checkExists(c.policy) }
         let start = try placement.start()
         let folder = stageFolder
         if start == .fresh, FileManager.default.fileExists(atPath: out) {
             throw CLIError("\(out) already exists: pass --resume to finish the labels it came from, or --overwrite to label again")
         }
-        try start.claim(folder)
+        // The endpoint's answers outlive --overwrite: asking the same again costs nothing.
+        try start.claim(folder, keeping: [Self.cacheFile])
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let itemsPath = "\(folder)/items.jsonl"
         let itemLines: [[String: Any]] = plan.questions.map { q in
@@ -73,9 +102,13 @@ struct LabelCommand: ParsableCommand {
         }
         try writeJSONL(itemLines, to: itemsPath)
         log("label: \(plan.pairs.count) pairs x \(principles) principle\(principles == 1 ? "" : "s") x \(orders == .both ? 2 : 1) order\(orders == .both ? "s" : "") = \(plan.questions.count) questions, "
-            + "constitution \(constitution.name) v\(constitution.version), judge \(c.policy)")
-        let runner = StageRunner(kind: .options, name: "options", config: c, configText: StageRunner.workerConfig(c), out: folder, placement: placement)
+            + "constitution \(constitution.name) v\(constitution.version), judge \(endpoint.map { "\($0.model) at \($0.url)" } ?? c.policy)")
+        var runner = StageRunner(kind: .options, name: "options", config: c, configText: endpoint.map(Self.endpointRecord) ?? StageRunner.workerConfig(c),
+                                 out: folder, placement: placement)
+        let judge = try endpoint.map { try EndpointJudge($0, cachePath: "\(folder)/\(Self.cacheFile)") }
+        if let judge { runner.compute = judge.options }
         let began = Date()
+        defer { if let judge { reportEndpoint(judge, folder: folder) } }
         try runner.run(zip(plan.questions, itemLines).map { StageInput.Line(item: $0.item, object: $1) }, itemsFile: itemsPath, start: start)
         let seconds = Date().timeIntervalSince(began)
 
@@ -86,6 +119,24 @@ struct LabelCommand: ParsableCommand {
         log(String(format: "label: %d pairs (%d errors) in %@; mean P(first shown) %.3f asked, %.3f after averaging the orders; %.2f labels/s",
                    plan.pairs.count, outcome.errors, out, outcome.meanPFirstShown, debiased, Double(plan.pairs.count) / max(seconds, 1e-9)))
         if eval { print(LabelEval(plan: plan, outcome: outcome).report.joined(separator: "\n")) }
+    }
+
+    static let cacheFile = "judge-cache.jsonl"
+
+    /// What the stage record keeps of an endpoint judge (not the key): a resumed run must ask the same.
+    static func endpointRecord(_ s: EndpointJudge.Settings) -> String {
+        "# charter label: a judge behind an OpenAI-compatible endpoint\njudge: {url: \(s.url), model: \(s.model), top_logprobs: \(s.topLogprobs)}\n"
+    }
+
+    /// The endpoint's counters: to OUT.stage/judge.metrics.json and one line on stderr, also when
+    /// the run stops on a failure.
+    func reportEndpoint(_ judge: EndpointJudge, folder: String) {
+        try? judge.sync()
+        let n = judge.counters
+        try? JSONSerialization.data(withJSONObject: n.dictionary, options: [.sortedKeys]).write(to: URL(fileURLWithPath: "\(folder)/judge.metrics.json"))
+        let failures = n.failures.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        log("label: judge endpoint: \(n.requests) requests, \(n.cacheHits) answered from the cache, \(n.failures.values.reduce(0, +)) failed tries"
+            + (failures.isEmpty ? "" : " (\(failures))") + ", \(n.missingOptions) options missing from the top log-probs")
     }
 
     /// The summary goes to stderr, so stdout carries only the --eval report.

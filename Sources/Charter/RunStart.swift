@@ -12,9 +12,10 @@ enum RunStart: Equatable {
         self = resume ? .resume : overwrite ? .overwrite : .fresh
     }
 
-    /// Checks (or, to overwrite, empties) the folder at `path` before anything is written to it.
-    func claim(_ path: String) throws {
-        let contents = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+    /// Checks (or, to overwrite, empties) the folder at `path` before anything is written to it;
+    /// files named in `keeping` are neither counted nor removed.
+    func claim(_ path: String, keeping: Set<String> = []) throws {
+        let contents = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { !keeping.contains($0) }
         guard !contents.isEmpty else { return }
         switch self {
         case .resume: return

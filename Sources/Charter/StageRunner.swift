@@ -16,6 +16,8 @@ struct StageRunner {
     var out: String
     var placement: StagePlacement
     var overrides: [ModelOverride] = []
+    /// Computes items here instead of with the configuration's models (a judge behind an endpoint).
+    var compute: (([StageItem]) throws -> [StageItemResult])?
 
     var workers: Int { placement.workers }
     var itemsPerTask: Int? { placement.itemsPerTask }
@@ -58,10 +60,13 @@ struct StageRunner {
             tokens += results.reduce(0) { $0 + $1.textTokens.reduce(0, +) }
             try output.append(results.map { r in inputs[r.id, default: [:]].merging(r.fields(kind)) { _, new in new } })
         }
-        print("stage \(stageName): \(pending.count) of \(lines.count) items to do\(inProcess ? ", in this process" : "")")
+        print("stage \(stageName): \(pending.count) of \(lines.count) items to do\(inProcess || compute != nil ? ", in this process" : "")")
         let began = Date()
         var counters: [String: Int] = [:]
-        if inProcess {
+        if let compute {
+            let items = pending.map(\.item), size = itemsPerTask ?? 16
+            for start in stride(from: 0, to: items.count, by: size) { try accept(try compute(Array(items[start ..< min(start + size, items.count)]))) }
+        } else if inProcess {
             var here = c
             for o in overrides { try o.apply(to: &here) }
             try runHere(here, pending.map(\.item), accept: accept)

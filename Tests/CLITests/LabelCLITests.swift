@@ -126,3 +126,107 @@ extension CLITests {
         XCTAssertTrue(r.out.contains("expected calibration error of p_a (10 bins):"), r.out)
     }
 }
+
+/// `charter label --judge-url`: a judge behind an OpenAI-compatible server (scripts/fake-openai-server.py).
+extension CLITests {
+    /// Starts the stand-in server (its request log in `log`) and returns it with its address.
+    func fakeJudge(_ options: [String], log: String) throws -> (process: Process, url: String) {
+        let p = Process(), out = Pipe()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "scripts/fake-openai-server.py", "--log", log] + options
+        p.currentDirectoryURL = Self.root
+        p.standardOutput = out
+        try p.run()
+        addTeardownBlock { if p.isRunning { p.terminate() } }
+        let line = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+        let port = try XCTUnwrap(line.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }, line)
+        return (p, "http://127.0.0.1:\(port)")
+    }
+
+    /// Per prompt hash, the outcomes the server logged.
+    func judgeLog(_ path: String) throws -> [String: [String]] {
+        var byPrompt: [String: [String]] = [:]
+        for line in try file(path).split(separator: "\n") {
+            let parts = line.split(separator: " ").map(String.init)
+            byPrompt[parts[0], default: []].append(parts[1])
+        }
+        return byPrompt
+    }
+
+    func endpointArgs(_ url: String, out: String) -> [String] {
+        ["label", "--pairs", "examples/polite-pairs.jsonl", "--out", out, "--judge-url", url, "--judge-model", "fake",
+         "--judge-timeout", "1", "--judge-retries", "4"]
+    }
+
+    /// Under 429s, 500s, time-outs, dropped connections and bodies that are not JSON, every label
+    /// ends up in the output once, each question is answered (paid) once, the failures are
+    /// counted, and the labels equal those of a server that never fails. Run again with
+    /// --overwrite, every answer comes from the cache: not one request.
+    func testLabelThroughAFaultyEndpointLosesAndRepeatsNothing() throws {
+        let dir = try labelFolder("endpoint")
+        let (_, faulty) = try fakeJudge(["--faults"], log: dir.path + "/faulty.log")
+        let out = dir.path + "/labels.jsonl"
+        let r = try charter(endpointArgs(faulty, out: out))
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(try jsonLines(out).count, 24)
+        let asked = try judgeLog(dir.path + "/faulty.log").filter { $0.key != "-" }
+        XCTAssertEqual(asked.count, 48, "48 questions")
+        XCTAssertTrue(asked.values.allSatisfy { $0.filter { $0 == "ok" }.count == 1 }, "each answered once: \(asked)")
+        let metrics = try stageMetrics(dir.path + "/labels.stage/judge.metrics.json")
+        let failures = metrics["failures"] as! [String: Int]
+        for reason in ["429", "5xx", "malformed", "timeout"] { XCTAssertGreaterThanOrEqual(failures[reason] ?? 0, 1, "\(reason): \(metrics)") }
+        XCTAssertTrue(r.err.contains("label: judge endpoint: "), r.err)
+
+        let (_, healthy) = try fakeJudge([], log: dir.path + "/healthy.log")
+        XCTAssertEqual(try charter(endpointArgs(healthy, out: dir.path + "/healthy.jsonl")).status, 0)
+        XCTAssertEqual(try file(dir.path + "/healthy.jsonl"), try file(out), "the faults changed no label")
+
+        let before = try file(dir.path + "/faulty.log")
+        let again = try charter(endpointArgs(faulty, out: out) + ["--overwrite"])
+        XCTAssertEqual(again.status, 0, again.err)
+        XCTAssertEqual(try file(dir.path + "/faulty.log"), before, "no request: the cache answered")
+        XCTAssertEqual(try stageMetrics(dir.path + "/labels.stage/judge.metrics.json")["cacheHits"] as? Int, 48)
+        XCTAssertEqual(try file(out), try file(dir.path + "/healthy.jsonl"))
+    }
+
+    /// Killed mid-run and resumed: every question answered before the kill is not asked again
+    /// (at most the requests in flight at the kill are), and the labels are complete.
+    func testLabelThroughAnEndpointResumesAfterAKillWithoutAskingAgain() throws {
+        let dir = try labelFolder("endpoint-kill")
+        let (_, slow) = try fakeJudge(["--delay", "0.2"], log: dir.path + "/slow.log")
+        let out = dir.path + "/labels.jsonl"
+        let args = endpointArgs(slow, out: out) + ["--judge-concurrency", "2", "--items-per-task", "4"]
+        let p = try start(args, log: dir.path + "/label.log")
+        let cache = dir.path + "/labels.stage/judge-cache.jsonl"
+        let deadline = Date().addingTimeInterval(60)
+        while p.isRunning && Date() < deadline && ((try? file(cache))?.split(separator: "\n").count ?? 0) < 12 { usleep(20_000) }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out), "killed before the end")
+        let resumed = try charter(args + ["--resume"])
+        XCTAssertEqual(resumed.status, 0, resumed.err)
+        XCTAssertEqual(try jsonLines(out).count, 24)
+        let asked = try judgeLog(dir.path + "/slow.log")
+        XCTAssertEqual(asked.count, 48)
+        XCTAssertLessThanOrEqual(asked.values.filter { $0.count > 1 }.count, 2, "only what was in flight at the kill is asked again: \(asked)")
+    }
+
+    func testLabelEndpointOptionsAreChecked() throws {
+        let dir = try labelFolder("endpoint-bad")
+        let (_, keyed) = try fakeJudge(["--key", "right"], log: dir.path + "/keyed.log")
+        let out = dir.path + "/labels.jsonl"
+        let cases: [([String], String)] = [
+            (endpointArgs("127.0.0.1:9", out: out), "--judge-url 127.0.0.1:9: give the server's address, such as http://127.0.0.1:8000"),
+            (endpointArgs(keyed, out: out).filter { $0 != "--judge-model" && $0 != "fake" }, "--judge-url needs --judge-model"),
+            (endpointArgs(keyed, out: out) + ["--judge", "models/x.gguf"], "--judge and --judge-url exclude each other"),
+            (endpointArgs(keyed, out: out) + ["--judge-concurrency", "0"], "--judge-concurrency must be at least 1"),
+            (endpointArgs(keyed, out: out) + ["--judge-key-env", "CHARTER_TEST_NO_SUCH_VARIABLE"], "the environment has no CHARTER_TEST_NO_SUCH_VARIABLE"),
+            (endpointArgs(keyed, out: out) + ["--overwrite"], "answered 401: {\"error\": \"bad key\"}"),
+        ]
+        for (a, message) in cases {
+            let r = try charter(a)
+            XCTAssertNotEqual(r.status, 0, "\(a)")
+            XCTAssertTrue(r.err.split(separator: "\n").contains { $0.contains(message) }, "\(a): \(r.err)")
+        }
+    }
+}
