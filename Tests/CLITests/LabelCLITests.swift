@@ -230,3 +230,63 @@ extension CLITests {
         }
     }
 }
+
+/// `charter label --judge-url` against a real OpenAI-compatible server no one here wrote.
+extension CLITests {
+    /// llama-cpp-python's server on the F32 conversion of the default model (scripts/setup-peer.sh,
+    /// which .ci/run runs): its labels for 20 pairs equal the local judge's on the same weights
+    /// within 1e-3, since both read the same prompt text.
+    func testLabelThroughLlamaCppServerAgreesWithTheLocalJudge() throws {
+        let python = Self.root.appendingPathComponent(".bench/venv/bin/python").path, f32 = "models/smollm2-135m-f32.gguf"
+        guard FileManager.default.isExecutableFile(atPath: python), FileManager.default.fileExists(atPath: Self.root.appendingPathComponent(f32).path) else {
+            throw XCTSkip("no llama-cpp-python server in .bench/venv or no \(f32): run scripts/setup-peer.sh")
+        }
+        let dir = try labelFolder("llamacpp")
+        let pairs = dir.path + "/pairs.jsonl"
+        try (try file("examples/polite-pairs.jsonl")).split(separator: "\n").prefix(20).joined(separator: "\n").appending("\n").write(toFile: pairs, atomically: true, encoding: .utf8)
+        // A free port: bind port 0, read it, let it go (the server takes it a moment later).
+        let port = try freeLoopbackPort()
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: python)
+        server.arguments = ["-m", "llama_cpp.server", "--model", f32, "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", "\(port)",
+                            "--n_ctx", "2048", "--n_threads", "2", "--logits_all", "true"]
+        server.currentDirectoryURL = Self.root
+        let serverLog = dir.path + "/server.log"
+        FileManager.default.createFile(atPath: serverLog, contents: nil)
+        server.standardOutput = FileHandle(forWritingAtPath: serverLog)
+        server.standardError = FileHandle(forWritingAtPath: serverLog)
+        try server.run()
+        defer { server.terminate(); server.waitUntilExit() }
+        let url = "http://127.0.0.1:\(port)"
+        let deadline = Date().addingTimeInterval(120)
+        while server.isRunning && Date() < deadline && (try? Data(contentsOf: URL(string: url + "/v1/models")!)) == nil { usleep(200_000) }
+        XCTAssertTrue(server.isRunning, (try? file(serverLog)) ?? "")
+
+        let remote = try charter("label", "--pairs", pairs, "--out", dir.path + "/remote.jsonl", "--judge-url", url, "--judge-model", "smollm2",
+                                 "--judge-concurrency", "1")
+        XCTAssertEqual(remote.status, 0, remote.err)
+        let local = try charter("label", "--pairs", pairs, "--out", dir.path + "/local.jsonl", "--judge", f32, "--in-process")
+        XCTAssertEqual(local.status, 0, local.err)
+        let r = try jsonLines(dir.path + "/remote.jsonl"), l = try jsonLines(dir.path + "/local.jsonl")
+        XCTAssertEqual(r.count, 20)
+        var worst = 0.0
+        for (a, b) in zip(r, l) { worst = max(worst, abs((a["p_a"] as! Double) - (b["p_a"] as! Double))) }
+        XCTAssertLessThan(worst, 1e-3, "largest |p_a difference| over 20 pairs")
+        XCTAssertEqual(try stageMetrics(dir.path + "/remote.stage/judge.metrics.json")["missingOptions"] as? Int, 0)
+    }
+
+    func freeLoopbackPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var size = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, size) == 0 && getsockname(fd, $0, &size) == 0 }
+        }
+        guard bound else { throw CocoaError(.fileWriteUnknown) }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+}
