@@ -17,6 +17,10 @@ public struct LabelSettings: Equatable, Sendable {
     public var clamp: ClosedRange<Double>?
     /// Worked comparisons of the constitution shown first, as earlier turns.
     public var fewShot = 0
+    /// Chain of thought in two steps (RLAIF): the judge first writes a rationale (greedy, at most
+    /// `cotTokens`), then the letters are read after it.
+    public var cot = false
+    public var cotTokens = 128
 
     public init() {}
 }
@@ -82,6 +86,8 @@ public struct LabelPlan {
     public static let optionLetters = ["A", "B"]
     /// The assistant's turn is begun for the judge, so its next token is the letter.
     public static let answerPrefix = "The answer is: ("
+    /// Ends the question when the judge is to reason first.
+    public static let reasonFirst = "Think it through step by step, then say which answer is better."
 
     public let constitution: Constitution
     public let settings: LabelSettings
@@ -117,6 +123,7 @@ public struct LabelPlan {
                     var item = StageItem(id: "\(pair.id)/\(k + 1)/\(order.rawValue)")
                     let (first, second) = order == .aFirst ? (pair.a, pair.b) : (pair.b, pair.a)
                     item.prompt = try judgePrompt(pair.conversation, first: first, second: second, question: constitution.comparisons[k].question)
+                        + (settings.cot ? "" : Self.answerPrefix)
                     item.options = Self.optionLetters
                     questions.append(Question(pair: p, principle: k, order: order, item: item))
                 }
@@ -142,16 +149,28 @@ public struct LabelPlan {
             + "\n\n\(question)\nOptions:\n(A) \(first)\n(B) \(second)"
     }
 
-    /// The judge's whole prompt as raw text: the chat template over the system turn (if any), the
-    /// worked comparisons and the question, then the assistant's turn begun with `answerPrefix`.
+    /// The judge's prompt as raw text: the chat template over the system turn (if any), the worked
+    /// comparisons and the question, ready for the assistant's turn (`answerPrefix` or, with
+    /// chain of thought, the rationale comes next).
     public func judgePrompt(_ conversation: [ChatMessage], first: String, second: String, question: String) throws -> String {
         let system = conversation.prefix { $0.role == "system" }
         let examples = constitution.comparisonExamples.prefix(settings.fewShot).flatMap { e in
             [ChatMessage(role: "user", content: Self.question([ChatMessage(role: "user", content: e.prompt)], first: e.options[0], second: e.options[1], question: e.question)),
              ChatMessage(role: "assistant", content: "\(Self.answerPrefix)\(Self.optionLetters[e.choice]))")]
         }
-        let turns = Array(system) + examples + [ChatMessage(role: "user", content: Self.question(conversation, first: first, second: second, question: question))]
-        return try ChatTemplate.render(turns) + Self.answerPrefix
+        let asked = Self.question(conversation, first: first, second: second, question: question) + (settings.cot ? "\n\n\(Self.reasonFirst)" : "")
+        return try ChatTemplate.render(Array(system) + examples + [ChatMessage(role: "user", content: asked)])
+    }
+
+    /// With chain of thought: the questions whose prompts end with the judge's own rationale, then
+    /// `answerPrefix` on a line of its own. `rationales`: by question id.
+    public func afterRationales(_ rationales: [String: String]) throws -> [Question] {
+        try questions.map { q in
+            guard let r = rationales[q.item.id] else { throw DataError("no rationale for \"\(q.item.id)\"") }
+            var q = q
+            q.item.prompt += r.trimmingCharacters(in: .whitespacesAndNewlines) + "\n" + Self.answerPrefix
+            return q
+        }
     }
 }
 

@@ -30,6 +30,8 @@ struct LabelCommand: ParsableCommand {
     @Option(help: "Draw only among comparisons with this tag (helpful, harmless, ...).") var tag: String?
     @Option(help: "Clamp the final probability into LO,HI (say 0.4,0.6).") var clamp: String?
     @Option(help: "Worked comparisons of the constitution shown first (default 0).") var fewShot = 0
+    @Flag(help: "Chain of thought: the judge writes a rationale first (greedy), then the letters are read after it (local judge only).") var cot = false
+    @Option(help: "Token limit of a rationale (with --cot).") var cotTokens = 128
     @Flag(help: "Report agreement with each pair's \"better\" field (a or b) and calibration.") var eval = false
     @Option(help: "A run configuration (YAML): its model, data.system and run.seed apply.") var config: String?
     @Option(help: "Seed of the principles drawn (default: run.seed).") var seed: Int?
@@ -42,6 +44,8 @@ struct LabelCommand: ParsableCommand {
         _ = try clampRange()
         if judgeUrl != nil && judge != nil { throw ValidationError("--judge and --judge-url exclude each other: a local model or an endpoint") }
         if judgeUrl != nil && judgeModel == nil { throw ValidationError("--judge-url needs --judge-model: the model name the server knows the judge by") }
+        if cot && judgeUrl != nil { throw ValidationError("--cot needs a local judge (--judge): the endpoint judge reads only the letters") }
+        if cotTokens < 1 { throw ValidationError("--cot-tokens must be at least 1") }
         if judgeUrl == nil && (judgeModel != nil || judgeKeyEnv != nil) { throw ValidationError("--judge-model and --judge-key-env go with --judge-url") }
         if judgeConcurrency < 1 { throw ValidationError("--judge-concurrency must be at least 1") }
         if !(judgeTimeout > 0) { throw ValidationError("--judge-timeout must be more than 0 seconds") }
@@ -80,7 +84,7 @@ struct LabelCommand: ParsableCommand {
         if let seed { c.seed = UInt64(seed) }
         var settings = LabelSettings()
         settings.orders = orders; settings.principles = principles; settings.tag = tag
-        settings.clamp = try clampRange(); settings.fewShot = fewShot
+        settings.clamp = try clampRange(); settings.fewShot = fewShot; settings.cot = cot; settings.cotTokens = cotTokens
         let constitution = try Constitution.load(self.constitution ?? c.constitution ?? "constitutions/default.yaml")
         let plan = try LabelPlan(constitution: constitution, settings: settings, pairs: try LabelPair.load(pairs, system: c.system), runSeed: c.seed)
         if eval, !plan.pairs.contains(where: { $0.better != nil }) { throw CLIError("--eval needs pairs with a \"better\" field (\"a\" or \"b\")") }
@@ -95,21 +99,33 @@ struct LabelCommand: ParsableCommand {
         // The endpoint's answers outlive --overwrite: asking the same again costs nothing.
         try start.claim(folder, keeping: [Self.cacheFile])
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        log("label: \(plan.pairs.count) pairs x \(principles) principle\(principles == 1 ? "" : "s") x \(orders == .both ? 2 : 1) order\(orders == .both ? "s" : "") = \(plan.questions.count) questions, "
+            + "constitution \(constitution.name) v\(constitution.version), judge \(endpoint.map { "\($0.model) at \($0.url)" } ?? c.policy)")
+        let began = Date()
+        var questions = plan.questions
+        if cot {
+            // Step 1: each question's rationale, greedy, as a generate stage of its own.
+            c.rollout.temperature = 0; c.rollout.topK = 0; c.rollout.topP = 1; c.rollout.maxNewTokens = cotTokens
+            let path = "\(folder)/rationale-items.jsonl"
+            let lines: [[String: Any]] = plan.questions.map { ["id": $0.item.id, "prompt": $0.item.prompt] }
+            try writeJSONL(lines, to: path)
+            let rationales = StageRunner(kind: .generate, name: "rationales", config: c, configText: StageRunner.workerConfig(c), out: folder, placement: placement)
+            try rationales.run(zip(plan.questions, lines).map { StageInput.Line(item: $0.item, object: $1) }, itemsFile: path, start: start)
+            let texts = Dictionary(try JSONLines.read("\(folder)/rationales.jsonl").map { ($0.object["id"] as? String ?? "", $0.object["text"] as? String ?? "") }) { a, _ in a }
+            questions = try plan.afterRationales(texts)
+        }
         let itemsPath = "\(folder)/items.jsonl"
-        let itemLines: [[String: Any]] = plan.questions.map { q in
+        let itemLines: [[String: Any]] = questions.map { q in
             ["id": q.item.id, "prompt": q.item.prompt, "options": q.item.options, "pair": plan.pairs[q.pair].id,
              "principle": q.principle + 1, "order": q.order.rawValue]
         }
         try writeJSONL(itemLines, to: itemsPath)
-        log("label: \(plan.pairs.count) pairs x \(principles) principle\(principles == 1 ? "" : "s") x \(orders == .both ? 2 : 1) order\(orders == .both ? "s" : "") = \(plan.questions.count) questions, "
-            + "constitution \(constitution.name) v\(constitution.version), judge \(endpoint.map { "\($0.model) at \($0.url)" } ?? c.policy)")
         var runner = StageRunner(kind: .options, name: "options", config: c, configText: endpoint.map(Self.endpointRecord) ?? StageRunner.workerConfig(c),
                                  out: folder, placement: placement)
         let judge = try endpoint.map { try EndpointJudge($0, cachePath: "\(folder)/\(Self.cacheFile)") }
         if let judge { runner.compute = judge.options }
-        let began = Date()
         defer { if let judge { reportEndpoint(judge, folder: folder) } }
-        try runner.run(zip(plan.questions, itemLines).map { StageInput.Line(item: $0.item, object: $1) }, itemsFile: itemsPath, start: start)
+        try runner.run(zip(questions, itemLines).map { StageInput.Line(item: $0.item, object: $1) }, itemsFile: itemsPath, start: start)
         let seconds = Date().timeIntervalSince(began)
 
         let results = Dictionary(try JSONLines.read("\(folder)/options.jsonl").map { ($0.object["id"] as? String ?? "", $0.object) }) { a, _ in a }

@@ -185,6 +185,21 @@ final class LabelerTests: XCTestCase {
         XCTAssertEqual(plan.questions[1].item.prompt, shown, "docs/labeler.md is out of date; the prompt is:\n\(plan.questions[1].item.prompt)")
     }
 
+    /// With chain of thought the judge is asked to reason first, and the letters are read after
+    /// its own rationale and the answer prefix on a new line.
+    func testChainOfThoughtPromptsEndWithTheRationale() throws {
+        var settings = LabelSettings()
+        settings.cot = true
+        let plan = try LabelPlan(constitution: constitution(), settings: settings, pairs: pairs(2), runSeed: 1)
+        let q = plan.questions[0].item.prompt
+        XCTAssertTrue(q.hasSuffix("(B) B0\n\n\(LabelPlan.reasonFirst)<|im_end|>\n<|im_start|>assistant\n"), q)
+        let rationales = Dictionary(uniqueKeysWithValues: plan.questions.map { ($0.item.id, "  A is kinder.\n") })
+        let after = try plan.afterRationales(rationales)
+        XCTAssertEqual(after[0].item.prompt, q + "A is kinder.\nThe answer is: (")
+        XCTAssertEqual(after.map(\.item.id), plan.questions.map(\.item.id))
+        XCTAssertThrowsError(try plan.afterRationales([:])) { XCTAssertEqual("\($0)", "no rationale for \"p0/\(plan.principles[0][0] + 1)/ab\"") }
+    }
+
     func testEvalCountsAgreementAndCalibrationByHand() throws {
         var settings = LabelSettings()
         settings.principles = 2

@@ -51,6 +51,25 @@ extension CLITests {
         XCTAssertEqual(trained.status, 0, "the labels train a reward model: \(trained.err)")
     }
 
+    /// Chain of thought: a rationale stage, then the letters after each rationale; the same bytes
+    /// in process and on 2 workers.
+    func testLabelWithChainOfThoughtGivesTheSameOutputInProcessAndOnWorkers() throws {
+        let dir = try labelFolder("cot")
+        var outputs: [String] = []
+        for how in [["--in-process"], ["--workers", "2"]] {
+            let out = "\(dir.path)/\(how[0]).jsonl"
+            let r = try charter(labelArgs(out: out) + ["--cot", "--cot-tokens", "6"] + how)
+            XCTAssertEqual(r.status, 0, r.err)
+            outputs.append(try file(out))
+            XCTAssertEqual(try stageLines("\(dir.path)/\(how[0]).stage/rationales.jsonl").count, 96, "a rationale per question")
+            let prompts = try jsonLines("\(dir.path)/\(how[0]).stage/items.jsonl").map { $0["prompt"] as! String }
+            XCTAssertTrue(prompts.allSatisfy { $0.contains("step by step") && $0.hasSuffix("\nThe answer is: (") && !$0.contains("assistant\nThe answer is: (") },
+                          "the letters come after the rationale")
+        }
+        XCTAssertEqual(outputs[0], outputs[1])
+        XCTAssertEqual(try jsonLines("\(dir.path)/--in-process.jsonl").count, 24)
+    }
+
     /// A finished labelling resumed asks nothing again; a fresh start on it is refused; --overwrite starts again.
     func testLabelResumesWithoutAskingAgainAndRefusesToOverwriteByAccident() throws {
         let dir = try labelFolder("resume")
@@ -220,6 +239,7 @@ extension CLITests {
             (endpointArgs(keyed, out: out).filter { $0 != "--judge-model" && $0 != "fake" }, "--judge-url needs --judge-model"),
             (endpointArgs(keyed, out: out) + ["--judge", "models/x.gguf"], "--judge and --judge-url exclude each other"),
             (endpointArgs(keyed, out: out) + ["--judge-concurrency", "0"], "--judge-concurrency must be at least 1"),
+            (endpointArgs(keyed, out: out) + ["--cot"], "--cot needs a local judge (--judge)"),
             (endpointArgs(keyed, out: out) + ["--judge-key-env", "CHARTER_TEST_NO_SUCH_VARIABLE"], "the environment has no CHARTER_TEST_NO_SUCH_VARIABLE"),
             (endpointArgs(keyed, out: out) + ["--overwrite"], "answered 401: {\"error\": \"bad key\"}"),
         ]
