@@ -11,7 +11,7 @@ f32=models/smollm2-135m-f32.gguf
 out=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 .bench/venv/bin/python -m llama_cpp.server --model "$f32" --model_alias smollm2 --host 127.0.0.1 --port "$port" \
-    --n_ctx 2048 --n_threads 2 --logits_all true >"$out/server.log" 2>&1 &
+    --n_ctx 2048 --n_threads 2 --logits_all true --type_k 0 --type_v 0 >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; rm -rf "$out"' EXIT
 for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/v1/models" >/dev/null && break; sleep 0.2; done

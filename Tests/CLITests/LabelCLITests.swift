@@ -254,8 +254,9 @@ extension CLITests {
 /// `charter label --judge-url` against a real OpenAI-compatible server no one here wrote.
 extension CLITests {
     /// llama-cpp-python's server on the F32 conversion of the default model (scripts/setup-peer.sh,
-    /// which .ci/run runs): its labels for 20 pairs equal the local judge's on the same weights
-    /// within 1e-3, since both read the same prompt text.
+    /// which .ci/run runs), with an F32 KV cache: its labels for 20 pairs equal the local judge's on
+    /// the same weights within 1e-4 (measured: 3e-6), since both read the same prompt text. (With
+    /// llama.cpp's default F16 KV cache the difference was 6.5e-4.)
     func testLabelThroughLlamaCppServerAgreesWithTheLocalJudge() throws {
         let python = Self.root.appendingPathComponent(".bench/venv/bin/python").path, f32 = "models/smollm2-135m-f32.gguf"
         guard FileManager.default.isExecutableFile(atPath: python), FileManager.default.fileExists(atPath: Self.root.appendingPathComponent(f32).path) else {
@@ -269,7 +270,7 @@ extension CLITests {
         let server = Process()
         server.executableURL = URL(fileURLWithPath: python)
         server.arguments = ["-m", "llama_cpp.server", "--model", f32, "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", "\(port)",
-                            "--n_ctx", "2048", "--n_threads", "2", "--logits_all", "true"]
+                            "--n_ctx", "2048", "--n_threads", "2", "--logits_all", "true", "--type_k", "0", "--type_v", "0"]
         server.currentDirectoryURL = Self.root
         let serverLog = dir.path + "/server.log"
         FileManager.default.createFile(atPath: serverLog, contents: nil)
@@ -291,7 +292,7 @@ extension CLITests {
         XCTAssertEqual(r.count, 20)
         var worst = 0.0
         for (a, b) in zip(r, l) { worst = max(worst, abs((a["p_a"] as! Double) - (b["p_a"] as! Double))) }
-        XCTAssertLessThan(worst, 1e-3, "largest |p_a difference| over 20 pairs")
+        XCTAssertLessThan(worst, 1e-4, "largest |p_a difference| over 20 pairs")
         XCTAssertEqual(try stageMetrics(dir.path + "/remote.stage/judge.metrics.json")["missingOptions"] as? Int, 0)
     }
 
