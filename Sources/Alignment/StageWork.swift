@@ -30,12 +30,13 @@ public struct StageWork {
         }
     }
 
-    /// The prompt's tokens: the conversation with the chat template (ready for the assistant's
-    /// turn), or the raw text.
-    func promptTokens(_ item: StageItem) throws -> [Int32] {
-        if item.messages.isEmpty { return try tokenizer.encode(item.prompt) }
-        return try tokenizer.encode(try ChatTemplate.render(item.messages))
+    /// The prompt: the conversation with the chat template (ready for the assistant's turn), or
+    /// the raw text.
+    func promptText(_ item: StageItem) throws -> String {
+        item.messages.isEmpty ? item.prompt : try ChatTemplate.render(item.messages)
     }
+
+    func promptTokens(_ item: StageItem) throws -> [Int32] { try tokenizer.encode(try promptText(item)) }
 
     /// What the answer to a revise item's step `step` continues: the item's conversation, then each
     /// earlier answer followed by its step's user turn (step 0: the item's conversation alone).
@@ -60,35 +61,95 @@ public struct StageWork {
     }
 
     /// generate (steps: 0) and revise (steps: nil, each item's own): step 0 answers the prompt,
-    /// step k answers the item's k-th step after the conversation so far. One batch per step.
+    /// step k answers the item's k-th step after the conversation so far. One batch per step. An
+    /// item keeps its KV cache from step to step, so a step prefills only what the chat template
+    /// adds after the last answer (the step's user turn), not the whole conversation again.
     func revise(_ items: [StageItem], steps fixed: Int?) throws -> [StageItemResult] {
         var results = items.map { StageItemResult(id: $0.id) }
         let stepsOf = items.map { fixed ?? $0.steps.count }
+        var threads = items.map { _ in Thread() }
         for step in 0...(stepsOf.max() ?? 0) {
             var requests: [GenerationRequest] = [], rows: [Int] = []
             for (i, item) in items.enumerated() where results[i].error == nil && step <= stepsOf[i] {
-                let conversation = Self.conversation(item, answers: results[i].texts, step: step)
-                switch checked({ step == 0 ? try promptTokens(item) : try tokenizer.encode(try ChatTemplate.render(conversation)) }, room: 1) {
-                case .failure(let e): results[i].error = e.description
-                case .success(let tokens):
+                do {
+                    let tokens = step == 0 ? try threads[i].start(try promptText(item), room: room(item, steps: stepsOf[i]), in: self)
+                        : try threads[i].continue(try ChatTemplate.render(Self.conversation(item, answers: results[i].texts, step: step)), in: self)
                     let seed = step == 0 ? item.seed : SplitMix64.derive(item.seed, UInt64(step))
                     requests.append(GenerationRequest(prompt: tokens, params: SamplingParams(
                         temperature: sampling.temperature, topK: sampling.topK, topP: sampling.topP,
                         maxNewTokens: sampling.maxNewTokens, stopTokens: Set(sampling.stopTokens), seed: seed)))
                     rows.append(i)
+                } catch {
+                    results[i].error = "\(error)"
+                    threads[i] = Thread()
                 }
             }
             if requests.isEmpty { continue }
-            let generated = try Generator(model: policy).generate(requests, between: tick)
+            let generated = try Generator(model: policy).generate(requests, caches: rows.map { threads[$0].cache! }, between: tick)
             for (i, g) in zip(rows, generated) {
                 let answer = g.finishReason == .stop ? Array(g.tokens.dropLast()) : g.tokens
-                results[i].texts.append(try tokenizer.decode(answer))
+                let text = try tokenizer.decode(answer)
+                results[i].texts.append(text)
                 results[i].truncated.append(g.finishReason == .length)
                 results[i].textTokens.append(g.tokens.count)
                 if fixed == 0 { results[i].tokens = g.tokens; results[i].logprobs = g.logprobs }
+                threads[i].answered(text, last: g.finishReason == .length ? g.tokens.last : nil)
+                if step == stepsOf[i] { threads[i] = Thread() }
             }
         }
         return results
+    }
+
+    /// Positions a revise item may need beyond its first prompt: each step's turn with the
+    /// template's markers, and every answer.
+    func room(_ item: StageItem, steps: Int) throws -> Int {
+        let turns = try item.steps.prefix(steps).reduce(0) { $0 + (try tokenizer.encode($1)).count + 16 }
+        return turns + (steps + 1) * (sampling.maxNewTokens + 1)
+    }
+
+    /// One item's conversation on its way through the steps: its KV cache, the text the cache
+    /// holds (as the chat template renders it), and a cut-off answer's last token, which
+    /// generation never feeds to the cache (a stopped answer's stop token is not needed: the
+    /// template writes its own end of turn).
+    struct Thread {
+        var cache: SequenceCache?
+        var held = ""
+        var pending: Int32?
+
+        /// A fresh cache for `text` and the `room` after it (within the context).
+        mutating func start(_ text: String, room: Int, in work: StageWork) throws -> [Int32] {
+            let tokens = try work.tokenizer.encode(text), context = work.policy.config.contextLength
+            if tokens.isEmpty { throw StageItemError("the prompt has no tokens") }
+            if tokens.count + 1 > context { throw StageItemError("the prompt has \(tokens.count) tokens; with 1 more it does not fit the context of \(context)") }
+            cache = work.policy.makeCache(capacity: min(context, tokens.count + room))
+            held = text
+            pending = nil
+            return tokens
+        }
+
+        /// The tokens that bring the cache to `rendered`, the whole conversation so far: only what
+        /// follows the text it holds. A template that does not render the earlier text as a prefix,
+        /// or a cache too small for what comes, starts again from the whole text.
+        mutating func `continue`(_ rendered: String, in work: StageWork) throws -> [Int32] {
+            let context = work.policy.config.contextLength
+            if let cache, rendered.hasPrefix(held) {
+                let new = (pending.map { [$0] } ?? []) + (try work.tokenizer.encode(String(rendered.dropFirst(held.count))))
+                let length = cache.length + new.count
+                if length + 1 > context { throw StageItemError("the conversation has \(length) tokens; with 1 more it does not fit the context of \(context)") }
+                if !new.isEmpty && min(length + work.sampling.maxNewTokens, context) <= cache.capacity {
+                    held = rendered
+                    pending = nil
+                    return new
+                }
+            }
+            return try start(rendered, room: work.sampling.maxNewTokens, in: work)
+        }
+
+        /// After a step: the cache holds the answer too (but its last token, when it was cut off).
+        mutating func answered(_ text: String, last: Int32?) {
+            held += text
+            pending = last
+        }
     }
 
     /// The log-prob of each option's tokens right after the prompt, under the judge. An item whose

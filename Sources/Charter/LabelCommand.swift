@@ -102,18 +102,8 @@ struct LabelCommand: ParsableCommand {
         log("label: \(plan.pairs.count) pairs x \(principles) principle\(principles == 1 ? "" : "s") x \(orders == .both ? 2 : 1) order\(orders == .both ? "s" : "") = \(plan.questions.count) questions, "
             + "constitution \(constitution.name) v\(constitution.version), judge \(endpoint.map { "\($0.model) at \($0.url)" } ?? c.policy)")
         let began = Date()
-        var questions = plan.questions
-        if cot {
-            // Step 1: each question's rationale, greedy, as a generate stage of its own.
-            c.rollout.temperature = 0; c.rollout.topK = 0; c.rollout.topP = 1; c.rollout.maxNewTokens = cotTokens
-            let path = "\(folder)/rationale-items.jsonl"
-            let lines: [[String: Any]] = plan.questions.map { ["id": $0.item.id, "prompt": $0.item.prompt] }
-            try writeJSONL(lines, to: path)
-            let rationales = StageRunner(kind: .generate, name: "rationales", config: c, configText: StageRunner.workerConfig(c), out: folder, placement: placement)
-            try rationales.run(zip(plan.questions, lines).map { StageInput.Line(item: $0.item, object: $1) }, itemsFile: path, start: start)
-            let texts = Dictionary(try JSONLines.read("\(folder)/rationales.jsonl").map { ($0.object["id"] as? String ?? "", $0.object["text"] as? String ?? "") }) { a, _ in a }
-            questions = try plan.afterRationales(texts)
-        }
+        if cot { c.rollout.temperature = 0; c.rollout.topK = 0; c.rollout.topP = 1; c.rollout.maxNewTokens = cotTokens }
+        let questions = cot ? try afterRationales(plan, config: c, folder: folder, start: start) : plan.questions
         let itemsPath = "\(folder)/items.jsonl"
         let itemLines: [[String: Any]] = questions.map { q in
             ["id": q.item.id, "prompt": q.item.prompt, "options": q.item.options, "pair": plan.pairs[q.pair].id,
@@ -135,6 +125,18 @@ struct LabelCommand: ParsableCommand {
         log(String(format: "label: %d pairs (%d errors) in %@; mean P(first shown) %.3f asked, %.3f after averaging the orders; %.2f labels/s",
                    plan.pairs.count, outcome.errors, out, outcome.meanPFirstShown, debiased, Double(plan.pairs.count) / max(seconds, 1e-9)))
         if eval { print(LabelEval(plan: plan, outcome: outcome).report.joined(separator: "\n")) }
+    }
+
+    /// Chain of thought, step 1: each question's rationale, greedy, as a generate stage of its own
+    /// (OUT.stage/rationales.jsonl); the questions then end with their rationales.
+    func afterRationales(_ plan: LabelPlan, config c: RLConfig, folder: String, start: RunStart) throws -> [LabelPlan.Question] {
+        let path = "\(folder)/rationale-items.jsonl"
+        let lines: [[String: Any]] = plan.questions.map { ["id": $0.item.id, "prompt": $0.item.prompt] }
+        try writeJSONL(lines, to: path)
+        let stage = StageRunner(kind: .generate, name: "rationales", config: c, configText: StageRunner.workerConfig(c), out: folder, placement: placement)
+        try stage.run(zip(plan.questions, lines).map { StageInput.Line(item: $0.item, object: $1) }, itemsFile: path, start: start)
+        let texts = try JSONLines.read("\(folder)/rationales.jsonl").map { ($0.object["id"] as? String ?? "", $0.object["text"] as? String ?? "") }
+        return try plan.afterRationales(Dictionary(texts) { a, _ in a })
     }
 
     static let cacheFile = "judge-cache.jsonl"

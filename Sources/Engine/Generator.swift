@@ -36,26 +36,34 @@ public struct Generator {
     public init(model: Transformer) { self.model = model }
 
     /// `onToken(requestIndex, token)` is called as each token is chosen, in request order per step;
-    /// `between` after every forward pass.
-    public func generate(_ requests: [GenerationRequest], onToken: ((Int, SampledToken) -> Void)? = nil,
+    /// `between` after every forward pass. With `caches`, request i continues the sequence its
+    /// cache holds: its prompt is the tokens that come after it. A finished sequence's last token
+    /// is not fed to its cache.
+    public func generate(_ requests: [GenerationRequest], caches: [SequenceCache]? = nil, onToken: ((Int, SampledToken) -> Void)? = nil,
                          between: () -> Void = {}) throws(EngineError) -> [GenerationResult] {
         var stats = GenerationStats()
-        return try generate(requests, stats: &stats, onToken: onToken, between: between)
+        return try generate(requests, caches: caches, stats: &stats, onToken: onToken, between: between)
     }
 
-    public func generate(_ requests: [GenerationRequest], stats: inout GenerationStats, onToken: ((Int, SampledToken) -> Void)? = nil,
-                         between: () -> Void = {}) throws(EngineError) -> [GenerationResult] {
-        let V = model.config.vocab
+    public func generate(_ requests: [GenerationRequest], caches given: [SequenceCache]? = nil, stats: inout GenerationStats,
+                         onToken: ((Int, SampledToken) -> Void)? = nil, between: () -> Void = {}) throws(EngineError) -> [GenerationResult] {
+        let V = model.config.vocab, context = model.config.contextLength
+        if let given, given.count != requests.count { throw .invalidInput("\(requests.count) requests but \(given.count) caches") }
+        let caches = given ?? requests.map { model.makeCache(capacity: min($0.prompt.count + $0.params.maxNewTokens, context)) }
+        // Where each sequence starts: what its cache held before this call.
+        let held = caches.map(\.length)
         for (i, r) in requests.enumerated() {
             try r.params.validate()
             if r.prompt.isEmpty { throw .invalidInput("request \(i) has an empty prompt") }
-            if r.prompt.count >= model.config.contextLength {
-                throw .invalidInput("request \(i): prompt of \(r.prompt.count) tokens does not fit the context of \(model.config.contextLength)")
+            if held[i] + r.prompt.count >= context {
+                throw .invalidInput("request \(i): prompt of \(held[i] + r.prompt.count) tokens does not fit the context of \(context)")
+            }
+            if min(held[i] + r.prompt.count + r.params.maxNewTokens, context) > caches[i].capacity {
+                throw .invalidInput("request \(i): its cache holds \(caches[i].capacity) positions, fewer than its prompt and answer may take")
             }
         }
         var results = [GenerationResult](repeating: GenerationResult(), count: requests.count)
         var rngs = requests.map { SplitMix64(seed: $0.params.seed) }
-        let caches = requests.map { model.makeCache(capacity: $0.prompt.count + $0.params.maxNewTokens) }
         var active = requests.indices.filter { requests[$0].params.maxNewTokens > 0 }
         var next: [Int: Int32] = [:]
 
@@ -85,7 +93,7 @@ public struct Generator {
                     onToken?(i, t)
                     if p.stopTokens.contains(t.id) {
                         results[i].finishReason = .stop
-                    } else if results[i].tokens.count >= p.maxNewTokens || requests[i].prompt.count + results[i].tokens.count >= model.config.contextLength {
+                    } else if results[i].tokens.count >= p.maxNewTokens || held[i] + requests[i].prompt.count + results[i].tokens.count >= context {
                         // prompt + response fills the context: a training pass over it still fits.
                         results[i].finishReason = .length
                     } else {

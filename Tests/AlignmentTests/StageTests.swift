@@ -177,6 +177,32 @@ final class StageWorkTests: XCTestCase {
         }
     }
 
+    /// A revise step continues the item's KV cache instead of prefilling the whole conversation:
+    /// with SmolLM2, greedy, the answer to step 2 equals that of a fresh generation over the whole
+    /// rendered conversation (its earlier answers re-tokenize to the ids generated, checked first).
+    func testAReviseStepThatReusesTheCacheAnswersAsAFreshPrefillWould() throws {
+        let model = try GGUFModel.load(repoRoot.appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+        var sampling = RolloutSettings()
+        sampling.temperature = 0
+        sampling.maxNewTokens = 24
+        sampling.stopTokens = [model.tokenizer.eos].compactMap { $0 }
+        let work = StageWork(policy: try Transformer(weights: model.weights), tokenizer: model.tokenizer, sampling: sampling)
+        var item = StageItem(id: "r")
+        item.messages = [ChatMessage(role: "user", content: "Name a fruit.")]
+        item.steps = ["Why that one?", "Now say it in French."]
+        let revised = try work.run(.revise, [item])[0]
+        XCTAssertNil(revised.error)
+        XCTAssertEqual(revised.texts.count, 3)
+        for k in 0..<2 {
+            let stop = revised.truncated[k] ? 0 : 1
+            XCTAssertEqual(try model.tokenizer.encode(revised.texts[k], parseSpecial: false).count + stop, revised.textTokens[k], "answer \(k) re-tokenizes to as many ids")
+        }
+        var fresh = StageItem(id: "f")
+        fresh.messages = StageWork.conversation(item, answers: revised.texts, step: 2)
+        let generated = try work.run(.generate, [fresh])[0]
+        XCTAssertEqual(generated.texts, [revised.texts[2]], "step 2 through the kept cache vs the whole conversation prefilled")
+    }
+
     func testScoreGivesTheRuleRewardAndAPromptTooLongIsAnItemError() throws {
         let (work, _) = try makeWork()
         var long = StageItem(id: "long")
