@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""A stand-in OpenAI-compatible /v1/completions server for tests of `charter label --judge-url`.
+"""A stand-in OpenAI-compatible server (/v1/completions, /v1/chat/completions) for tests of
+`charter label --judge-url`.
 
 Answers with top_logprobs for the tokens "A" and "B" (and one other), derived from a hash of the
-prompt, so the same prompt always gets the same answer. With --faults, the first request for each
+prompt (a chat request: of its messages), so the same request always gets the same answer; a chat
+answer is "(A)" or "(B)", the letter at its second token. With --faults, the first request for each
 prompt fails in one of five ways picked by the hash (429, 500, an answer later than the client's
 time-out, a connection closed without an answer, a body that is not JSON) or succeeds; later
 requests succeed. With --delay S every answer waits S seconds. Each request appends a line
@@ -56,12 +58,14 @@ def main():
                 record("-", "cut")
                 self.close_connection = True
                 return
-            if self.path != "/v1/completions":
+            chat = self.path == "/v1/chat/completions"
+            if self.path != "/v1/completions" and not chat:
                 return self.reply(404, b'{"error": "not found"}')
             if args.key and self.headers.get("Authorization") != f"Bearer {args.key}":
                 return self.reply(401, b'{"error": "bad key"}')
             request = json.loads(body)
-            h = hashlib.sha256(request["prompt"].encode()).digest()
+            asked = json.dumps(request["messages"], sort_keys=True) if chat else request["prompt"]
+            h = hashlib.sha256(asked.encode()).digest()
             digest = h.hex()[:16]
             with lock:
                 first = digest not in seen
@@ -87,6 +91,15 @@ def main():
             answer = {"object": "text_completion", "model": request.get("model"),
                       "choices": [{"index": 0, "text": "A", "finish_reason": "length",
                                    "logprobs": {"tokens": ["A"], "token_logprobs": [top["A"]], "top_logprobs": [top]}}]}
+            if chat:
+                letter = "A" if top["A"] > top["B"] else "B"
+                tops = [[{"token": "(", "logprob": -0.01}, {"token": "The", "logprob": -5.0}],
+                        [{"token": t, "logprob": v} for t, v in top.items()],
+                        [{"token": ")", "logprob": -0.01}]]
+                answer = {"object": "chat.completion", "model": request.get("model"),
+                          "choices": [{"index": 0, "message": {"role": "assistant", "content": f"({letter})"}, "finish_reason": "stop",
+                                       "logprobs": {"content": [{"token": t, "logprob": l[0]["logprob"], "top_logprobs": l}
+                                                                for t, l in zip(["(", letter, ")"], tops)]}}]}
             if fault == "malformed":
                 record(digest, "malformed")
                 return self.reply(200, b'{"choices": [{"text": "A", "logprobs": ')

@@ -80,7 +80,10 @@ public struct LabelPlan {
         public var pair: Int
         public var principle: Int
         public var order: LabelOrder
+        /// `prompt`: the judge's prompt as raw text, what a local judge and `/v1/completions` read.
         public var item: StageItem
+        /// The same question as chat turns, for a judge behind `/v1/chat/completions`.
+        public var turns: [ChatMessage]
     }
 
     public static let optionLetters = ["A", "B"]
@@ -122,10 +125,10 @@ public struct LabelPlan {
                 for order in orders {
                     var item = StageItem(id: "\(pair.id)/\(k + 1)/\(order.rawValue)")
                     let (first, second) = order == .aFirst ? (pair.a, pair.b) : (pair.b, pair.a)
-                    item.prompt = try judgePrompt(pair.conversation, first: first, second: second, question: constitution.comparisons[k].question)
-                        + (settings.cot ? "" : Self.answerPrefix)
+                    let turns = judgeTurns(pair.conversation, first: first, second: second, question: constitution.comparisons[k].question)
+                    item.prompt = try ChatTemplate.render(turns) + (settings.cot ? "" : Self.answerPrefix)
                     item.options = Self.optionLetters
-                    questions.append(Question(pair: p, principle: k, order: order, item: item))
+                    questions.append(Question(pair: p, principle: k, order: order, item: item, turns: turns))
                 }
             }
         }
@@ -149,17 +152,17 @@ public struct LabelPlan {
             + "\n\n\(question)\nOptions:\n(A) \(first)\n(B) \(second)"
     }
 
-    /// The judge's prompt as raw text: the chat template over the system turn (if any), the worked
-    /// comparisons and the question, ready for the assistant's turn (`answerPrefix` or, with
-    /// chain of thought, the rationale comes next).
-    public func judgePrompt(_ conversation: [ChatMessage], first: String, second: String, question: String) throws -> String {
+    /// The judge's turns: the system turn (if any), the worked comparisons and the question. Its
+    /// prompt is their chat template, ready for the assistant's turn (`answerPrefix` or, with chain
+    /// of thought, the rationale comes next).
+    public func judgeTurns(_ conversation: [ChatMessage], first: String, second: String, question: String) -> [ChatMessage] {
         let system = conversation.prefix { $0.role == "system" }
         let examples = constitution.comparisonExamples.prefix(settings.fewShot).flatMap { e in
             [ChatMessage(role: "user", content: Self.question([ChatMessage(role: "user", content: e.prompt)], first: e.options[0], second: e.options[1], question: e.question)),
              ChatMessage(role: "assistant", content: "\(Self.answerPrefix)\(Self.optionLetters[e.choice]))")]
         }
         let asked = Self.question(conversation, first: first, second: second, question: question) + (settings.cot ? "\n\n\(Self.reasonFirst)" : "")
-        return try ChatTemplate.render(Array(system) + examples + [ChatMessage(role: "user", content: asked)])
+        return Array(system) + examples + [ChatMessage(role: "user", content: asked)]
     }
 
     /// With chain of thought: the questions whose prompts end with the judge's own rationale, then

@@ -5,6 +5,7 @@ import Formats
 import Foundation
 
 extension LabelSettings.Orders: ExpressibleByArgument {}
+extension EndpointJudge.Settings.API: ExpressibleByArgument {}
 
 /// AI preference labels (RLAIF, docs/labeler.md): the judge answers a multiple-choice question per
 /// pair, principle and order; the option letters' probabilities, averaged over orders and
@@ -20,6 +21,7 @@ struct LabelCommand: ParsableCommand {
     @Option(help: "The judge: a GGUF file, a Hugging Face folder or a tiny:... spec (default: the configuration's model.feedback, else model.policy).") var judge: String?
     @Option(help: "A judge behind an OpenAI-compatible server (its base address); asked from this process with /v1/completions.") var judgeUrl: String?
     @Option(help: "The model name the server knows the judge by (with --judge-url).") var judgeModel: String?
+    @Option(help: "completions (/v1/completions: the prompt as text, Charter's chat template; the default) or chat (/v1/chat/completions: the server's template).") var judgeApi: EndpointJudge.Settings.API = .completions
     @Option(help: "Requests in flight at once (with --judge-url).") var judgeConcurrency = 4
     @Option(help: "Seconds a request may take before it is tried again (with --judge-url).") var judgeTimeout = 60.0
     @Option(help: "Tries after the first for 429, 5xx, time-outs, dropped connections and malformed answers (with --judge-url).") var judgeRetries = 5
@@ -58,6 +60,7 @@ struct LabelCommand: ParsableCommand {
         guard let judgeUrl, let judgeModel else { return nil }
         var s = EndpointJudge.Settings(url: judgeUrl, model: judgeModel)
         s.concurrency = judgeConcurrency; s.timeoutSeconds = judgeTimeout; s.retries = judgeRetries; s.topLogprobs = judgeTopLogprobs
+        s.api = judgeApi
         _ = try s.completionsURL()
         let variable = judgeKeyEnv ?? "OPENAI_API_KEY"
         s.apiKey = ProcessInfo.processInfo.environment[variable]
@@ -103,11 +106,13 @@ struct LabelCommand: ParsableCommand {
             + "constitution \(constitution.name) v\(constitution.version), judge \(endpoint.map { "\($0.model) at \($0.url)" } ?? c.policy)")
         let began = Date()
         if cot { c.rollout.temperature = 0; c.rollout.topK = 0; c.rollout.topP = 1; c.rollout.maxNewTokens = cotTokens }
-        let questions = cot ? try afterRationales(plan, config: c, folder: folder, start: start) : plan.questions
+        var questions = cot ? try afterRationales(plan, config: c, folder: folder, start: start) : plan.questions
+        if endpoint?.api == .chat { for i in questions.indices { questions[i].item.messages = questions[i].turns; questions[i].item.prompt = "" } }
         let itemsPath = "\(folder)/items.jsonl"
         let itemLines: [[String: Any]] = questions.map { q in
-            ["id": q.item.id, "prompt": q.item.prompt, "options": q.item.options, "pair": plan.pairs[q.pair].id,
-             "principle": q.principle + 1, "order": q.order.rawValue]
+            var line: [String: Any] = ["id": q.item.id, "options": q.item.options, "pair": plan.pairs[q.pair].id, "principle": q.principle + 1, "order": q.order.rawValue]
+            if q.item.messages.isEmpty { line["prompt"] = q.item.prompt } else { line["messages"] = q.item.messages.map { ["role": $0.role, "content": $0.content] } }
+            return line
         }
         try writeJSONL(itemLines, to: itemsPath)
         var runner = StageRunner(kind: .options, name: "options", config: c, configText: endpoint.map(Self.endpointRecord) ?? StageRunner.workerConfig(c),
@@ -143,7 +148,7 @@ struct LabelCommand: ParsableCommand {
 
     /// What the stage record keeps of an endpoint judge (not the key): a resumed run must ask the same.
     static func endpointRecord(_ s: EndpointJudge.Settings) -> String {
-        "# charter label: a judge behind an OpenAI-compatible endpoint\njudge: {url: \(s.url), model: \(s.model), top_logprobs: \(s.topLogprobs)}\n"
+        "# charter label: a judge behind an OpenAI-compatible endpoint\njudge: {url: \(s.url), model: \(s.model), api: \(s.api.rawValue), top_logprobs: \(s.topLogprobs)}\n"
     }
 
     /// The endpoint's counters: to OUT.stage/judge.metrics.json and one line on stderr, also when

@@ -11,8 +11,11 @@ import FoundationNetworking
 public final class EndpointJudge: @unchecked Sendable {
     public struct Settings: Sendable {
         /// The server's base address, with or without `/v1`.
+        public enum API: String, Sendable, CaseIterable { case completions, chat }
         public var url: String
         public var model: String
+        /// `/v1/completions` (the prompt as text) or `/v1/chat/completions` (the item's messages).
+        public var api = API.completions
         public var concurrency = 4
         public var timeoutSeconds = 60.0
         /// Tries after the first, for 429, 5xx, time-outs, dropped connections and malformed answers.
@@ -26,11 +29,11 @@ public final class EndpointJudge: @unchecked Sendable {
 
         public init(url: String, model: String) { self.url = url; self.model = model }
 
-        /// The `/v1/completions` address under `url`; one clear line when `url` is not an HTTP address.
+        /// The API's address under `url`; one clear line when `url` is not an HTTP address.
         public func completionsURL() throws -> URL {
             let base = url.hasSuffix("/") ? String(url.dropLast()) : url
             guard let given = URL(string: base), let scheme = given.scheme, ["http", "https"].contains(scheme), let host = given.host, !host.isEmpty,
-                  let u = URL(string: base + (base.hasSuffix("/v1") ? "/completions" : "/v1/completions")) else {
+                  let u = URL(string: base + (base.hasSuffix("/v1") ? "" : "/v1") + (api == .chat ? "/chat/completions" : "/completions")) else {
                 throw Failure(description: "--judge-url \(url): give the server's address, such as http://127.0.0.1:8000")
             }
             return u
@@ -96,7 +99,9 @@ public final class EndpointJudge: @unchecked Sendable {
     func answer(_ item: StageItem) throws -> StageItemResult {
         var result = StageItemResult(id: item.id)
         result.optionTokens = item.options.map { _ in 1 }
-        let body = Data(JSONLine.encode(Completions.body(model: settings.model, prompt: item.prompt, topLogprobs: settings.topLogprobs)))
+        let body = Data(JSONLine.encode(settings.api == .chat
+            ? Completions.chatBody(model: settings.model, turns: item.messages.map { ($0.role, $0.content) }, topLogprobs: settings.topLogprobs)
+            : Completions.body(model: settings.model, prompt: item.prompt, topLogprobs: settings.topLogprobs)))
         let key = JudgeCache.key(endpoint.absoluteString, body)
         if let cached = cache[key] {
             lock.withLock { counters.cacheHits += 1 }
@@ -121,7 +126,7 @@ public final class EndpointJudge: @unchecked Sendable {
                 throw Failure(description: "the judge at \(endpoint.absoluteString) answered \(status): \(Completions.excerpt(data))")
             } else {
                 do {
-                    let answer = try Completions.answer(data, options: item.options)
+                    let answer = settings.api == .chat ? try Completions.chatAnswer(data, options: item.options) : try Completions.answer(data, options: item.options)
                     try cache.store(key, answer.logprobs)
                     lock.withLock { counters.missingOptions += answer.missing }
                     result.optionLogprobs = answer.logprobs

@@ -230,6 +230,23 @@ extension CLITests {
         XCTAssertLessThanOrEqual(asked.values.filter { $0.count > 1 }.count, 2, "only what was in flight at the kill is asked again: \(asked)")
     }
 
+    /// Through /v1/chat/completions the question goes as chat turns and the letters' log-probs are
+    /// read where the answer names one; faults are retried as for completions.
+    func testLabelThroughAChatEndpointReadsTheNamedLetter() throws {
+        let dir = try labelFolder("endpoint-chat")
+        let (_, faulty) = try fakeJudge(["--faults"], log: dir.path + "/chat.log")
+        let out = dir.path + "/labels.jsonl"
+        let r = try charter(endpointArgs(faulty, out: out) + ["--judge-api", "chat"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(try jsonLines(out).count, 24)
+        let asked = try judgeLog(dir.path + "/chat.log").filter { $0.key != "-" }
+        XCTAssertEqual(asked.count, 48)
+        XCTAssertTrue(asked.values.allSatisfy { $0.filter { $0 == "ok" }.count == 1 }, "each answered once: \(asked)")
+        XCTAssertEqual(try stageMetrics(dir.path + "/labels.stage/judge.metrics.json")["missingOptions"] as? Int, 0)
+        let items = try jsonLines(dir.path + "/labels.stage/items.jsonl")
+        XCTAssertTrue(items.allSatisfy { ($0["messages"] as? [[String: String]])?.last?["role"] == "user" && $0["prompt"] == nil }, "chat turns, no rendered prompt")
+    }
+
     func testLabelEndpointOptionsAreChecked() throws {
         let dir = try labelFolder("endpoint-bad")
         let (_, keyed) = try fakeJudge(["--key", "right"], log: dir.path + "/keyed.log")
@@ -294,6 +311,11 @@ extension CLITests {
         for (a, b) in zip(r, l) { worst = max(worst, abs((a["p_a"] as! Double) - (b["p_a"] as! Double))) }
         XCTAssertLessThan(worst, 1e-4, "largest |p_a difference| over 20 pairs")
         XCTAssertEqual(try stageMetrics(dir.path + "/remote.stage/judge.metrics.json")["missingOptions"] as? Int, 0)
+        // The server's own chat template through /v1/chat/completions: labels for every pair.
+        let chat = try charter("label", "--pairs", pairs, "--out", dir.path + "/chat.jsonl", "--judge-url", url, "--judge-model", "smollm2",
+                               "--judge-api", "chat", "--judge-concurrency", "1")
+        XCTAssertEqual(chat.status, 0, chat.err)
+        XCTAssertEqual(try jsonLines(dir.path + "/chat.jsonl").filter { $0["p_a"] is Double }.count, 20)
     }
 
     func freeLoopbackPort() throws -> Int {

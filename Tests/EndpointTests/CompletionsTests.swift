@@ -34,6 +34,24 @@ final class CompletionsTests: XCTestCase {
         XCTAssertThrowsError(try answer(long)) { XCTAssertLessThan("\($0)".count, 300, "an error never carries a whole body") }
     }
 
+    func testAChatAnswerIsReadWhereItNamesAnOption() throws {
+        func chat(_ json: String) throws -> Completions.Answer { try Completions.chatAnswer(Data(json.utf8), options: ["A", "B"]) }
+        let named = try chat(#"{"choices": [{"logprobs": {"content": [{"token": "(", "top_logprobs": [{"token": "(", "logprob": -0.1}, {"token": "A", "logprob": -4.0}]}, {"token": "B", "top_logprobs": [{"token": "B", "logprob": -0.5}, {"token": "A", "logprob": -1.0}]}]}}]}"#)
+        XCTAssertEqual(named, Completions.Answer(logprobs: [-1.0, -0.5], missing: 0), "at the B of \"(B\", not at the \"(\"")
+        let none = try chat(#"{"choices": [{"logprobs": {"content": [{"token": "Sure", "top_logprobs": [{"token": "Sure", "logprob": -0.2}, {"token": "I", "logprob": -3.0}]}]}}]}"#)
+        XCTAssertEqual(none, Completions.Answer(logprobs: [-3.0, -3.0], missing: 2), "no option named: both get the floor, counted")
+        XCTAssertThrowsError(try chat(#"{"choices": [{"logprobs": {"content": [{"token": "A"}]}}]}"#)) {
+            XCTAssertTrue("\($0)".hasPrefix("logprobs.content[0] has no token and top_logprobs"), "\($0)")
+        }
+        XCTAssertThrowsError(try chat(#"{"choices": [{"message": {"content": "A"}}]}"#)) {
+            XCTAssertTrue("\($0)".hasPrefix("the answer has no choices[0].logprobs.content"), "\($0)")
+        }
+        let body = Completions.chatBody(model: "m", turns: [("user", "Which?")], topLogprobs: 5)
+        XCTAssertEqual(body["messages"] as? [[String: String]], [["role": "user", "content": "Which?"]])
+        XCTAssertEqual(body["logprobs"] as? Bool, true)
+        XCTAssertEqual(body["top_logprobs"] as? Int, 5)
+    }
+
     func testTheRequestAsksForOneGreedyTokenWithTopLogprobs() {
         let body = Completions.body(model: "judge", prompt: "Q: (", topLogprobs: 5)
         XCTAssertEqual(body["max_tokens"] as? Int, 1)
