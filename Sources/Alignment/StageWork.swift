@@ -67,13 +67,13 @@ public struct StageWork {
     func revise(_ items: [StageItem], steps fixed: Int?) throws -> [StageItemResult] {
         var results = items.map { StageItemResult(id: $0.id) }
         let stepsOf = items.map { fixed ?? $0.steps.count }
-        var threads = items.map { _ in Thread() }
+        var dialogues = items.map { _ in Dialogue() }
         for step in 0...(stepsOf.max() ?? 0) {
             var requests: [GenerationRequest] = [], rows: [Int] = []
             for (i, item) in items.enumerated() where results[i].error == nil && step <= stepsOf[i] {
                 do {
-                    let tokens = step == 0 ? try threads[i].start(try promptText(item), room: room(item, steps: stepsOf[i]), in: self)
-                        : try threads[i].continue(try ChatTemplate.render(Self.conversation(item, answers: results[i].texts, step: step)), in: self)
+                    let tokens = step == 0 ? try dialogues[i].start(try promptText(item), room: room(item, steps: stepsOf[i]), in: self)
+                        : try dialogues[i].continue(try ChatTemplate.render(Self.conversation(item, answers: results[i].texts, step: step)), in: self)
                     let seed = step == 0 ? item.seed : SplitMix64.derive(item.seed, UInt64(step))
                     requests.append(GenerationRequest(prompt: tokens, params: SamplingParams(
                         temperature: sampling.temperature, topK: sampling.topK, topP: sampling.topP,
@@ -81,11 +81,11 @@ public struct StageWork {
                     rows.append(i)
                 } catch {
                     results[i].error = "\(error)"
-                    threads[i] = Thread()
+                    dialogues[i] = Dialogue()
                 }
             }
             if requests.isEmpty { continue }
-            let generated = try Generator(model: policy).generate(requests, caches: rows.map { threads[$0].cache! }, between: tick)
+            let generated = try Generator(model: policy).generate(requests, caches: rows.map { dialogues[$0].cache! }, between: tick)
             for (i, g) in zip(rows, generated) {
                 let answer = g.finishReason == .stop ? Array(g.tokens.dropLast()) : g.tokens
                 let text = try tokenizer.decode(answer)
@@ -93,8 +93,8 @@ public struct StageWork {
                 results[i].truncated.append(g.finishReason == .length)
                 results[i].textTokens.append(g.tokens.count)
                 if fixed == 0 { results[i].tokens = g.tokens; results[i].logprobs = g.logprobs }
-                threads[i].answered(text, last: g.finishReason == .length ? g.tokens.last : nil)
-                if step == stepsOf[i] { threads[i] = Thread() }
+                dialogues[i].answered(text, last: g.finishReason == .length ? g.tokens.last : nil)
+                if step == stepsOf[i] { dialogues[i] = Dialogue() }
             }
         }
         return results
@@ -111,7 +111,7 @@ public struct StageWork {
     /// holds (as the chat template renders it), and a cut-off answer's last token, which
     /// generation never feeds to the cache (a stopped answer's stop token is not needed: the
     /// template writes its own end of turn).
-    struct Thread {
+    struct Dialogue {
         var cache: SequenceCache?
         var held = ""
         var pending: Int32?
