@@ -8,7 +8,8 @@ answer is "(A)" or "(B)", the letter at its second token. With --faults, the fir
 prompt fails in one of five ways picked by the hash (429, 500, an answer later than the client's
 time-out, a connection closed without an answer, a body that is not JSON) or succeeds; later
 requests succeed. With --delay S every answer waits S seconds. Each request appends a line
-"HASH OUTCOME" to --log, so a test can count what was answered (outcome "ok") per prompt.
+"HASH asked" to --log when it arrives and "HASH OUTCOME" when it is done, so a test can count the
+requests and what was answered (outcome "ok") per prompt.
 
   python3 scripts/fake-openai-server.py --log FILE [--faults] [--delay S] [--key K]
 
@@ -67,6 +68,7 @@ def main():
             asked = json.dumps(request["messages"], sort_keys=True) if chat else request["prompt"]
             h = hashlib.sha256(asked.encode()).digest()
             digest = h.hex()[:16]
+            record(digest, "asked")
             with lock:
                 first = digest not in seen
                 seen.add(digest)
@@ -84,7 +86,7 @@ def main():
                 return
             if fault == "slow":
                 record(digest, "slow")
-                time.sleep(3)
+                time.sleep(5)
             if args.delay:
                 time.sleep(args.delay)
             top = {"A": -h[1] / 64, "B": -h[2] / 64, "The": -6.0}
