@@ -272,7 +272,14 @@ public final class Worker {
             return false
         case .error(let e):
             if e.code == .versionMismatch { throw WorkerError("coordinator refused us: \(e.message)") }
-            if e.code == .notRegistered { state = .registering(since: 0, attempt: 0) }
+            if e.code == .notRegistered {
+                // Every message sent before the Register in flight gets this answer too (in order,
+                // before the Welcome): register once, not once per answer.
+                if case .registering = state { return true }
+                state = .registering(since: 0, attempt: 0)
+                log("worker \(options.id): the coordinator does not know this worker (it restarted, or declared the worker dead); registering again")
+                return true
+            }
             log("worker \(options.id): coordinator error \(e.code): \(e.message)")
         default:
             log("worker \(options.id): unexpected message from the coordinator")
