@@ -1,4 +1,5 @@
 import Engine
+import Formats
 import Foundation
 import Tokenizer
 import Yams
@@ -36,6 +37,9 @@ public struct RLConfig {
     public var modelWeight: Float = 1
     public var missingEOSPenalty: Float = 0
     public var rules: [Rule] = []
+    /// Direct RLAIF: the principle the feedback model rates each response under (nil: no judge).
+    public var judgePrinciple: String?
+    public var judgeWeight: Float = 1
     // algorithm
     public var algorithm = "ppo"
     public var ppo = PPOSettings()
@@ -61,8 +65,9 @@ public struct RLConfig {
         "model": ["policy", "reference", "feedback", "lora"],
         "model.lora": ["rank", "alpha", "targets"],
         "data": ["prompts", "prompts_per_iteration", "chat", "system", "max_prompt_tokens"],
-        "reward": ["helpfulness_model", "safety_model", "safety_threshold", "logit", "whiten", "model_weight", "missing_eos_penalty", "rules"],
+        "reward": ["helpfulness_model", "safety_model", "safety_threshold", "logit", "whiten", "model_weight", "missing_eos_penalty", "rules", "judge"],
         "reward.rules": ["type", "value", "weight", "case_sensitive"],
+        "reward.judge": ["principle", "weight"],
         "algorithm": ["name", "ppo", "rejection"],
         "algorithm.ppo": ["epochs", "minibatch_size", "clip", "value_clip", "gamma", "lambda", "whiten_advantages", "early_stop_kl",
                           "critic", "value_coefficient", "learning_rate", "critic_learning_rate", "beta", "target_kl", "kl_horizon"],
@@ -138,9 +143,17 @@ public struct RLConfig {
                 if kind == "regex" { _ = try RewardRule.regex(value) }
                 c.rules.append(Rule(kind: kind, value: value, weight: try rule.float("weight") ?? 1, caseSensitive: try rule.bool("case_sensitive") ?? false))
             }
+            if let judge = try reward.section("judge") {
+                try judge.only(Self.keys["reward.judge"]!)
+                guard let principle = try judge.string("principle"), !principle.trimmingCharacters(in: .whitespaces).isEmpty else {
+                    throw judge.error("principle", "is required (the question the feedback model rates each response under)")
+                }
+                c.judgePrinciple = principle
+                c.judgeWeight = try judge.float("weight") ?? c.judgeWeight
+            }
         }
-        if forRun && c.rules.isEmpty && c.helpfulnessModel == nil && c.safetyModel == nil {
-            throw DataError("\(name): section \"reward\" needs a reward model or at least one rule")
+        if forRun && c.rules.isEmpty && c.helpfulnessModel == nil && c.safetyModel == nil && c.judgePrinciple == nil {
+            throw DataError("\(name): section \"reward\" needs a reward model, a judge or at least one rule")
         }
         if let algorithm = try top.section("algorithm") {
             try algorithm.only(Self.keys["algorithm"]!)
@@ -222,8 +235,10 @@ public struct RLConfig {
         return c
     }
 
-    /// The reward of the run: models (loaded from their folders) and rules.
-    public func makeScorer(tokenizer: BPETokenizer) throws -> RewardScorer {
+    /// The reward of the run: models (loaded from their folders), the judge and rules. `base`: the
+    /// policy's base weights, copied for the judge when model.feedback names none (the policy's own
+    /// weights change as it trains; the judge must not).
+    public func makeScorer(tokenizer: BPETokenizer, base: ModelWeights) throws -> RewardScorer {
         var models: ModelRewards? = nil
         if helpfulnessModel != nil || safetyModel != nil {
             models = ModelRewards(helpfulness: try helpfulnessModel.map(RewardModel.load), safety: try safetyModel.map(RewardModel.load))
@@ -231,6 +246,11 @@ public struct RLConfig {
         }
         var scorer = RewardScorer(models: models, rules: try rewardRules(), decode: { (try? tokenizer.decode($0)) ?? "" })
         scorer.missingEOSPenalty = missingEOSPenalty
+        if let judgePrinciple {
+            let model = try Transformer(weights: try feedback.map { try ModelLoader.load($0).weights } ?? base.copy())
+            scorer.judge = try DirectJudge(model: model, tokenizer: tokenizer, principle: judgePrinciple)
+            scorer.judgeWeight = judgeWeight
+        }
         return scorer
     }
 

@@ -29,8 +29,9 @@ public struct IterationMetrics: Sendable, Codable {
     public var policyLoss: Float?, valueLoss: Float?, entropy: Float?, approxKL: Float?, clipFraction: Float?, explainedVariance: Float?
     public var ppoEpochs: Int?, ppoMinibatches: Int?, earlyStopped: Bool?, kept: Int?
     public var responseTokensMean: Float = 0
-    /// The reward models' raw scores and the rule rewards, before any combination or whitening.
-    public var helpfulnessScoreMean: Float?, safetyScoreMean: Float?, ruleRewardMean: Float = 0
+    /// The reward models' raw scores, the judge's expected rating (1 to 10) and the rule rewards,
+    /// before any combination or whitening.
+    public var helpfulnessScoreMean: Float?, safetyScoreMean: Float?, judgeRatingMean: Float?, ruleRewardMean: Float = 0
     /// Share of responses cut off at max_new_tokens (or the context) before a stop token.
     public var truncatedFraction: Float = 0
     /// Optimizer steps refused this iteration because the gradient norm was not finite.
@@ -54,6 +55,8 @@ extension IterationMetrics {
         let h = samples.compactMap(\.scores?.helpfulness), s = samples.compactMap(\.scores?.safety)
         helpfulnessScoreMean = h.isEmpty ? nil : mean(h)
         safetyScoreMean = s.isEmpty ? nil : mean(s)
+        let j = samples.compactMap(\.scores?.judgeRating)
+        judgeRatingMean = j.isEmpty ? nil : mean(j)
         ruleRewardMean = mean(samples.map { $0.scores?.rules ?? 0 })
         truncatedFraction = mean(samples.map { $0.finishReason == .length ? 1 : 0 })
     }
@@ -138,7 +141,7 @@ public final class RLRun {
         m.generationSeconds = lap()
         let byId = Dictionary(batch.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         if !rollouts.scoresSamples {
-            for (i, r) in try scorer.raw(samples).enumerated() { samples[i].scores = r }
+            for (i, r) in try scorer.raw(samples, conversations: byId.mapValues(\.conversation)).enumerated() { samples[i].scores = r }
         }
         // Combined over the whole iteration (whitening), however its samples were cut into tasks.
         for (i, r) in scorer.combine(samples, prompts: byId).enumerated() { samples[i].reward = r }

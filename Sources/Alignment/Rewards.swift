@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Tokenizer
 
 /// A verifiable reward computed from the response alone (for tasks with a checkable answer, and
 /// for tests). Each gives a value in [0, 1].
@@ -70,11 +71,14 @@ public struct ModelRewards {
     }
 }
 
-/// The reward of each sample: model rewards (if any) plus weighted rules, minus a penalty for a
-/// response cut off before its stop token. Scoring is split in two: `raw` per sample (wherever the
-/// sample was generated), `combine` over the whole iteration.
+/// The reward of each sample: model rewards (if any), the judge's rating (direct RLAIF) and
+/// weighted rules, minus a penalty for a response cut off before its stop token. Scoring is split
+/// in two: `raw` per sample (wherever the sample was generated), `combine` over the whole iteration.
 public struct RewardScorer {
     public var models: ModelRewards?
+    /// Direct RLAIF: the feedback model's expected rating, mapped onto [-1, 1], times `judgeWeight`.
+    public var judge: DirectJudge?
+    public var judgeWeight: Float = 1
     public var rules: [(rule: RewardRule, weight: Float)]
     public var decode: ([Int32]) -> String
     /// Subtracted from the reward of a response that ended at the length limit (TRL's missing_eos_penalty).
@@ -84,9 +88,16 @@ public struct RewardScorer {
         self.models = models; self.rules = rules; self.decode = decode
     }
 
-    /// Each sample's raw scores: reward-model outputs and the rules' weighted sum.
-    public func raw(_ samples: [Sample]) throws -> [RawScores] {
+    /// Each sample's raw scores: reward-model outputs, the judge's rating and the rules' weighted
+    /// sum. `conversations`: by prompt id, what the judge reads before the response.
+    public func raw(_ samples: [Sample], conversations: [Int: [ChatMessage]] = [:], between: () -> Void = {}) throws -> [RawScores] {
         let model = try models?.raw(samples)
+        let ratings = try judge.map { judge in
+            try judge.expectedRatings(try samples.map { s in
+                guard let conversation = conversations[s.promptId] else { throw DataError("the judge has no conversation for prompt \(s.promptId)") }
+                return (conversation, decode(s.finishReason == .stop ? Array(s.response.dropLast()) : s.response))
+            }, between: between)
+        }
         return samples.enumerated().map { i, s in
             var cached: String?
             let text = { () -> String in
@@ -95,7 +106,7 @@ public struct RewardScorer {
                 return cached!
             }
             let rules = self.rules.reduce(Float(0)) { $0 + $1.weight * $1.rule.value(response: s.response, text: text) }
-            return RawScores(helpfulness: model?.helpfulness?[i], safety: model?.safety?[i], rules: rules)
+            return RawScores(helpfulness: model?.helpfulness?[i], safety: model?.safety?[i], judgeRating: ratings?[i], rules: rules)
         }
     }
 
@@ -103,14 +114,20 @@ public struct RewardScorer {
     public func combine(_ samples: [Sample], prompts: [Int: Prompt]) -> [Float] {
         let model = models?.combine(samples, prompts: prompts) ?? [Float](repeating: 0, count: samples.count)
         return zip(model, samples).map { m, s in
-            m + (s.scores?.rules ?? 0) - (s.finishReason == .length ? missingEOSPenalty : 0)
+            let judged = (s.scores?.judgeRating).map { judgeWeight * DirectJudge.reward($0) } ?? 0
+            return m + judged + (s.scores?.rules ?? 0) - (s.finishReason == .length ? missingEOSPenalty : 0)
         }
     }
 
     /// raw, then combine: the rewards of samples scored here.
     public func score(_ samples: [Sample], prompts: [Int: Prompt]) throws -> [Float] {
         var scored = samples
-        for (i, r) in try raw(samples).enumerated() { scored[i].scores = r }
+        for (i, r) in try raw(samples, conversations: prompts.mapValues(\.conversation)).enumerated() { scored[i].scores = r }
         return combine(scored, prompts: prompts)
     }
+}
+
+extension Prompt {
+    /// What a judge reads before the response: the prompt as the user's turn.
+    public var conversation: [ChatMessage] { [ChatMessage(role: "user", content: text)] }
 }

@@ -14,13 +14,15 @@ public struct Prompt: Sendable, Equatable {
 }
 
 /// What a sample's reward is made of, before anything is combined across samples: the reward
-/// models' raw head outputs (nil without that model) and the sum of the weighted rule rewards.
+/// models' raw head outputs (nil without that model), the judge's expected rating from 1 to 10
+/// (nil without `reward.judge`) and the sum of the weighted rule rewards.
 public struct RawScores: Sendable, Equatable {
     public var helpfulness: Float?
     public var safety: Float?
+    public var judgeRating: Float?
     public var rules: Float
-    public init(helpfulness: Float? = nil, safety: Float? = nil, rules: Float = 0) {
-        self.helpfulness = helpfulness; self.safety = safety; self.rules = rules
+    public init(helpfulness: Float? = nil, safety: Float? = nil, judgeRating: Float? = nil, rules: Float = 0) {
+        self.helpfulness = helpfulness; self.safety = safety; self.judgeRating = judgeRating; self.rules = rules
     }
 }
 

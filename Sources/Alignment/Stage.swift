@@ -86,6 +86,7 @@ public struct StageItemResult: Sendable, Equatable {
         case .score:
             if let h = scores?.helpfulness { f["helpfulness_score"] = h }
             if let s = scores?.safety { f["safety_score"] = s }
+            if let j = scores?.judgeRating { f["judge_rating"] = j }
             f["rule_reward"] = Float(scores?.rules ?? 0)
         }
         return f

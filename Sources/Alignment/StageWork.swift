@@ -216,7 +216,10 @@ public struct StageWork {
                 owners.append(i)
             }
         }
-        for (i, s) in zip(owners, try scorer.raw(samples)) { results[i].scores = s }
+        let conversations = Dictionary(uniqueKeysWithValues: owners.map { i in
+            (i, items[i].messages.isEmpty ? [ChatMessage(role: "user", content: items[i].prompt)] : items[i].messages)
+        })
+        for (i, s) in zip(owners, try scorer.raw(samples, conversations: conversations, between: tick)) { results[i].scores = s }
         tick()
         return results
     }

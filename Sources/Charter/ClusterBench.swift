@@ -29,7 +29,7 @@ struct DispatchBench: ParsableCommand {
         rollout.maxNewTokens = 16
         let coordinator = try Coordinator(settings: settings, configText: "", rollout: rollout, runId: "bench-dispatch", log: { _ in })
         let prompts = (0..<tasks * promptsPerTask).map { Prompt(id: $0, text: "", tokens: [1, 2, 3, 4], unsafe: false) }
-        coordinator.promptTokens = Dictionary(uniqueKeysWithValues: prompts.map { ($0.id, $0.tokens) })
+        coordinator.promptsById = Dictionary(uniqueKeysWithValues: prompts.map { ($0.id, $0) })
         let child = try ClusterBench.spawn(["worker", "--connect", coordinator.controlEndpoint, "--synthetic", "\(workers)"])
         defer { ClusterRun.stop([child]) }
         guard try coordinator.waitForWorkers(workers, seconds: 60) else { throw CLIError("only \(coordinator.scheduler.aliveWorkers.count) of \(workers) workers registered") }

@@ -163,8 +163,7 @@ enum ClusterRun {
             let text = try String(contentsOfFile: config, encoding: .utf8)
             let server = try Coordinator(settings: settings, configText: text, rollout: c.rolloutSettings(tokenizer: tok), 
                                          runId: "run-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))")
-            server.promptTokens = Dictionary(prompts.map { ($0.id, $0.tokens) }, uniquingKeysWith: { a, _ in a })
-            server.unsafePrompts = Set(prompts.filter(\.unsafe).map(\.id))
+            server.promptsById = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
             server.runSeed = c.seed
             server.adapters = lora
             coordinator = server

@@ -26,7 +26,7 @@ struct RLCommand: ParsableCommand {
         let policy = try ModelLoader.load(c.policy)
         let tok = policy.tokenizer
         let prompts = try PromptData.load(c.prompts, tokenizer: tok, chat: c.chat, system: c.system, maxTokens: c.maxPromptTokens)
-        let scorer = try c.makeScorer(tokenizer: tok)
+        let scorer = try c.makeScorer(tokenizer: tok, base: policy.weights)
         let rollout = c.rolloutSettings(tokenizer: tok)
         let longest = prompts.map(\.tokens.count).max() ?? 0
         if longest + rollout.maxNewTokens > policy.config.contextLength {
@@ -91,6 +91,7 @@ struct RLCommand: ParsableCommand {
                                              "truncated": s.finishReason == .length]
                 if let h = s.scores?.helpfulness { sample["helpfulnessScore"] = Double(h) }
                 if let v = s.scores?.safety { sample["safetyScore"] = Double(v) }
+                if let j = s.scores?.judgeRating { sample["judgeRating"] = Double(j) }
                 try samplesLog.write(sample)
             }
             // After the metrics line: a crash between the two rewrites that line on resume.
@@ -138,7 +139,8 @@ struct RLCommand: ParsableCommand {
         var parts: [String] = []
         if let h = m.helpfulnessScoreMean { parts.append(String(format: "helpful %.3f", h)) }
         if let s = m.safetyScoreMean { parts.append(String(format: "safety %.3f", s)) }
-        if m.helpfulnessScoreMean == nil && m.safetyScoreMean == nil || m.ruleRewardMean != 0 { parts.append(String(format: "rules %.3f", m.ruleRewardMean)) }
+        if let j = m.judgeRatingMean { parts.append(String(format: "judge %.2f/10", j)) }
+        if m.helpfulnessScoreMean == nil && m.safetyScoreMean == nil && m.judgeRatingMean == nil || m.ruleRewardMean != 0 { parts.append(String(format: "rules %.3f", m.ruleRewardMean)) }
         parts.append(String(format: "KL %.3f  gen %.1fs  update %.1fs", m.kl, m.generationSeconds, m.updateSeconds))
         return parts.joined(separator: "  ")
     }

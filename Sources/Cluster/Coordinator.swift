@@ -149,7 +149,8 @@ public final class Coordinator: RolloutSource {
                                    logprobs: r.logprobs, policyVersion: Int(result.policyVersion), seed: r.seed,
                                    finishReason: r.truncated ? .length : .stop)
                     s.scores = RawScores(helpfulness: r.hasHelpfulnessScore ? r.helpfulnessScore : nil,
-                                         safety: r.hasSafetyScore ? r.safetyScore : nil, rules: r.ruleReward)
+                                         safety: r.hasSafetyScore ? r.safetyScore : nil,
+                                         judgeRating: r.hasJudgeRating ? r.judgeRating : nil, rules: r.ruleReward)
                     s.referenceLogprobs = r.referenceLogprobs
                     samples.append(s)
                 }
@@ -329,16 +330,16 @@ public final class Coordinator: RolloutSource {
         task.prompts = t.promptIds.map { id in
             var p = Charter_V1_PromptWork()
             p.promptID = UInt64(id)
-            p.tokens = promptTokens[id] ?? []
-            p.unsafe = unsafePrompts.contains(id)
+            p.tokens = promptsById[id]?.tokens ?? []
+            p.unsafe = promptsById[id]?.unsafe ?? false
+            p.text = promptsById[id]?.text ?? ""
             return p
         }
         return task
     }
 
-    /// Prompt tokens by id, and the run seed: set by the run before the first iteration.
-    public var promptTokens: [Int: [Int32]] = [:]
-    public var unsafePrompts: Set<Int> = []
+    /// The run's prompts by id, and the run seed: set by the run before the first iteration.
+    public var promptsById: [Int: Prompt] = [:]
     public var runSeed: UInt64 = 0
 
     func handleChunkRequest(_ frames: [Data]) {

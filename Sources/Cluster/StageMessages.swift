@@ -49,9 +49,10 @@ extension StageItemResult {
         self.init(id: r.itemID)
         texts = r.texts; tokens = r.tokens; logprobs = r.logprobs; truncated = r.truncated; textTokens = r.textTokens.map(Int.init)
         optionLogprobs = r.optionLogprobs; optionTokens = r.optionTokens.map(Int.init)
-        if r.hasHelpfulnessScore || r.hasSafetyScore || r.ruleReward != 0 {
+        if r.hasHelpfulnessScore || r.hasSafetyScore || r.hasJudgeRating || r.ruleReward != 0 {
             scores = RawScores(helpfulness: r.hasHelpfulnessScore ? r.helpfulnessScore : nil,
-                               safety: r.hasSafetyScore ? r.safetyScore : nil, rules: r.ruleReward)
+                               safety: r.hasSafetyScore ? r.safetyScore : nil,
+                               judgeRating: r.hasJudgeRating ? r.judgeRating : nil, rules: r.ruleReward)
         }
         error = r.error.isEmpty ? nil : r.error
     }
@@ -62,6 +63,7 @@ extension StageItemResult {
         r.optionLogprobs = optionLogprobs; r.optionTokens = optionTokens.map(UInt32.init)
         if let h = scores?.helpfulness { r.helpfulnessScore = h }
         if let s = scores?.safety { r.safetyScore = s }
+        if let j = scores?.judgeRating { r.judgeRating = j }
         r.ruleReward = scores?.rules ?? 0
         r.error = error ?? ""
         return r

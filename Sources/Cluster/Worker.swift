@@ -302,7 +302,7 @@ public final class Worker {
         }
         feedback = nil
         reference = try Transformer(weights: try c.reference.map { try ModelLoader.load($0).weights } ?? model.weights.copy())
-        scorer = try c.makeScorer(tokenizer: model.tokenizer)
+        scorer = try c.makeScorer(tokenizer: model.tokenizer, base: model.weights)
         rollout = c.rolloutSettings(tokenizer: model.tokenizer)
         log("worker \(options.id): loaded \(c.policy)")
     }
@@ -334,7 +334,7 @@ public final class Worker {
     /// A rollout task's samples, scored, with reference log-probs.
     func rolloutResult(_ task: Charter_V1_Task) throws -> Charter_V1_TaskResult {
         guard let policy, let reference, let scorer else { throw WorkerError("a task arrived before the run configuration") }
-        let prompts = task.prompts.map { Prompt(id: Int($0.promptID), text: "", tokens: $0.tokens, unsafe: $0.unsafe) }
+        let prompts = task.prompts.map { Prompt(id: Int($0.promptID), text: $0.text, tokens: $0.tokens, unsafe: $0.unsafe) }
         var settings = rollout
         settings.samplesPerPrompt = Int(task.samplesPerPrompt)
         settings.temperature = task.sampling.temperature
@@ -346,7 +346,7 @@ public final class Worker {
         let samples = try source.rollouts(iteration: Int(task.iteration), prompts: prompts, policy: policy,
                                           policyVersion: Int(task.policyVersion)) { [self] in stayInTouch() }
         // Raw scores only: combining them (whitening above all) needs the whole iteration.
-        let scores = try scorer.raw(samples)
+        let scores = try scorer.raw(samples, conversations: Dictionary(prompts.map { ($0.id, $0.conversation) }, uniquingKeysWith: { a, _ in a })) { stayInTouch() }
         var result = Charter_V1_TaskResult()
         result.taskID = task.taskID
         result.iteration = task.iteration
@@ -361,6 +361,7 @@ public final class Worker {
             r.referenceLogprobs = references[i]
             if let h = scores[i].helpfulness { r.helpfulnessScore = h }
             if let v = scores[i].safety { r.safetyScore = v }
+            if let v = scores[i].judgeRating { r.judgeRating = v }
             r.ruleReward = scores[i].rules
             r.truncated = s.finishReason == .length
             r.seed = s.seed

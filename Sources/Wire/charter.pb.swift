@@ -322,6 +322,9 @@ public nonisolated struct Charter_V1_PromptWork: Sendable {
 
   public var unsafe: Bool = false
 
+  /// the prompt as the user wrote it, for a judge that reads it (reward.judge)
+  public var text: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -491,12 +494,23 @@ public nonisolated struct Charter_V1_SampleRecord: Sendable {
   /// ended at max_new_tokens or the context, not at a stop token
   public var truncated: Bool = false
 
+  /// the feedback model's expected rating, 1 to 10, if reward.judge is configured
+  public var judgeRating: Float {
+    get {_judgeRating ?? 0}
+    set {_judgeRating = newValue}
+  }
+  /// Returns true if `judgeRating` has been explicitly set.
+  public var hasJudgeRating: Bool {self._judgeRating != nil}
+  /// Clears the value of `judgeRating`. Subsequent reads from it will return its default value.
+  public mutating func clearJudgeRating() {self._judgeRating = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _helpfulnessScore: Float? = nil
   fileprivate var _safetyScore: Float? = nil
+  fileprivate var _judgeRating: Float? = nil
 }
 
 public nonisolated struct Charter_V1_ItemResult: Sendable {
@@ -552,12 +566,23 @@ public nonisolated struct Charter_V1_ItemResult: Sendable {
   /// GENERATE, REVISE: per text, the tokens generated for it (a stop token included)
   public var textTokens: [UInt32] = []
 
+  /// SCORE: the feedback model's expected rating, 1 to 10, if reward.judge is configured
+  public var judgeRating: Float {
+    get {_judgeRating ?? 0}
+    set {_judgeRating = newValue}
+  }
+  /// Returns true if `judgeRating` has been explicitly set.
+  public var hasJudgeRating: Bool {self._judgeRating != nil}
+  /// Clears the value of `judgeRating`. Subsequent reads from it will return its default value.
+  public mutating func clearJudgeRating() {self._judgeRating = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _helpfulnessScore: Float? = nil
   fileprivate var _safetyScore: Float? = nil
+  fileprivate var _judgeRating: Float? = nil
 }
 
 public nonisolated struct Charter_V1_TaskResult: Sendable {
@@ -1262,7 +1287,7 @@ nonisolated extension Charter_V1_SamplingParams: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Charter_V1_PromptWork: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PromptWork"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prompt_id\0\u{1}tokens\0\u{1}unsafe\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prompt_id\0\u{1}tokens\0\u{1}unsafe\0\u{1}text\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1273,6 +1298,7 @@ nonisolated extension Charter_V1_PromptWork: SwiftProtobuf.Message, SwiftProtobu
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.promptID) }()
       case 2: try { try decoder.decodeRepeatedInt32Field(value: &self.tokens) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.unsafe) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.text) }()
       default: break
       }
     }
@@ -1288,6 +1314,9 @@ nonisolated extension Charter_V1_PromptWork: SwiftProtobuf.Message, SwiftProtobu
     if self.unsafe != false {
       try visitor.visitSingularBoolField(value: self.unsafe, fieldNumber: 3)
     }
+    if !self.text.isEmpty {
+      try visitor.visitSingularStringField(value: self.text, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1295,6 +1324,7 @@ nonisolated extension Charter_V1_PromptWork: SwiftProtobuf.Message, SwiftProtobu
     if lhs.promptID != rhs.promptID {return false}
     if lhs.tokens != rhs.tokens {return false}
     if lhs.unsafe != rhs.unsafe {return false}
+    if lhs.text != rhs.text {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1546,7 +1576,7 @@ nonisolated extension Charter_V1_NoTask: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SampleRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prompt_id\0\u{1}index\0\u{1}response\0\u{1}logprobs\0\u{3}reference_logprobs\0\u{2}\u{2}seed\0\u{3}helpfulness_score\0\u{3}safety_score\0\u{3}rule_reward\0\u{1}truncated\0\u{c}\u{6}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prompt_id\0\u{1}index\0\u{1}response\0\u{1}logprobs\0\u{3}reference_logprobs\0\u{2}\u{2}seed\0\u{3}helpfulness_score\0\u{3}safety_score\0\u{3}rule_reward\0\u{1}truncated\0\u{3}judge_rating\0\u{c}\u{6}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1564,6 +1594,7 @@ nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProto
       case 9: try { try decoder.decodeSingularFloatField(value: &self._safetyScore) }()
       case 10: try { try decoder.decodeSingularFloatField(value: &self.ruleReward) }()
       case 11: try { try decoder.decodeSingularBoolField(value: &self.truncated) }()
+      case 12: try { try decoder.decodeSingularFloatField(value: &self._judgeRating) }()
       default: break
       }
     }
@@ -1604,6 +1635,9 @@ nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProto
     if self.truncated != false {
       try visitor.visitSingularBoolField(value: self.truncated, fieldNumber: 11)
     }
+    try { if let v = self._judgeRating {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 12)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1618,6 +1652,7 @@ nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProto
     if lhs._safetyScore != rhs._safetyScore {return false}
     if lhs.ruleReward != rhs.ruleReward {return false}
     if lhs.truncated != rhs.truncated {return false}
+    if lhs._judgeRating != rhs._judgeRating {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1625,7 +1660,7 @@ nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Charter_V1_ItemResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ItemResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}item_id\0\u{1}texts\0\u{1}tokens\0\u{1}logprobs\0\u{1}truncated\0\u{3}option_logprobs\0\u{3}option_tokens\0\u{3}helpfulness_score\0\u{3}safety_score\0\u{3}rule_reward\0\u{1}error\0\u{3}text_tokens\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}item_id\0\u{1}texts\0\u{1}tokens\0\u{1}logprobs\0\u{1}truncated\0\u{3}option_logprobs\0\u{3}option_tokens\0\u{3}helpfulness_score\0\u{3}safety_score\0\u{3}rule_reward\0\u{1}error\0\u{3}text_tokens\0\u{3}judge_rating\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1645,6 +1680,7 @@ nonisolated extension Charter_V1_ItemResult: SwiftProtobuf.Message, SwiftProtobu
       case 10: try { try decoder.decodeSingularFloatField(value: &self.ruleReward) }()
       case 11: try { try decoder.decodeSingularStringField(value: &self.error) }()
       case 12: try { try decoder.decodeRepeatedUInt32Field(value: &self.textTokens) }()
+      case 13: try { try decoder.decodeSingularFloatField(value: &self._judgeRating) }()
       default: break
       }
     }
@@ -1691,6 +1727,9 @@ nonisolated extension Charter_V1_ItemResult: SwiftProtobuf.Message, SwiftProtobu
     if !self.textTokens.isEmpty {
       try visitor.visitPackedUInt32Field(value: self.textTokens, fieldNumber: 12)
     }
+    try { if let v = self._judgeRating {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 13)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1707,6 +1746,7 @@ nonisolated extension Charter_V1_ItemResult: SwiftProtobuf.Message, SwiftProtobu
     if lhs.ruleReward != rhs.ruleReward {return false}
     if lhs.error != rhs.error {return false}
     if lhs.textTokens != rhs.textTokens {return false}
+    if lhs._judgeRating != rhs._judgeRating {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

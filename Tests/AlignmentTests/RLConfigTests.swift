@@ -71,7 +71,7 @@ final class RLConfigTests: XCTestCase {
         }
         XCTAssertThrowsError(try RLConfig.parse("data: [1, 2", name: "c.yaml")) { XCTAssertTrue("\($0)".contains("not valid YAML"), "\($0)") }
         XCTAssertThrowsError(try RLConfig.parse("run: {iterations: 2}", name: "c.yaml")) { XCTAssertTrue("\($0)".contains("section \"data\""), "\($0)") }
-        XCTAssertThrowsError(try RLConfig.parse("data: {prompts: p.jsonl}", name: "c.yaml")) { XCTAssertTrue("\($0)".contains("needs a reward model or at least one rule"), "\($0)") }
+        XCTAssertThrowsError(try RLConfig.parse("data: {prompts: p.jsonl}", name: "c.yaml")) { XCTAssertTrue("\($0)".contains("needs a reward model, a judge or at least one rule"), "\($0)") }
     }
 }
 
