@@ -199,7 +199,7 @@ public struct StageWork {
     /// The raw scores of each item's response to its prompt, as a finished answer (the stop token
     /// closes it, as a generated one is).
     func score(_ items: [StageItem]) throws -> [StageItemResult] {
-        guard let scorer else { throw StageItemError("score needs reward models or rules in the configuration") }
+        guard let scorer else { throw StageItemError("score needs reward models, a judge or rules in the configuration") }
         var results = items.map { StageItemResult(id: $0.id) }
         var samples: [Sample] = [], owners: [Int] = []
         let stop = sampling.stopTokens.first.map { [$0] } ?? []

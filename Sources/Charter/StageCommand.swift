@@ -33,8 +33,8 @@ struct StageCommand: ParsableCommand {
         let c = try RLConfig.load(config, forRun: false)
         let overrides = try models.map(ModelOverride.init)
         for o in overrides { _ = try o.configured(c) }
-        if kind == .score && c.helpfulnessModel == nil && c.safetyModel == nil && c.rules.isEmpty {
-            throw CLIError("\((config as NSString).lastPathComponent): a score stage needs reward models or rules in section \"reward\"")
+        if kind == .score && c.helpfulnessModel == nil && c.safetyModel == nil && c.rules.isEmpty && c.judgePrinciple == nil {
+            throw CLIError("\((config as NSString).lastPathComponent): a score stage needs reward models, a judge or rules in section \"reward\"")
         }
         let lines = try StageInput.load(items, kind: kind, runSeed: c.seed, chat: c.chat, system: c.system)
         let runner = StageRunner(kind: kind, name: name ?? kind.rawValue, config: c, configText: try String(contentsOfFile: config, encoding: .utf8),

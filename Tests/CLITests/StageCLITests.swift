@@ -79,7 +79,7 @@ extension CLITests {
         let cases: [([String], String)] = [
             (["stage", "generate", "--config", config, "--items", bad, "--out", out, "--in-process"], "bad.jsonl line 2: needs a non-empty string \"prompt\""),
             (["stage", "revise", "--config", config, "--items", bad, "--out", out], "line 1: revise needs \"steps\""),
-            (["stage", "score", "--config", noRewards, "--items", items, "--out", out], "a score stage needs reward models or rules"),
+            (["stage", "score", "--config", noRewards, "--items", items, "--out", out], "a score stage needs reward models, a judge or rules"),
             (["stage", "judge", "--config", config, "--items", items, "--out", out], "judge"),
             (["stage", "generate", "--config", config, "--items", items, "--out", out, "--items-per-task", "0"], "--items-per-task must be at least 1"),
         ]
