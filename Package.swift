@@ -38,7 +38,7 @@ let package = Package(
         // A judge behind an OpenAI-compatible server (HTTP through Foundation's URLSession).
         .target(name: "Endpoint", dependencies: ["Alignment"]),
         // Coordinator and workers: scheduling, weight broadcast, processes.
-        .target(name: "Cluster", dependencies: ["Engine", "Tokenizer", "Formats", "Alignment", "Wire", "ZeroMQ", "Buffers", "CCRC32C"], swiftSettings: fast),
+        .target(name: "Cluster", dependencies: ["Engine", "Tokenizer", "Formats", "Alignment", "Endpoint", "Wire", "ZeroMQ", "Buffers", "CCRC32C"], swiftSettings: fast),
         .executableTarget(
             name: "Charter",
             dependencies: [

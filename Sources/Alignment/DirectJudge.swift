@@ -2,10 +2,17 @@ import Engine
 import Foundation
 import Tokenizer
 
+/// What rates responses for direct RLAIF: a local judge (DirectJudge) or one behind an endpoint.
+public protocol ResponseRater {
+    /// The expected rating (1 to 10) of each response to its conversation; `between` runs between
+    /// passes (a worker heartbeats there).
+    func expectedRatings(_ items: [(conversation: [ChatMessage], response: String)], between: () -> Void) throws -> [Float]
+}
+
 /// Direct RLAIF (Lee et al., docs/labeler.md): the feedback model rates a response from 1 to 10
 /// under a principle, and the reward is the expected rating, sum of i * P(i), with P renormalised
 /// over the ten ratings. No reward model is trained in between.
-public struct DirectJudge {
+public struct DirectJudge: ResponseRater {
     /// The assistant's turn is begun for the judge, so its next tokens are the rating.
     public static let answerPrefix = "Rating: "
 
@@ -44,15 +51,18 @@ public struct DirectJudge {
             + "\n\nAssistant: \(response)\n\n\(principle)\nRate the assistant's last answer from 1 (worst) to 10 (best)."
     }
 
-    /// The judge's prompt: the question as a user turn, then the begun assistant turn.
+    /// The judge's prompt as text: the question as a user turn, then the begun assistant turn.
+    public static func promptText(_ conversation: [ChatMessage], response: String, principle: String) throws -> String {
+        try ChatTemplate.render([ChatMessage(role: "user", content: question(conversation, response: response, principle: principle))]) + answerPrefix
+    }
+
     public func prompt(_ conversation: [ChatMessage], response: String) throws -> [Int32] {
-        let turns = [ChatMessage(role: "user", content: Self.question(conversation, response: response, principle: principle))]
-        return try tokenizer.encode(try ChatTemplate.render(turns) + Self.answerPrefix)
+        try tokenizer.encode(try Self.promptText(conversation, response: response, principle: principle))
     }
 
     /// The expected rating (1 to 10) of each response to its conversation. One prompt per pass, as
     /// a generation's prefill, with `between` after each (a worker heartbeats there).
-    public func expectedRatings(_ items: [(conversation: [ChatMessage], response: String)], between: () -> Void = {}) throws -> [Float] {
+    public func expectedRatings(_ items: [(conversation: [ChatMessage], response: String)], between: () -> Void) throws -> [Float] {
         try items.map { item in
             let prompt = try prompt(item.conversation, response: item.response)
             if prompt.count + ten.count > model.config.contextLength {
@@ -60,19 +70,27 @@ public struct DirectJudge {
             }
             let cache = model.makeCache(capacity: prompt.count + ten.count)
             let first = Self.logSoftmax(try model.forward([(cache, prompt)], outputs: .lastPerSequence))
-            var ratings = digits.map { Double(first[Int($0)]) }.map(exp)
+            let digits = self.digits.map { Double(first[Int($0)]) }
+            let rating: Double
             if ten.count == 1 {
-                ratings.append(exp(Double(first[Int(ten[0])])))
+                rating = Self.expected((digits + [Double(first[Int(ten[0])])]).map(exp))
             } else {
-                // "10" is "1" then "0": P(10) = P("1") P("0" | "1"), and the rest of P("1") is the rating 1.
                 let second = Self.logSoftmax(try model.forward([(cache, [ten[0]])], outputs: .lastPerSequence))
-                let pTen = ratings[0] * exp(Double(second[Int(ten[1])]))
-                ratings[0] -= pTen
-                ratings.append(pTen)
+                rating = Self.expected(digits: digits, zeroAfterOne: Double(second[Int(ten[1])]))
             }
             between()
-            return Float(Self.expected(ratings))
+            return Float(rating)
         }
+    }
+
+    /// The expected rating when "10" is written "1" then "0": `digits` the log-probs of "1" ... "9"
+    /// after the prompt, `zeroAfterOne` that of "0" after "1". P(10) = P("1") P("0" | "1"), and the
+    /// rest of P("1") is the rating 1.
+    public static func expected(digits: [Double], zeroAfterOne: Double) -> Double {
+        var p = digits.map(exp)
+        let pTen = p[0] * exp(zeroAfterOne)
+        p[0] -= pTen
+        return expected(p + [pTen])
     }
 
     /// sum of i * P(i) over ratings 1...10, P renormalised over them.

@@ -40,6 +40,9 @@ public struct RLConfig {
     /// Direct RLAIF: the principle the feedback model rates each response under (nil: no judge).
     public var judgePrinciple: String?
     public var judgeWeight: Float = 1
+    /// The judge behind an OpenAI-compatible `/v1/completions` endpoint instead of a local model.
+    public var judgeURL: String?
+    public var judgeModelName: String?
     // algorithm
     public var algorithm = "ppo"
     public var ppo = PPOSettings()
@@ -67,7 +70,7 @@ public struct RLConfig {
         "data": ["prompts", "prompts_per_iteration", "chat", "system", "max_prompt_tokens"],
         "reward": ["helpfulness_model", "safety_model", "safety_threshold", "logit", "whiten", "model_weight", "missing_eos_penalty", "rules", "judge"],
         "reward.rules": ["type", "value", "weight", "case_sensitive"],
-        "reward.judge": ["principle", "weight"],
+        "reward.judge": ["principle", "weight", "url", "model"],
         "algorithm": ["name", "ppo", "rejection"],
         "algorithm.ppo": ["epochs", "minibatch_size", "clip", "value_clip", "gamma", "lambda", "whiten_advantages", "early_stop_kl",
                           "critic", "value_coefficient", "learning_rate", "critic_learning_rate", "beta", "target_kl", "kl_horizon"],
@@ -150,6 +153,11 @@ public struct RLConfig {
                 }
                 c.judgePrinciple = principle
                 c.judgeWeight = try judge.float("weight") ?? c.judgeWeight
+                c.judgeURL = try judge.string("url")
+                c.judgeModelName = try judge.string("model")
+                if (c.judgeURL == nil) != (c.judgeModelName == nil) {
+                    throw judge.error(c.judgeURL == nil ? "model" : "url", "needs \"\(c.judgeURL == nil ? "url" : "model")\" too (the server's address and its name for the judge)")
+                }
             }
         }
         if forRun && c.rules.isEmpty && c.helpfulnessModel == nil && c.safetyModel == nil && c.judgePrinciple == nil {
@@ -246,7 +254,7 @@ public struct RLConfig {
         }
         var scorer = RewardScorer(models: models, rules: try rewardRules(), decode: { (try? tokenizer.decode($0)) ?? "" })
         scorer.missingEOSPenalty = missingEOSPenalty
-        if let judgePrinciple {
+        if let judgePrinciple, judgeURL == nil { // an endpoint judge is set by the caller (Endpoint module)
             let model = try Transformer(weights: try feedback.map { try ModelLoader.load($0).weights } ?? base.copy())
             scorer.judge = try DirectJudge(model: model, tokenizer: tokenizer, principle: judgePrinciple)
             scorer.judgeWeight = judgeWeight

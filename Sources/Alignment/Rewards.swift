@@ -77,7 +77,7 @@ public struct ModelRewards {
 public struct RewardScorer {
     public var models: ModelRewards?
     /// Direct RLAIF: the feedback model's expected rating, mapped onto [-1, 1], times `judgeWeight`.
-    public var judge: DirectJudge?
+    public var judge: (any ResponseRater)?
     public var judgeWeight: Float = 1
     public var rules: [(rule: RewardRule, weight: Float)]
     public var decode: ([Int32]) -> String

@@ -1,5 +1,6 @@
 import Alignment
 import ArgumentParser
+import Endpoint
 import Engine
 import Formats
 import Foundation
@@ -26,13 +27,13 @@ struct RLCommand: ParsableCommand {
         let policy = try ModelLoader.load(c.policy)
         let tok = policy.tokenizer
         let prompts = try PromptData.load(c.prompts, tokenizer: tok, chat: c.chat, system: c.system, maxTokens: c.maxPromptTokens)
-        let scorer = try c.makeScorer(tokenizer: tok, base: policy.weights)
         let rollout = c.rolloutSettings(tokenizer: tok)
         let longest = prompts.map(\.tokens.count).max() ?? 0
         if longest + rollout.maxNewTokens > policy.config.contextLength {
             throw DataError("\(config): the longest prompt (\(longest) tokens) plus rollout.max_new_tokens (\(rollout.maxNewTokens)) exceed the model's context of \(policy.config.contextLength) tokens")
         }
         try start.claim(c.runDir) // before anything is written there, workers included
+        let scorer = try c.makeScorer(tokenizer: tok, base: policy.weights, judgeCache: "\(c.runDir)/judge-cache.jsonl")
         let lora = c.lora.map { LoRAAdapters(config: $0, model: policy.config) }
         lora?.initialize(seed: SplitMix64.derive(c.seed, 0x107A))
 

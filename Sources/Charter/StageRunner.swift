@@ -1,5 +1,6 @@
 import Alignment
 import Cluster
+import Endpoint
 import Engine
 import Formats
 import Foundation
@@ -91,7 +92,7 @@ struct StageRunner {
         let judge = kind == .options ? try Transformer(weights: try c.feedback.map { try ModelLoader.load($0).weights } ?? model.weights) : nil
         let work = StageWork(policy: try Transformer(weights: model.weights), tokenizer: model.tokenizer,
                              sampling: c.rolloutSettings(tokenizer: model.tokenizer), feedback: judge,
-                             scorer: kind == .score ? try c.makeScorer(tokenizer: model.tokenizer, base: model.weights) : nil)
+                             scorer: kind == .score ? try c.makeScorer(tokenizer: model.tokenizer, base: model.weights, judgeCache: "\(out)/judge-cache.jsonl") : nil)
         for start in stride(from: 0, to: items.count, by: itemsPerTask ?? 16) {
             try accept(try work.run(kind, Array(items[start ..< min(start + (itemsPerTask ?? 16), items.count)])))
         }

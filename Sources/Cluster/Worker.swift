@@ -1,5 +1,6 @@
 import Alignment
 import Buffers
+import Endpoint
 import Engine
 import Formats
 import Foundation
@@ -302,7 +303,9 @@ public final class Worker {
         }
         feedback = nil
         reference = try Transformer(weights: try c.reference.map { try ModelLoader.load($0).weights } ?? model.weights.copy())
-        scorer = try c.makeScorer(tokenizer: model.tokenizer, base: model.weights)
+        // An endpoint judge's answers are cached for this process only: workers share no folder.
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("charter-judge-\(options.id)-\(getpid()).jsonl").path
+        scorer = try c.makeScorer(tokenizer: model.tokenizer, base: model.weights, judgeCache: cache)
         rollout = c.rolloutSettings(tokenizer: model.tokenizer)
         log("worker \(options.id): loaded \(c.policy)")
     }

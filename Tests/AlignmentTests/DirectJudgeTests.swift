@@ -60,7 +60,7 @@ final class DirectJudgeTests: XCTestCase {
             p[0] -= pTen
             p.append(pTen)
             let expected = (1...10).reduce(0.0) { $0 + Double($1) * p[$1 - 1] } / p.reduce(0, +)
-            let rating = try judge.expectedRatings([(conversation, response)])[0]
+            let rating = try judge.expectedRatings([(conversation, response)], between: {})[0]
             XCTAssertEqual(Double(rating), expected, accuracy: 1e-4, response)
             XCTAssertTrue((1...10).contains(rating))
         }
@@ -95,7 +95,9 @@ final class DirectJudgeTests: XCTestCase {
         XCTAssertEqual(error("data: {prompts: p.jsonl}\nreward:\n  judge: {weight: 1}"),
                        "j.yaml line 3: \"reward.judge.principle\" is required (the question the feedback model rates each response under)")
         XCTAssertEqual(error("data: {prompts: p.jsonl}\nreward:\n  judge: {principle: x, scale: 10}"),
-                       "j.yaml line 3: unknown key \"reward.judge.scale\" (known: principle, weight)")
+                       "j.yaml line 3: unknown key \"reward.judge.scale\" (known: principle, weight, url, model)")
+        XCTAssertEqual(error("data: {prompts: p.jsonl}\nreward:\n  judge: {principle: x, url: \"http://127.0.0.1:8000\"}"),
+                       "j.yaml line 3: \"reward.judge.url\" needs \"model\" too (the server's address and its name for the judge)")
         XCTAssertEqual(error("data: {prompts: p.jsonl}\nreward:\n  judge: {principle: x, weight: high}"),
                        "j.yaml line 3: \"reward.judge.weight\" must be a number, found \"high\"")
     }

@@ -318,6 +318,31 @@ extension CLITests {
                                "--judge-api", "chat", "--judge-concurrency", "1")
         XCTAssertEqual(chat.status, 0, chat.err)
         XCTAssertEqual(try jsonLines(dir.path + "/chat.jsonl").filter { $0["p_a"] is Double }.count, 20)
+        try ratingsThroughTheServerAgreeWithTheLocalJudge(url: url, f32: f32, pairs: pairs, dir: dir)
+    }
+
+    /// Direct RLAIF (`reward.judge.url`): the expected ratings of 20 answers through the server
+    /// equal the local judge's on the same weights within 1e-3 (of a 1-10 scale).
+    func ratingsThroughTheServerAgreeWithTheLocalJudge(url: String, f32: String, pairs: String, dir: URL) throws {
+        let items = dir.path + "/answers.jsonl"
+        let answers = try jsonLines(pairs).prefix(10).flatMap { p in
+            ["a", "b"].map { k in String(decoding: try! JSONSerialization.data(withJSONObject: ["id": "\(p["id"]!)\(k)", "prompt": p["prompt"]!, "response": p[k]!]), as: UTF8.self) }
+        }
+        try (answers.joined(separator: "\n") + "\n").write(toFile: items, atomically: true, encoding: .utf8)
+        var ratings: [[Double]] = []
+        for (name, judge) in [("remote", "{principle: \"How polite is the answer?\", url: \"\(url)\", model: smollm2}"),
+                              ("local", "{principle: \"How polite is the answer?\"}")] {
+            let config = "\(dir.path)/\(name).yaml"
+            try "model: {feedback: \(f32)}\nreward:\n  judge: \(judge)\n".write(toFile: config, atomically: true, encoding: .utf8)
+            let r = try charter("stage", "score", "--config", config, "--items", items, "--out", "\(dir.path)/\(name)-score", "--in-process")
+            XCTAssertEqual(r.status, 0, r.err)
+            ratings.append(try jsonLines("\(dir.path)/\(name)-score/score.jsonl").map { try XCTUnwrap($0["judge_rating"] as? Double) })
+        }
+        XCTAssertEqual(ratings[0].count, 20)
+        let worst = zip(ratings[0], ratings[1]).map { abs($0 - $1) }.max()!
+        print("rating through llama.cpp's server: largest difference from the local judge \(worst)")
+        XCTAssertLessThan(worst, 1e-3, "largest |rating difference| over 20 answers")
+        XCTAssertEqual(try jsonLines("\(dir.path)/remote-score/judge-cache.jsonl").count, 40, "two questions per answer, each cached")
     }
 
     func freeLoopbackPort() throws -> Int {
