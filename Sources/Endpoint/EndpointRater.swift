@@ -12,6 +12,8 @@ public final class EndpointRater: ResponseRater {
     public let judge: EndpointJudge
     public let principle: String
 
+    static let responsesPerGroup = 4
+
     public init(_ judge: EndpointJudge, principle: String) { self.judge = judge; self.principle = principle }
 
     public func expectedRatings(_ items: [(conversation: [ChatMessage], response: String)], between: () -> Void) throws -> [Float] {
@@ -26,9 +28,14 @@ public final class EndpointRater: ResponseRater {
             zero.options = ["0"]
             questions += [digits, zero]
         }
-        let answers = try judge.options(questions)
-        try judge.sync()
-        between()
+        // A few responses at a time, with `between` after each group: a worker waiting on a slow
+        // server still heartbeats.
+        var answers: [StageItemResult] = []
+        for start in stride(from: 0, to: questions.count, by: 2 * Self.responsesPerGroup) {
+            answers += try judge.options(Array(questions[start ..< min(start + 2 * Self.responsesPerGroup, questions.count)]))
+            try judge.sync()
+            between()
+        }
         return (0..<items.count).map { i in
             Float(DirectJudge.expected(digits: answers[2 * i].optionLogprobs.map(Double.init),
                                        zeroAfterOne: Double(answers[2 * i + 1].optionLogprobs[0])))
