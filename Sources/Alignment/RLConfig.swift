@@ -155,6 +155,9 @@ public struct RLConfig {
                 c.judgeWeight = try judge.float("weight") ?? c.judgeWeight
                 c.judgeURL = try judge.string("url")
                 c.judgeModelName = try judge.string("model")
+                if let url = c.judgeURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+                    throw judge.error("url", "must be a server's address, such as http://127.0.0.1:8000, found \"\(url)\"")
+                }
                 if (c.judgeURL == nil) != (c.judgeModelName == nil) {
                     throw judge.error(c.judgeURL == nil ? "model" : "url", "needs \"\(c.judgeURL == nil ? "url" : "model")\" too (the server's address and its name for the judge)")
                 }
@@ -245,8 +248,9 @@ public struct RLConfig {
 
     /// The reward of the run: models (loaded from their folders), the judge and rules. `base`: the
     /// policy's base weights, copied for the judge when model.feedback names none (the policy's own
-    /// weights change as it trains; the judge must not).
-    public func makeScorer(tokenizer: BPETokenizer, base: ModelWeights) throws -> RewardScorer {
+    /// weights change as it trains; the judge must not). `rates`: false where others rate the
+    /// samples (a coordinator's workers), so the judge is not loaded; its weight still applies.
+    public func makeScorer(tokenizer: BPETokenizer, base: ModelWeights, rates: Bool = true) throws -> RewardScorer {
         var models: ModelRewards? = nil
         if helpfulnessModel != nil || safetyModel != nil {
             models = ModelRewards(helpfulness: try helpfulnessModel.map(RewardModel.load), safety: try safetyModel.map(RewardModel.load))
@@ -254,10 +258,10 @@ public struct RLConfig {
         }
         var scorer = RewardScorer(models: models, rules: try rewardRules(), decode: { (try? tokenizer.decode($0)) ?? "" })
         scorer.missingEOSPenalty = missingEOSPenalty
-        if let judgePrinciple, judgeURL == nil { // an endpoint judge is set by the caller (Endpoint module)
+        scorer.judgeWeight = judgeWeight
+        if let judgePrinciple, judgeURL == nil, rates { // an endpoint judge is set by the caller (Endpoint module)
             let model = try Transformer(weights: try feedback.map { try ModelLoader.load($0).weights } ?? base.copy())
             scorer.judge = try DirectJudge(model: model, tokenizer: tokenizer, principle: judgePrinciple)
-            scorer.judgeWeight = judgeWeight
         }
         return scorer
     }

@@ -33,9 +33,11 @@ struct RLCommand: ParsableCommand {
             throw DataError("\(config): the longest prompt (\(longest) tokens) plus rollout.max_new_tokens (\(rollout.maxNewTokens)) exceed the model's context of \(policy.config.contextLength) tokens")
         }
         try start.claim(c.runDir) // before anything is written there, workers included
-        let scorer = try c.makeScorer(tokenizer: tok, base: policy.weights, judgeCache: "\(c.runDir)/judge-cache.jsonl")
         let lora = c.lora.map { LoRAAdapters(config: $0, model: policy.config) }
         lora?.initialize(seed: SplitMix64.derive(c.seed, 0x107A))
+        let rollouts = try source(c, policy, tok, prompts, lora)
+        let scorer = try c.makeScorer(tokenizer: tok, base: policy.weights, rates: !rollouts.scoresSamples,
+                                      judgeCache: "\(c.runDir)/judge-cache.jsonl")
 
         let algorithm: RLAlgorithm
         if c.algorithm == "ppo" {
@@ -50,7 +52,7 @@ struct RLCommand: ParsableCommand {
             algorithm = .rejection(try RejectionSampler(policy: policy.weights, lora: lora, settings: c.rejection))
         }
         let run = try RLRun(prompts: prompts, promptsPerIteration: c.promptsPerIteration,
-                            rollouts: try source(c, policy, tok, prompts, lora), scorer: scorer, algorithm: algorithm, seed: c.seed)
+                            rollouts: rollouts, scorer: scorer, algorithm: algorithm, seed: c.seed)
 
         let dir = URL(fileURLWithPath: c.runDir)
         let checkpoint = dir.appendingPathComponent("checkpoint")

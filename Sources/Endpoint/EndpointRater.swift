@@ -46,12 +46,11 @@ public final class EndpointRater: ResponseRater {
 extension RLConfig {
     /// The run's reward (makeScorer), its judge behind the configured endpoint when
     /// `reward.judge.url` names one; its answers are cached in `cachePath`.
-    public func makeScorer(tokenizer: BPETokenizer, base: ModelWeights, judgeCache cachePath: String) throws -> RewardScorer {
-        var scorer = try makeScorer(tokenizer: tokenizer, base: base)
-        if let judgePrinciple, let judgeURL, let judgeModelName {
+    public func makeScorer(tokenizer: BPETokenizer, base: ModelWeights, rates: Bool = true, judgeCache cachePath: String) throws -> RewardScorer {
+        var scorer = try makeScorer(tokenizer: tokenizer, base: base, rates: rates)
+        if let judgePrinciple, let judgeURL, let judgeModelName, rates {
             scorer.judge = EndpointRater(try EndpointJudge(EndpointJudge.Settings(url: judgeURL, model: judgeModelName), cachePath: cachePath),
                                          principle: judgePrinciple)
-            scorer.judgeWeight = judgeWeight
         }
         return scorer
     }

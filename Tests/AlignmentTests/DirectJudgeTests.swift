@@ -98,6 +98,8 @@ final class DirectJudgeTests: XCTestCase {
                        "j.yaml line 3: unknown key \"reward.judge.scale\" (known: principle, weight, url, model)")
         XCTAssertEqual(error("data: {prompts: p.jsonl}\nreward:\n  judge: {principle: x, url: \"http://127.0.0.1:8000\"}"),
                        "j.yaml line 3: \"reward.judge.url\" needs \"model\" too (the server's address and its name for the judge)")
+        XCTAssertEqual(error("data: {prompts: p.jsonl}\nreward:\n  judge: {principle: x, url: \"127.0.0.1:8000\", model: m}"),
+                       "j.yaml line 3: \"reward.judge.url\" must be a server's address, such as http://127.0.0.1:8000, found \"127.0.0.1:8000\"")
         XCTAssertEqual(error("data: {prompts: p.jsonl}\nreward:\n  judge: {principle: x, weight: high}"),
                        "j.yaml line 3: \"reward.judge.weight\" must be a number, found \"high\"")
     }
