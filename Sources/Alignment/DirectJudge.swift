@@ -46,9 +46,7 @@ public struct DirectJudge: ResponseRater {
 
     /// The user turn that asks for the rating (docs/labeler.md shows one whole).
     public static func question(_ conversation: [ChatMessage], response: String, principle: String) -> String {
-        let turns = conversation.filter { $0.role != "system" }.map { ($0.role == "user" ? "Human: " : "Assistant: ") + $0.content }
-        return "Consider the following conversation between a human and an assistant:\n\n" + turns.joined(separator: "\n\n")
-            + "\n\nAssistant: \(response)\n\n\(principle)\nRate the assistant's last answer from 1 (worst) to 10 (best)."
+        LabelPlan.transcript(conversation) + "\n\nAssistant: \(response)\n\n\(principle)\nRate the assistant's last answer from 1 (worst) to 10 (best)."
     }
 
     /// The judge's prompt as text: the question as a user turn, then the begun assistant turn.

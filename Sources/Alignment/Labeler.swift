@@ -147,9 +147,14 @@ public struct LabelPlan {
 
     /// The user turn that asks the question (docs/labeler.md shows one whole).
     public static func question(_ conversation: [ChatMessage], first: String, second: String, question: String) -> String {
+        transcript(conversation) + "\n\n\(question)\nOptions:\n(A) \(first)\n(B) \(second)"
+    }
+
+    /// How a judge is shown a conversation (its system turn left out): the opening line, then
+    /// `Human: ` and `Assistant: ` turns. The labeler's and the direct judge's questions start so.
+    public static func transcript(_ conversation: [ChatMessage]) -> String {
         let turns = conversation.filter { $0.role != "system" }.map { ($0.role == "user" ? "Human: " : "Assistant: ") + $0.content }
         return "Consider the following conversation between a human and an assistant:\n\n" + turns.joined(separator: "\n\n")
-            + "\n\n\(question)\nOptions:\n(A) \(first)\n(B) \(second)"
     }
 
     /// The judge's turns: the system turn (if any), the worked comparisons and the question. Its

@@ -118,9 +118,7 @@ public struct StageWork {
 
         /// A fresh cache for `text` and the `room` after it (within the context).
         mutating func start(_ text: String, room: Int, in work: StageWork) throws -> [Int32] {
-            let tokens = try work.tokenizer.encode(text), context = work.policy.config.contextLength
-            if tokens.isEmpty { throw StageItemError("the prompt has no tokens") }
-            if tokens.count + 1 > context { throw StageItemError("the prompt has \(tokens.count) tokens; with 1 more it does not fit the context of \(context)") }
+            let tokens = try work.checked({ try work.tokenizer.encode(text) }, room: 1).get(), context = work.policy.config.contextLength
             cache = work.policy.makeCache(capacity: min(context, tokens.count + room))
             held = text
             pending = nil
