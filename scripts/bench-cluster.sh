@@ -18,7 +18,7 @@ echo "## end to end: examples/smollm2.yaml for $iterations iterations, in one pr
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for mode in rl local1 local2; do
-    sed "s#dir: runs/smollm2#dir: $tmp/$mode#; s#iterations: 20#iterations: $iterations#" examples/smollm2.yaml > "$tmp/$mode.yaml"
+    sed "s#dir: ../runs/smollm2#dir: $tmp/$mode#; s#prompts: #prompts: $PWD/examples/#; s#policy: ../models/#policy: $PWD/models/#; s#iterations: 20#iterations: $iterations#" examples/smollm2.yaml > "$tmp/$mode.yaml"
     case $mode in
         rl) $charter rl --config "$tmp/$mode.yaml" > /dev/null 2>&1 ;;
         local1) $charter local --workers 1 --config "$tmp/$mode.yaml" > /dev/null 2>&1 ;;

@@ -34,7 +34,9 @@ with open(items, "w") as f:
 config = os.path.join(work, "judge.yaml")
 with open(config, "w") as f:
     if args.feedback:
-        f.write(f"model: {{feedback: {json.dumps(args.feedback)}}}\n")
+        # the file lives in a temporary folder, which its relative paths would be read against
+        feedback = args.feedback if args.feedback.startswith("tiny") else os.path.abspath(args.feedback)
+        f.write(f"model: {{feedback: {json.dumps(feedback)}}}\n")
     f.write(f"reward:\n  judge: {{principle: {json.dumps(args.principle)}}}\n")
 charter = os.path.join(root, ".build/release/charter")
 run = subprocess.run([charter, "stage", "score", "--config", config, "--items", items, "--out", args.out,

@@ -81,30 +81,39 @@ public struct RLConfig {
 
     /// `forRun`: the configuration drives a run (rl, coordinator, local), which needs prompts and a
     /// reward; a stage takes its items from its own file and may need neither.
+    /// Paths in the file are read against its folder (see `folder(of:)`).
     public static func load(_ path: String, forRun: Bool = true) throws -> RLConfig {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw DataError("\(path): cannot read") }
-        return try parse(text, name: (path as NSString).lastPathComponent, forRun: forRun)
+        return try parse(text, name: (path as NSString).lastPathComponent, forRun: forRun, folder: folder(of: path))
     }
 
-    public static func parse(_ text: String, name: String, forRun: Bool = true) throws -> RLConfig {
+    /// The absolute folder of a configuration file: what its relative paths mean.
+    public static func folder(of path: String) -> String {
+        URL(fileURLWithPath: path).absoluteURL.standardized.deletingLastPathComponent().path
+    }
+
+    /// `folder`: where relative paths point (nil: the working folder). The default run.dir and the
+    /// default model are not read against it: runs/rl is under the working folder, and the default
+    /// model is found where `charter model fetch` put it.
+    public static func parse(_ text: String, name: String, forRun: Bool = true, folder: String? = nil) throws -> RLConfig {
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch { throw DataError.yaml(name, error) }
         var c = RLConfig()
         guard let root else { throw DataError("\(name): empty configuration") }
-        let top = try Section(root, path: "", file: name)
+        let top = try Section(root, path: "", file: name, folder: folder)
         try top.only(Self.keys[""]!)
         if let run = try top.section("run") {
             try run.only(Self.keys["run"]!)
             c.checkpointEvery = try run.int("checkpoint_every", min: 0) ?? c.checkpointEvery
-            c.runDir = try run.string("dir") ?? c.runDir
+            c.runDir = try run.filePath("dir") ?? c.runDir
             c.iterations = try run.int("iterations", min: 1) ?? c.iterations
             c.seed = UInt64(try run.int("seed", min: 0) ?? 0)
         }
         if let model = try top.section("model") {
             try model.only(Self.keys["model"]!)
-            c.policy = try model.string("policy") ?? c.policy
-            c.reference = try model.string("reference")
-            c.feedback = try model.string("feedback")
+            c.policy = try model.filePath("policy") ?? c.policy
+            c.reference = try model.filePath("reference")
+            c.feedback = try model.filePath("feedback")
             if let lora = try model.section("lora") {
                 try lora.only(Self.keys["model.lora"]!)
                 guard let rank = try lora.int("rank", min: 1) else { throw lora.error("rank", "is required") }
@@ -120,7 +129,7 @@ public struct RLConfig {
         if forRun && data == nil { throw DataError("\(name): section \"data\" with \"prompts\" is required") }
         if let data {
             try data.only(Self.keys["data"]!)
-            guard let prompts = try data.string("prompts") ?? (forRun ? nil : "") else { throw data.error("prompts", "is required") }
+            guard let prompts = try data.filePath("prompts") ?? (forRun ? nil : "") else { throw data.error("prompts", "is required") }
             c.prompts = prompts
             c.promptsPerIteration = try data.int("prompts_per_iteration", min: 1) ?? c.promptsPerIteration
             c.chat = try data.bool("chat") ?? c.chat
@@ -130,8 +139,8 @@ public struct RLConfig {
         if let reward = try top.section("reward") {
             try reward.only(Self.keys["reward"]!)
             c.missingEOSPenalty = try reward.float("missing_eos_penalty") ?? 0
-            c.helpfulnessModel = try reward.string("helpfulness_model")
-            c.safetyModel = try reward.string("safety_model")
+            c.helpfulnessModel = try reward.filePath("helpfulness_model")
+            c.safetyModel = try reward.filePath("safety_model")
             c.safetyThreshold = try reward.float("safety_threshold") ?? c.safetyThreshold
             c.logit = try reward.bool("logit") ?? c.logit
             c.whiten = try reward.bool("whiten") ?? c.whiten
@@ -228,9 +237,9 @@ public struct RLConfig {
         }
         if let r = try top.section("revise") {
             try r.only(Self.keys["revise"]!)
-            c.revisePrompts = try r.string("prompts")
-            c.reviseHelpful = try r.string("helpful")
-            c.constitution = try r.string("constitution")
+            c.revisePrompts = try r.filePath("prompts")
+            c.reviseHelpful = try r.filePath("helpful")
+            c.constitution = try r.filePath("constitution")
             c.revision.revisions = try r.int("revisions", min: 1) ?? c.revision.revisions
             c.revision.direct = try r.bool("direct") ?? c.revision.direct
             c.revision.helpfulRatio = Double(try r.float("helpful_ratio") ?? Float(c.revision.helpfulRatio))
@@ -291,13 +300,15 @@ struct Section {
     let node: Node
     let path: String
     let file: String
+    /// The folder relative paths are read against (the file's own); nil: the working folder.
+    let folder: String?
     let entries: [(key: String, keyNode: Node, value: Node)]
 
-    init(_ node: Node, path: String, file: String) throws {
+    init(_ node: Node, path: String, file: String, folder: String? = nil) throws {
         guard let mapping = node.mapping else {
             throw DataError("\(file) line \(node.mark?.line ?? 0): \(path.isEmpty ? "the document" : "\"\(path)\"") must be a mapping")
         }
-        self.node = node; self.path = path; self.file = file
+        self.node = node; self.path = path; self.file = file; self.folder = folder
         entries = mapping.map { (key: $0.key.string ?? "", keyNode: $0.key, value: $0.value) }
     }
 
@@ -323,6 +334,19 @@ struct Section {
     }
 
     func string(_ key: String) throws -> String? { try scalar(key, "a string") }
+
+    /// A file or folder (or a tiny: model spec, whose tokenizer= is a path), relative paths read
+    /// against the file's folder so the configuration means the same from wherever it is used.
+    func filePath(_ key: String) throws -> String? {
+        guard let p = try string(key) else { return nil }
+        return TinyModel.isSpec(p) ? TinyModel.spec(p, resolvingAgainst: resolve) : resolve(p)
+    }
+
+    func resolve(_ p: String) -> String {
+        let p = (p as NSString).expandingTildeInPath
+        guard let folder, !p.hasPrefix("/") else { return p }
+        return URL(fileURLWithPath: folder).appendingPathComponent(p).standardized.path
+    }
 
     func int(_ key: String, min: Int) throws -> Int? {
         guard let s = try scalar(key, "an integer") else { return nil }
@@ -355,12 +379,12 @@ struct Section {
     func section(_ key: String) throws -> Section? {
         guard let v = value(key) else { return nil }
         guard v.mapping != nil else { throw error(key, "must be a mapping") }
-        return try Section(v, path: full(key), file: file)
+        return try Section(v, path: full(key), file: file, folder: folder)
     }
 
     func sections(_ key: String) throws -> [Section] {
         guard let v = value(key) else { return [] }
         guard let seq = v.sequence else { throw error(key, "must be a list") }
-        return try seq.enumerated().map { try Section($1, path: "\(full(key))[\($0)]", file: file) }
+        return try seq.enumerated().map { try Section($1, path: "\(full(key))[\($0)]", file: file, folder: folder) }
     }
 }

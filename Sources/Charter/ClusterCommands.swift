@@ -163,6 +163,7 @@ enum ClusterRun {
             let text = try String(contentsOfFile: config, encoding: .utf8)
             let server = try Coordinator(settings: settings, configText: text, rollout: c.rolloutSettings(tokenizer: tok), 
                                          runId: "run-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))")
+            server.configFolder = RLConfig.folder(of: config)
             server.promptsById = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
             server.runSeed = c.seed
             server.adapters = lora

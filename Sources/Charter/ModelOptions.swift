@@ -4,16 +4,14 @@ import Foundation
 
 /// `--model`, shared by every command that loads a model.
 struct ModelOptions: ParsableArguments {
-    static let defaultPath = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    static let defaultPath = DefaultModel.path
 
     @Option(name: .long, help: "A GGUF file, a Hugging Face model folder, or a tiny:... spec (the default comes from `charter model fetch`).")
     var model: String = ModelOptions.defaultPath
 
     func load() throws -> LoadedModel {
-        guard FileManager.default.fileExists(atPath: model) || TinyModel.isSpec(model) else {
-            let hint = model == Self.defaultPath ? "; run `charter model fetch` or scripts/fetch-model.sh first" : ""
-            throw CLIError("model file \(model) not found\(hint)")
-        }
+        let model = try DefaultModel.locate(model)
+        guard FileManager.default.fileExists(atPath: model) || TinyModel.isSpec(model) else { throw CLIError("model file \(model) not found") }
         return try ModelLoader.load(model)
     }
 }

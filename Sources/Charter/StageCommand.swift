@@ -37,8 +37,9 @@ struct StageCommand: ParsableCommand {
             throw CLIError("\((config as NSString).lastPathComponent): a score stage needs reward models, a judge or rules in section \"reward\"")
         }
         let lines = try StageInput.load(items, kind: kind, runSeed: c.seed, chat: c.chat, system: c.system)
-        let runner = StageRunner(kind: kind, name: name ?? kind.rawValue, config: c, configText: try String(contentsOfFile: config, encoding: .utf8),
+        var runner = StageRunner(kind: kind, name: name ?? kind.rawValue, config: c, configText: try String(contentsOfFile: config, encoding: .utf8),
                                  out: out, placement: placement, overrides: overrides)
+        runner.configFolder = RLConfig.folder(of: config)
         let start = try placement.start()
         try start.claim(out)
         try runner.run(lines, itemsFile: items, start: start)

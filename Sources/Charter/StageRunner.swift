@@ -14,6 +14,8 @@ struct StageRunner {
     var config: RLConfig
     /// The configuration as workers receive it, and as the record keeps it.
     var configText: String
+    /// What configText's relative paths are read against ("": generated text holds absolute ones).
+    var configFolder = ""
     var out: String
     var placement: StagePlacement
     var overrides: [ModelOverride] = []
@@ -107,6 +109,7 @@ struct StageRunner {
         settings.expectedWorkers = workers
         let coordinator = try Coordinator(settings: settings, configText: configText, rollout: c.rollout,
                                           runId: "stage-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))")
+        coordinator.configFolder = configFolder
         print("coordinator: control \(coordinator.controlEndpoint), chunks \(coordinator.chunkEndpoint)")
         for (name, model) in replacements { coordinator.publish(name, buffers: model.buffers, version: 1) }
         let children = try ClusterRun.startWorkers(workers, connect: coordinator.controlEndpoint, role: "stage")

@@ -36,6 +36,8 @@ public final class Coordinator: RolloutSource {
 
     public let settings: Settings
     public let configText: String
+    /// The absolute folder the configuration's relative paths are read against, told to workers.
+    public var configFolder = ""
     public let runId: String
     let rollout: RolloutSettings
     let context = ZMQContext()
@@ -271,6 +273,7 @@ public final class Coordinator: RolloutSource {
             w.runID = runId; w.policyVersion = UInt64(version)
             w.heartbeatIntervalMs = settings.heartbeatIntervalMs; w.heartbeatTimeoutMs = settings.heartbeatTimeoutMs
             w.configYaml = configText
+            w.configDir = configFolder
             send(.welcome(w))
             // A late joiner fetches each model from a worker that holds its version, if there is one.
             for (model, p) in published.sorted(by: { $0.key < $1.key }) where p.version > 0 {

@@ -59,6 +59,7 @@ public final class Worker {
     // What the run's configuration gives the worker.
     var config: RLConfig?
     var configText = ""
+    var configFolder = ""
     var base: LoadedModel?
     /// The weights that generate: the base model's own buffer, or with LoRA a copy with the adapters merged in.
     var policy: ModelWeights?
@@ -241,8 +242,8 @@ public final class Worker {
             if w.runID != runId {
                 // Versions are numbered per run: weights or settings of another run are not this
                 // run's version 0, so the worker starts again from the configuration it is sent.
-                if config == nil || versions.values.contains(where: { $0 != 0 }) || w.configYaml != configText {
-                    do { try load(configText: w.configYaml) } catch {
+                if config == nil || versions.values.contains(where: { $0 != 0 }) || w.configYaml != configText || w.configDir != configFolder {
+                    do { try load(configText: w.configYaml, folder: w.configDir) } catch {
                         // The coordinator would otherwise only see the heartbeats stop.
                         var e = Charter_V1_Error(); e.code = .loadFailed; e.message = "cannot load the run's configuration: \(error)"
                         try? send(.error(e))
@@ -288,11 +289,13 @@ public final class Worker {
         return true
     }
 
-    func load(configText text: String) throws {
-        let c = try RLConfig.parse(text, name: "run configuration", forRun: false)
+    /// `folder`: what the configuration's relative paths are read against ("": this worker's working folder).
+    func load(configText text: String, folder: String) throws {
+        let c = try RLConfig.parse(text, name: "run configuration", forRun: false, folder: folder.isEmpty ? nil : folder)
         let model = try ModelLoader.load(c.policy)
         config = c
         configText = text
+        configFolder = folder
         base = model
         if let lora = c.lora {
             // The coordinator's adapters start with B = 0, so version 0 generates with the base weights.

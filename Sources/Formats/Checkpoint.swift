@@ -111,11 +111,13 @@ public enum ModelLoader {
     /// Fails as `load` would when nothing is at `path`, without reading it: a cheap check before a
     /// command writes anything.
     public static func checkExists(_ path: String) throws {
+        let path = try DefaultModel.locate(path)
         if !TinyModel.isSpec(path) && !FileManager.default.fileExists(atPath: path) { throw FormatError("model \(path) not found") }
     }
 
     public static func load(_ path: String) throws -> LoadedModel {
         if TinyModel.isSpec(path) { return try TinyModel.make(spec: path) }
+        let path = try DefaultModel.locate(path)
         try checkExists(path)
         var isDirectory: ObjCBool = false
         _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)

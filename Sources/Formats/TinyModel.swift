@@ -7,7 +7,7 @@ import Tokenizer
 /// is taken: every process that reads the same spec builds the same weights, so a cluster run on
 /// a tiny model needs no file shipped to the workers.
 public enum TinyModel {
-    public static let defaultTokenizer = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    public static let defaultTokenizer = DefaultModel.path
 
     public static func isSpec(_ path: String) -> Bool { path.hasPrefix("tiny:") || path == "tiny" }
 
@@ -39,11 +39,21 @@ public enum TinyModel {
         let config = try config(layers: try int("layers"), width: try int("width"), heads: try int("heads"), kvHeads: try int("kv_heads"),
                                 vocab: source.tokenizer.vocabSize)
         return LoadedModel(weights: .random(config: config, seed: UInt64(try int("seed")), std: 0.02), tokenizer: source.tokenizer,
-                           source: URL(fileURLWithPath: values["tokenizer"]!), chatTemplate: source.template)
+                           source: URL(fileURLWithPath: try DefaultModel.locate(values["tokenizer"]!)), chatTemplate: source.template)
+    }
+
+    /// The spec with a relative `tokenizer=` path made relative to `folder` (a configuration's).
+    public static func spec(_ spec: String, resolvingAgainst folder: (String) -> String) -> String {
+        let items = spec.dropFirst(5).split(separator: ",", omittingEmptySubsequences: false).map { item -> String in
+            guard item.hasPrefix("tokenizer=") else { return String(item) }
+            return "tokenizer=" + folder(String(item.dropFirst(10)))
+        }
+        return "tiny:" + items.joined(separator: ",")
     }
 
     /// Only the tokenizer of a GGUF file (no weights read); the whole model of a folder.
     static func tokenizerSource(_ path: String) throws -> (tokenizer: BPETokenizer, template: String?) {
+        let path = try DefaultModel.locate(path)
         if path.hasSuffix(".gguf") {
             guard FileManager.default.fileExists(atPath: path) else { throw FormatError("tokenizer model \(path) not found") }
             let file = try GGUFFile(url: URL(fileURLWithPath: path))

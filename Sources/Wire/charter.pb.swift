@@ -259,6 +259,9 @@ public nonisolated struct Charter_V1_Welcome: Sendable {
   /// the run configuration: models, rewards and rollout settings to load
   public var configYaml: String = String()
 
+  /// the absolute folder relative paths in config_yaml are read against ("": the worker's own)
+  public var configDir: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1122,7 +1125,7 @@ nonisolated extension Charter_V1_Register: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Charter_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{3}policy_version\0\u{3}heartbeat_interval_ms\0\u{3}heartbeat_timeout_ms\0\u{3}config_yaml\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{3}policy_version\0\u{3}heartbeat_interval_ms\0\u{3}heartbeat_timeout_ms\0\u{3}config_yaml\0\u{3}config_dir\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1135,6 +1138,7 @@ nonisolated extension Charter_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatTimeoutMs) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.configYaml) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.configDir) }()
       default: break
       }
     }
@@ -1156,6 +1160,9 @@ nonisolated extension Charter_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.configYaml.isEmpty {
       try visitor.visitSingularStringField(value: self.configYaml, fieldNumber: 5)
     }
+    if !self.configDir.isEmpty {
+      try visitor.visitSingularStringField(value: self.configDir, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1165,6 +1172,7 @@ nonisolated extension Charter_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
     if lhs.heartbeatTimeoutMs != rhs.heartbeatTimeoutMs {return false}
     if lhs.configYaml != rhs.configYaml {return false}
+    if lhs.configDir != rhs.configDir {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

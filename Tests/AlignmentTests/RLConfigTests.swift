@@ -73,6 +73,33 @@ final class RLConfigTests: XCTestCase {
         XCTAssertThrowsError(try RLConfig.parse("run: {iterations: 2}", name: "c.yaml")) { XCTAssertTrue("\($0)".contains("section \"data\""), "\($0)") }
         XCTAssertThrowsError(try RLConfig.parse("data: {prompts: p.jsonl}", name: "c.yaml")) { XCTAssertTrue("\($0)".contains("needs a reward model, a judge or at least one rule"), "\($0)") }
     }
+
+    /// Relative paths in a configuration file mean the file's folder, wherever the command runs;
+    /// absolute ones, `~`, and the defaults (not written in the file) are left alone.
+    func testRelativePathsAreReadAgainstTheFilesFolder() throws {
+        let text = """
+            run: {dir: ../runs/x}
+            model: {policy: "tiny:layers=1,tokenizer=tok/m.gguf,seed=2", feedback: /abs/judge, reference: ~/ref}
+            data: {prompts: p.jsonl}
+            reward: {helpfulness_model: rm/h, safety_model: ./rm/s, rules: [{type: keyword, value: a}]}
+            revise: {prompts: red.jsonl, helpful: h.jsonl, constitution: ../constitutions/polite.yaml}
+            """
+        let c = try RLConfig.parse(text, name: "c.yaml", folder: "/work/cfg")
+        XCTAssertEqual(c.runDir, "/work/runs/x")
+        XCTAssertEqual(c.policy, "tiny:layers=1,tokenizer=/work/cfg/tok/m.gguf,seed=2")
+        XCTAssertEqual(c.feedback, "/abs/judge")
+        XCTAssertEqual(c.reference, NSHomeDirectory() + "/ref")
+        XCTAssertEqual(c.prompts, "/work/cfg/p.jsonl")
+        XCTAssertEqual(c.helpfulnessModel, "/work/cfg/rm/h"); XCTAssertEqual(c.safetyModel, "/work/cfg/rm/s")
+        XCTAssertEqual(c.revisePrompts, "/work/cfg/red.jsonl"); XCTAssertEqual(c.reviseHelpful, "/work/cfg/h.jsonl")
+        XCTAssertEqual(c.constitution, "/work/constitutions/polite.yaml")
+        let defaults = try RLConfig.parse("model: {policy: \"tiny:layers=1\"}\ndata: {prompts: p.jsonl}\nreward: {rules: [{type: keyword, value: a}]}", name: "c.yaml", folder: "/work/cfg")
+        XCTAssertEqual(defaults.runDir, "runs/rl", "the default run folder is under the working folder")
+        XCTAssertEqual(defaults.policy, "tiny:layers=1", "a spec without tokenizer= uses the default model, found where it was fetched")
+        XCTAssertEqual(try RLConfig.parse(text, name: "c.yaml").prompts, "p.jsonl", "without a folder paths stay as written")
+        XCTAssertEqual(RLConfig.folder(of: "/work/cfg/../cfg/c.yaml"), "/work/cfg")
+        XCTAssertEqual(RLConfig.folder(of: "../c.yaml"), URL(fileURLWithPath: FileManager.default.currentDirectoryPath).deletingLastPathComponent().path)
+    }
 }
 
 final class ConfigReferenceTests: XCTestCase {

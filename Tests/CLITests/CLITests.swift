@@ -31,7 +31,7 @@ final class CLITests: XCTestCase {
         let text = """
             run: {dir: \(dir.path)/\(run), iterations: \(iterations), seed: \(seed)}
             model: {policy: \(model)}
-            data: {prompts: examples/prompts.jsonl, prompts_per_iteration: \(prompts)}
+            data: {prompts: \(Self.root.path)/examples/prompts.jsonl, prompts_per_iteration: \(prompts)}
             reward:
               rules: [{type: keyword, value: "\(keyword)"}]
             algorithm: {name: ppo, ppo: {\(ppo)}}
@@ -86,7 +86,7 @@ final class CLITests: XCTestCase {
     /// True once process `pid` has ended (gone, or a zombie nobody reaped yet).
     static func hasEnded(_ pid: Int32) -> Bool { [nil, "Z"].contains(state(pid)) }
 
-    func charter(_ args: [String]) throws -> Run {
+    func charter(_ args: [String], in folder: URL = CLITests.root) throws -> Run {
         guard FileManager.default.isExecutableFile(atPath: Self.binary.path) else {
             XCTFail("no charter binary at \(Self.binary.path)")
             throw CocoaError(.fileNoSuchFile)
@@ -94,7 +94,7 @@ final class CLITests: XCTestCase {
         let p = Process()
         p.executableURL = Self.binary
         p.arguments = args
-        p.currentDirectoryURL = Self.root
+        p.currentDirectoryURL = folder
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
@@ -318,13 +318,13 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(weights[2], weights[0], "3 workers must reach the in-process run's weights")
     }
 
-    /// A worker that cannot load what the configuration names (here a tokenizer path relative to the
-    /// coordinator's folder, and the worker runs elsewhere) tells the coordinator why and exits non-zero.
+    /// A worker that cannot load what the configuration names (here a model folder removed after
+    /// the coordinator loaded it) tells the coordinator why and exits non-zero.
     func testAWorkerThatCannotLoadTheRunSaysWhy() throws {
-        let (dir, _) = try tinyModelFolder("noload")
-        let (path, _) = try runConfig(dir, model: "\"tiny:layers=1,width=16,tokenizer=models/SmolLM2-135M-Instruct.Q4_1.gguf\"",
-                                      iterations: 1, seed: 1, prompts: 2)
+        let (dir, tiny) = try tinyModelFolder("noload")
+        let (path, _) = try runConfig(dir, model: tiny, iterations: 1, seed: 1, prompts: 2)
         let (_, endpoint) = try startCoordinator(["--config", path], log: dir.path + "/c.log")
+        try FileManager.default.moveItem(atPath: tiny, toPath: dir.path + "/moved")
         let worker = try start(["worker", "--connect", endpoint, "--id", "elsewhere"], log: dir.path + "/w.log", in: dir)
         defer { if worker.isRunning { kill(worker.processIdentifier, SIGKILL) } }
         let deadline = Date().addingTimeInterval(60)
@@ -332,8 +332,8 @@ final class CLITests: XCTestCase {
         while (worker.isRunning || !log("c").contains("reports:")) && Date() < deadline { usleep(50_000) }
         XCTAssertFalse(worker.isRunning)
         XCTAssertNotEqual(worker.terminationStatus, 0)
-        XCTAssertTrue(log("c").contains("coordinator: worker elsewhere reports: cannot load the run's configuration"), log("c"))
-        XCTAssertTrue(log("c").contains("models/SmolLM2-135M-Instruct.Q4_1.gguf"), "the reason names what was missing: \(log("c"))")
+        XCTAssertTrue(log("c").contains("worker elsewhere reports: cannot load the run's configuration"), log("c"))
+        XCTAssertTrue(log("c").contains("model \(tiny) not found"), "the reason names what was missing: \(log("c"))")
     }
 
     /// A worker with nobody at its address says so instead of waiting in silence.
@@ -594,15 +594,19 @@ extension CLITests {
         XCTAssertTrue(log("plain").contains("the handshake with the coordinator failed"), log("plain"))
     }
 
-    /// examples/tiny.yaml (a tiny model made on the fly by every process) runs with `charter local`.
-    func testTinyExampleRunsLocally() throws {
+    /// examples/tiny.yaml (a tiny model made on the fly by every process) runs with `charter local`
+    /// from another working folder: its paths are read against its own folder, and the tokenizer
+    /// of the tiny spec (the default model) is found where `charter model fetch` put it.
+    func testTinyExampleRunsLocallyFromAnotherFolder() throws {
         let (dir, _) = try tinyModelFolder("example")
-        let text = try String(contentsOf: Self.root.appendingPathComponent("examples/tiny.yaml"), encoding: .utf8)
-        let path = dir.appendingPathComponent("tiny.yaml").path
-        try Data(text.replacingOccurrences(of: "dir: runs/tiny", with: "dir: \(dir.path)/run").utf8).write(to: URL(fileURLWithPath: path))
-        let r = try charter("local", "--config", path, "--workers", "2")
+        let examples = dir.appendingPathComponent("examples"), elsewhere = dir.appendingPathComponent("elsewhere")
+        for folder in [examples, elsewhere] { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) }
+        for name in ["tiny.yaml", "prompts.jsonl"] {
+            try FileManager.default.copyItem(at: Self.root.appendingPathComponent("examples/\(name)"), to: examples.appendingPathComponent(name))
+        }
+        let r = try charter(["local", "--config", "../examples/tiny.yaml", "--workers", "2"], in: elsewhere)
         XCTAssertEqual(r.status, 0, r.err)
-        let lines = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        let lines = try String(contentsOfFile: dir.path + "/runs/tiny/metrics.jsonl", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(lines.count, 8)
         let bad = try charter("generate", "--model", "tiny:layers=2,depth=3", "--prompt", "hi")
         XCTAssertNotEqual(bad.status, 0)

@@ -333,7 +333,7 @@ extension CLITests {
         for (name, judge) in [("remote", "{principle: \"How polite is the answer?\", url: \"\(url)\", model: smollm2}"),
                               ("local", "{principle: \"How polite is the answer?\"}")] {
             let config = "\(dir.path)/\(name).yaml"
-            try "model: {feedback: \(f32)}\nreward:\n  judge: \(judge)\n".write(toFile: config, atomically: true, encoding: .utf8)
+            try "model: {feedback: \(Self.root.path)/\(f32)}\nreward:\n  judge: \(judge)\n".write(toFile: config, atomically: true, encoding: .utf8)
             let r = try charter("stage", "score", "--config", config, "--items", items, "--out", "\(dir.path)/\(name)-score", "--in-process")
             XCTAssertEqual(r.status, 0, r.err)
             ratings.append(try jsonLines("\(dir.path)/\(name)-score/score.jsonl").map { try XCTUnwrap($0["judge_rating"] as? Double) })
