@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // libzmq from Debian's libzmq3-dev; only the ZeroMQ module imports it.
@@ -38,18 +39,20 @@ let package = Package(
         // A judge behind an OpenAI-compatible server (HTTP through Foundation's URLSession).
         .target(name: "Endpoint", dependencies: ["Alignment"]),
         // Coordinator and workers: scheduling, weight broadcast, processes.
-        .target(name: "Cluster", dependencies: ["Engine", "Tokenizer", "Formats", "Alignment", "Endpoint", "Wire", "ZeroMQ", "Buffers", "CCRC32C"], swiftSettings: fast),
+        .target(name: "Cluster", dependencies: ["Engine", "Tokenizer", "Formats", "Alignment", "Endpoint", "Wire", "ZeroMQ", "Buffers", "CCRC32C",
+                                                  .product(name: "Logging", package: "swift-log")], swiftSettings: fast),
         .executableTarget(
             name: "Charter",
             dependencies: [
                 "Engine", "Formats", "Tokenizer", "Alignment", "Endpoint", "Cluster", "ZeroMQ", "Buffers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: fast),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ", "Buffers"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Alignment"]),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Alignment", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "Engine", "Tokenizer"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "Formats"]),
         .testTarget(name: "ReferenceTests", dependencies: ["Engine", "Formats", "Tokenizer"]),

@@ -28,11 +28,11 @@ for mode in rl local1 local2; do
 import json, sys
 mode, path = sys.argv[1], sys.argv[2]
 lines = [json.loads(l) for l in open(path)]
-tokens = sum(l["samples"] * l["responseTokensMean"] for l in lines)
-gen = sum(l["generationSeconds"] for l in lines)
+tokens = sum(l["samples"] * l["response_tokens_mean"] for l in lines)
+gen = sum(l["generation_seconds"] for l in lines)
 # In one process the reference pass belongs to the update; workers do it (and scoring) before returning samples.
-rollout = sum(l["generationSeconds"] + l["scoringSeconds"] + (l["referenceSeconds"] if mode == "rl" else 0) for l in lines)
-total = sum(l["totalSeconds"] for l in lines)
+rollout = sum(l["generation_seconds"] + l["scoring_seconds"] + (l["reference_seconds"] if mode == "rl" else 0) for l in lines)
+total = sum(l["total_seconds"] for l in lines)
 print(f"{mode}: {len(lines)} iterations, {tokens:.0f} response tokens; rollouts (generate, score, reference log-probs) "
       f"{rollout:.1f} s = {tokens / rollout:.1f} tokens/s; generation phase alone {gen:.1f} s; iteration total {total:.1f} s")
 PY

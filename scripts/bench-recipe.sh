@@ -10,7 +10,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 $charter --version | head -n 2
 $charter bench generate --batches 16 --new-tokens 64 --prompt-tokens 256
-metrics() { python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(sys.argv[2], {k: round(v, 2) if isinstance(v, float) else v for k, v in m.items() if k in ("items", "seconds", "itemsPerSecond", "tokensGenerated", "tokensPerSecond")})' "$1" "$2"; }
+metrics() { python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(sys.argv[2], {k: round(v, 2) if isinstance(v, float) else v for k, v in m.items() if k in ("items", "seconds", "items_per_second", "tokens_generated", "tokens_per_second")})' "$1" "$2"; }
 for how in "--in-process" "--workers 1" "--workers 2"; do
     name=$(echo "$how" | tr -d ' -')
     $charter revise --config examples/sl-cai-smollm2.yaml --out "$out/revise-$name" $how >/dev/null

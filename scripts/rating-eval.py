@@ -54,6 +54,6 @@ for n, p in enumerate(pairs):
     better.append(rating[f"{p.get('id', n)}/{good}"])
     worse.append(rating[f"{p.get('id', n)}/{bad}"])
 agree = sum(b > w for b, w in zip(better, worse))
-speed = json.load(open(os.path.join(args.out, "score.metrics.json"))).get("itemsPerSecond")
+speed = json.load(open(os.path.join(args.out, "score.metrics.json"))).get("items_per_second")
 print(f"rating-eval: better answer rated higher on {agree}/{len(pairs)} pairs; mean rating better "
       f"{sum(better) / len(better):.3f}, worse {sum(worse) / len(worse):.3f}; {speed} items/s")

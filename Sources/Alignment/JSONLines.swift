@@ -110,3 +110,26 @@ public enum JSONLine {
         out.append(UInt8(ascii: "\""))
     }
 }
+
+/// Metrics files name their keys in snake_case, as Hugging Face's trainers log them; the Swift
+/// names they come from are camelCase.
+public enum SnakeCase {
+    /// `approxKL` -> `approx_kl`, `itemsPerSecond` -> `items_per_second`; snake_case stays as it is.
+    public static func key(_ name: String) -> String {
+        let chars = Array(name)
+        var out = ""
+        for (i, c) in chars.enumerated() {
+            if c.isUppercase && i > 0 {
+                let before = chars[i - 1], after = i + 1 < chars.count ? chars[i + 1] : nil
+                if before.isLowercase || before.isNumber || (before.isUppercase && after?.isLowercase == true) { out.append("_") }
+            }
+            out += c.lowercased()
+        }
+        return out
+    }
+
+    /// The object with every key (not nested ones) in snake_case.
+    public static func keys(_ object: [String: Any]) -> [String: Any] {
+        Dictionary(object.map { (key($0.key), $0.value) }, uniquingKeysWith: { a, _ in a })
+    }
+}

@@ -38,15 +38,24 @@ public final class RewardModel {
     public func save(_ folder: String) throws {
         let url = URL(fileURLWithPath: folder)
         try Checkpoint.saveModel(model, to: url)
+        try headFile().write(to: url.appendingPathComponent("score_head.safetensors"))
+    }
+
+    /// score_head.safetensors: "score.weight" (C) and "score.bias" (1).
+    public func headFile() throws -> Data {
         let w = UnsafeBufferPointer(start: head.storage.baseAddress, count: head.width)
         let b = UnsafeBufferPointer(start: head.storage.baseAddress! + head.width, count: 1)
-        try SafetensorsFile.encode([("score.weight", [head.width], w), ("score.bias", [1], b)])
-            .write(to: url.appendingPathComponent("score_head.safetensors"))
+        return try SafetensorsFile.encode([("score.weight", [head.width], w), ("score.bias", [1], b)])
     }
 
     /// Tokens of a user prompt and an assistant response, closed by <|im_end|>, as the policy sees them.
     public func tokens(prompt: String, response: String) throws -> [Int32] {
-        try model.tokenizer.encode(ChatTemplate.render([ChatMessage(role: "user", content: prompt)]) + response + "<|im_end|>")
+        try tokens(conversation: [ChatMessage(role: "user", content: prompt)], response: response)
+    }
+
+    /// Tokens of a conversation and the assistant's answer to it, closed by <|im_end|>.
+    public func tokens(conversation: [ChatMessage], response: String) throws -> [Int32] {
+        try model.tokenizer.encode(ChatTemplate.render(conversation) + response + "<|im_end|>")
     }
 
     /// Scores at the last token of each sequence, `batchSize` sequences per pass of the inference
@@ -75,14 +84,13 @@ public struct PreferencePair: Sendable {
         self.chosen = chosen; self.rejected = rejected; self.margin = margin; self.pChosen = pChosen
     }
 
-    /// Reads `{"prompt", "chosen", "rejected", "margin"?, "p_chosen"?}` per line; errors name the line.
+    /// Reads `{"prompt", "chosen", "rejected", "margin"?, "p_chosen"?}` per line, in any layout of
+    /// PairFormat; errors name the line.
     public static func load(_ url: URL, rm: RewardModel, maxLength: Int) throws -> [PreferencePair] {
         var pairs: [PreferencePair] = []
         for (line, o) in try JSONLines.read(url.path) {
             func fail(_ s: String) -> DataError { JSONLines.error(url.path, line, s) }
-            guard let prompt = o["prompt"] as? String, let chosen = o["chosen"] as? String, let rejected = o["rejected"] as? String else {
-                throw fail("needs string fields \"prompt\", \"chosen\" and \"rejected\"")
-            }
+            let (prompt, chosen, rejected) = try PairFormat.pair(o, fail)
             var pair = PreferencePair(chosen: [], rejected: [])
             if let m = o["margin"] { guard let m = (m as? NSNumber)?.floatValue else { throw fail("\"margin\" must be a number") }; pair.margin = m }
             if let p = o["p_chosen"] {
@@ -90,8 +98,8 @@ public struct PreferencePair: Sendable {
                 pair.pChosen = p
             }
             do {
-                pair.chosen = Array(try rm.tokens(prompt: prompt, response: chosen).prefix(maxLength))
-                pair.rejected = Array(try rm.tokens(prompt: prompt, response: rejected).prefix(maxLength))
+                pair.chosen = Array(try rm.tokens(conversation: prompt, response: chosen).prefix(maxLength))
+                pair.rejected = Array(try rm.tokens(conversation: prompt, response: rejected).prefix(maxLength))
             } catch { throw fail("\(error)") }
             pairs.append(pair)
         }
@@ -106,7 +114,7 @@ public struct PreferencePair: Sendable {
 public final class RewardModelTrainer {
     public let rm: RewardModel
     public let trunk: Trainer
-    let headOptimizer: AdamW
+    public let headOptimizer: AdamW
     let headGrads: UnsafeMutableBufferPointer<Float>
 
     public struct Evaluation: Sendable {
@@ -125,30 +133,53 @@ public final class RewardModelTrainer {
 
     deinit { headGrads.deallocate() }
 
+    /// The head's AdamW moments and step, for a checkpoint beside the trunk's optimizer state.
+    public func headOptimizerFile() throws -> Data {
+        try [Float(headOptimizer.step)].withUnsafeBufferPointer { step in
+            try SafetensorsFile.encode([("adam.m", [headOptimizer.m.count], UnsafeBufferPointer(headOptimizer.m)),
+                                        ("adam.v", [headOptimizer.v.count], UnsafeBufferPointer(headOptimizer.v)), ("adam.step", [1], step)])
+        }
+    }
+
+    public func restoreHeadOptimizer(from url: URL) throws {
+        let file = try SafetensorsFile(url: url)
+        for (name, buffer) in [("adam.m", headOptimizer.m), ("adam.v", headOptimizer.v)] {
+            guard let t = file.tensors[name], t.count == buffer.count else { throw FormatError("\(url.lastPathComponent): \(name) is missing or has the wrong size") }
+            file.read(t, into: buffer.baseAddress!)
+        }
+        guard let step = file.floats("adam.step")?.first, step >= 0, step == step.rounded() else { throw FormatError("\(url.lastPathComponent): adam.step is missing") }
+        headOptimizer.step = Int(step)
+    }
+
     static func sigmoid(_ x: Float) -> Float { 1 / (1 + VectorMath.exp(-x)) }
 
-    /// One optimizer step on a batch of pairs; returns the mean loss.
+    /// One optimizer step on a batch of pairs, `microBatch` pairs per forward and backward pass
+    /// (gradients add up to the whole batch's); returns the mean loss and the step's learning rate.
     @discardableResult
-    public func step(_ pairs: [PreferencePair]) throws -> Double {
+    public func step(_ pairs: [PreferencePair], microBatch: Int? = nil) throws -> (loss: Double, learningRate: Float) {
         headGrads.update(repeating: 0)
-        let n = pairs.count
+        let n = pairs.count, size = max(1, microBatch ?? n)
         let report = try trunk.update(targets: n, tokens: pairs.reduce(0) { $0 + $1.chosen.count + $1.rejected.count }) { () throws(EngineError) in
-            let pass = try trunk.backprop.forward((pairs.map(\.chosen) + pairs.map(\.rejected)).map {
-                TrainingSequence(tokens: $0, lossMask: [Float](repeating: 0, count: $0.count))
-            })
-            let s = pass.scores(rm.head)
-            var loss = 0.0, dScores = [Float](repeating: 0, count: 2 * n)
-            for (i, pair) in pairs.enumerated() {
-                let d = s[i] - s[n + i] - pair.margin, sig = Self.sigmoid(d), p = pair.pChosen
-                loss -= Double(p * logf(max(sig, 1e-30)) + (1 - p) * logf(max(1 - sig, 1e-30)))
-                dScores[i] = (sig - p) / Float(n)
-                dScores[n + i] = -(sig - p) / Float(n)
+            var loss = 0.0
+            for start in stride(from: 0, to: n, by: size) {
+                let part = pairs[start ..< min(start + size, n)], m = part.count
+                let pass = try trunk.backprop.forward((part.map(\.chosen) + part.map(\.rejected)).map {
+                    TrainingSequence(tokens: $0, lossMask: [Float](repeating: 0, count: $0.count))
+                })
+                let s = pass.scores(rm.head)
+                var dScores = [Float](repeating: 0, count: 2 * m)
+                for (i, pair) in part.enumerated() {
+                    let d = s[i] - s[m + i] - pair.margin, sig = Self.sigmoid(d), p = pair.pChosen
+                    loss -= Double(p * logf(max(sig, 1e-30)) + (1 - p) * logf(max(1 - sig, 1e-30)))
+                    dScores[i] = (sig - p) / Float(n) // over the whole batch, not the micro-batch
+                    dScores[m + i] = -(sig - p) / Float(n)
+                }
+                trunk.backward(pass, pass.scoreBackward(rm.head, dScores: dScores, headGrads: headGrads.baseAddress!, grads: trunk.baseGrads))
             }
-            trunk.backward(pass, pass.scoreBackward(rm.head, dScores: dScores, headGrads: headGrads.baseAddress!, grads: trunk.baseGrads))
             return loss / Double(n)
         }
         headOptimizer.update(params: rm.head.storage, grads: headGrads, lr: report.learningRate)
-        return report.loss
+        return (report.loss, report.learningRate)
     }
 
     public func evaluate(_ pairs: [PreferencePair]) throws -> Evaluation {

@@ -27,7 +27,7 @@ struct DispatchBench: ParsableCommand {
         var rollout = RolloutSettings()
         rollout.samplesPerPrompt = 2
         rollout.maxNewTokens = 16
-        let coordinator = try Coordinator(settings: settings, configText: "", rollout: rollout, runId: "bench-dispatch", log: { _ in })
+        let coordinator = try Coordinator(settings: settings, configText: "", rollout: rollout, runId: "bench-dispatch", logger: .silent)
         let prompts = (0..<tasks * promptsPerTask).map { Prompt(id: $0, text: "", tokens: [1, 2, 3, 4], unsafe: false) }
         coordinator.promptsById = Dictionary(uniqueKeysWithValues: prompts.map { ($0.id, $0) })
         let child = try ClusterBench.spawn(["worker", "--connect", coordinator.controlEndpoint, "--synthetic", "\(workers)"])
@@ -48,7 +48,7 @@ struct DispatchBench: ParsableCommand {
     func stage(_ count: Int) throws {
         var settings = Coordinator.Settings()
         settings.bind = "tcp://127.0.0.1:*"
-        let coordinator = try Coordinator(settings: settings, configText: "", rollout: RolloutSettings(), runId: "bench-stage", log: { _ in })
+        let coordinator = try Coordinator(settings: settings, configText: "", rollout: RolloutSettings(), runId: "bench-stage", logger: .silent)
         let child = try ClusterBench.spawn(["worker", "--connect", coordinator.controlEndpoint, "--synthetic", "\(workers)"])
         defer { ClusterRun.stop([child]) }
         guard try coordinator.waitForWorkers(workers, seconds: 60) else { throw CLIError("only \(coordinator.scheduler.aliveWorkers.count) of \(workers) workers registered") }
@@ -138,7 +138,7 @@ struct BroadcastBench: ParsableCommand {
             let raw = try ClusterBench.rawTransfer(bytes: bytes, receivers: n)
             var settings = Coordinator.Settings()
             settings.bind = "tcp://127.0.0.1:*"
-            let coordinator = try Coordinator(settings: settings, configText: config, rollout: RolloutSettings(), runId: "bench-broadcast-\(n)", log: { _ in })
+            let coordinator = try Coordinator(settings: settings, configText: config, rollout: RolloutSettings(), runId: "bench-broadcast-\(n)", logger: .silent)
             let children = try (0..<n).map { try ClusterBench.spawn(["worker", "--connect", coordinator.controlEndpoint, "--id", "bench-\($0)"]) }
             defer { ClusterRun.stop(children) }
             guard try coordinator.waitForWorkers(n, seconds: 60) else { throw CLIError("workers did not register") }

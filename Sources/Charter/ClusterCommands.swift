@@ -3,6 +3,7 @@ import ArgumentParser
 import Cluster
 import Engine
 import Foundation
+import Logging
 
 struct CoordinatorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,6 +18,7 @@ struct CoordinatorCommand: ParsableCommand {
     @Flag(help: "Empty a run folder that already holds a run, and start again.") var overwrite = false
     @Option(help: "CURVE: file with the coordinator's secret key (charter keys); needs --allow-keys.") var curveSecretKey: String?
     @Option(help: "CURVE: file with the public keys of the workers to admit, one per line.") var allowKeys: String?
+    @OptionGroup var logging: LogOptions
 
     func validate() throws {
         if let p = promptsPerTask, p < 1 { throw ValidationError("--prompts-per-task must be at least 1") }
@@ -24,6 +26,7 @@ struct CoordinatorCommand: ParsableCommand {
     }
 
     func run() throws {
+        logging.bootstrap()
         var curve: (String, [String])?
         switch (curveSecretKey, allowKeys) {
         case (nil, nil): curve = nil
@@ -54,6 +57,7 @@ struct WorkerCommand: ParsableCommand {
 
     @Option(help: "Exit non-zero after this many seconds without an answer to registration (default: keep trying).")
     var giveUpAfter: Double?
+    @OptionGroup var logging: LogOptions
 
     func validate() throws {
         if !connect.contains("://") { throw ValidationError("--connect \(connect): give a ZeroMQ address such as tcp://127.0.0.1:5555") }
@@ -62,6 +66,7 @@ struct WorkerCommand: ParsableCommand {
     }
 
     func run() throws {
+        logging.bootstrap()
         if let synthetic { return try SyntheticWorkers(connect: connect, count: synthetic).run() }
         var options = Worker.Options(connect: connect, id: id ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
         options.faults.stallAfterTasks = stallAfterTasks
@@ -89,6 +94,7 @@ struct LocalCommand: ParsableCommand {
     @Option(help: "Prompts per task (default: about two tasks per live worker each iteration).") var promptsPerTask: Int?
     @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
     @Flag(help: "Empty a run folder that already holds a run, and start again.") var overwrite = false
+    @OptionGroup var logging: LogOptions
 
     func validate() throws {
         if workers < 1 { throw ValidationError("--workers must be at least 1") }
@@ -96,11 +102,12 @@ struct LocalCommand: ParsableCommand {
     }
 
     func run() throws {
+        logging.bootstrap()
         var children: [Process] = []
         defer { ClusterRun.stop(children) }
         try ClusterRun.coordinate(config: config, bind: "tcp://127.0.0.1:*", promptsPerTask: promptsPerTask, expectedWorkers: workers,
                                   start: try RunStart(resume: resume, overwrite: overwrite)) { endpoint in
-            children = try ClusterRun.startWorkers(workers, connect: endpoint, role: "local")
+            children = try ClusterRun.startWorkers(workers, connect: endpoint, role: "local", logLevel: logging.logLevel)
         }
         ClusterRun.wait(children, seconds: 10)
     }
@@ -112,16 +119,23 @@ enum ClusterRun {
 
     /// Child processes to stop on Ctrl-C (the handler cannot capture).
     nonisolated(unsafe) static var children: [Int32] = []
+    /// Said on stderr when a signal ends the process (how to continue the run), if set.
+    nonisolated(unsafe) static var interruptNote: UnsafeMutablePointer<CChar>?
+
+    static func onInterrupt(say note: String) {
+        free(interruptNote)
+        interruptNote = strdup(note + "\n")
+    }
 
     /// Starts `count` worker processes of this program on `connect`, ids local-0 ...; each exits
     /// when this process is gone.
-    static func startWorkers(_ count: Int, connect: String, role: String) throws -> [Process] {
+    static func startWorkers(_ count: Int, connect: String, role: String, logLevel: Logger.Level) throws -> [Process] {
         try (0..<count).map { i in
             let p = Process()
             p.executableURL = binary
-            p.arguments = ["worker", "--connect", connect, "--id", "local-\(i)", "--exit-with-parent"]
+            p.arguments = ["worker", "--connect", connect, "--id", "local-\(i)", "--exit-with-parent", "--log-level", logLevel.rawValue]
             try p.run()
-            print("\(role): worker local-\(i) is process \(p.processIdentifier)")
+            Logger(label: role).info("worker local-\(i) is process \(p.processIdentifier)")
             children.append(p.processIdentifier)
             return p
         }
@@ -133,6 +147,7 @@ enum ClusterRun {
         for sig in [SIGINT, SIGTERM, SIGHUP] {
             signal(sig) { sig in
                 for pid in ClusterRun.children { kill(pid, SIGTERM) }
+                if let note = ClusterRun.interruptNote { _ = write(2, note, strlen(note)) } // async-signal-safe
                 _exit(128 + sig)
             }
         }
@@ -142,7 +157,7 @@ enum ClusterRun {
                            started: (String) throws -> Void) throws {
         stopChildrenOnSignals()
         var coordinator: Coordinator?
-        try RLCommand.execute(config: config, start: start, extra: { m in
+        try RLCommand.execute(config: config, start: start, logger: Logger(label: "coordinator"), extra: { m in
             guard let c = coordinator else { return [:] }
             // Time split: waiting for rollouts (the broadcast of the version included), the broadcast alone, training.
             let split = ["waitingSeconds": m.generationSeconds, "broadcastSeconds": c.broadcastSeconds,
@@ -161,14 +176,14 @@ enum ClusterRun {
             settings.curveSecretKey = curve?.secret
             settings.allowedKeys = curve?.allowed ?? []
             let text = try String(contentsOfFile: config, encoding: .utf8)
-            let server = try Coordinator(settings: settings, configText: text, rollout: c.rolloutSettings(tokenizer: tok), 
-                                         runId: "run-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))")
+            let server = try Coordinator(settings: settings, configText: text, rollout: c.rolloutSettings(tokenizer: tok),
+                                         runId: "run-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))", logger: Logger(label: "coordinator"))
             server.configFolder = RLConfig.folder(of: config)
             server.promptsById = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
             server.runSeed = c.seed
             server.adapters = lora
             coordinator = server
-            print("coordinator: control \(server.controlEndpoint), chunks \(server.chunkEndpoint)")
+            server.logger.info("control \(server.controlEndpoint), chunks \(server.chunkEndpoint)")
             try started(server.controlEndpoint)
             return server
         }

@@ -81,6 +81,7 @@ struct LabelCommand: ParsableCommand {
     var stageFolder: String { (out.hasSuffix(".jsonl") ? String(out.dropLast(6)) : out) + ".stage" }
 
     func run() throws {
+        placement.logging.bootstrap()
         var c = try config.map { try RLConfig.load($0, forRun: false) } ?? RLConfig()
         c.policy = judge ?? c.feedback ?? c.policy
         c.feedback = nil

@@ -4,6 +4,7 @@ import Endpoint
 import Engine
 import Formats
 import Foundation
+import Logging
 import Tokenizer
 
 struct RLCommand: ParsableCommand {
@@ -13,15 +14,17 @@ struct RLCommand: ParsableCommand {
     @Option(help: "The run configuration (YAML: run, model, data, reward, algorithm, rollout).") var config: String
     @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
     @Flag(help: "Empty a run folder that already holds a run, and start again.") var overwrite = false
+    @OptionGroup var logging: LogOptions
 
     func run() throws {
-        try Self.execute(config: config, start: try RunStart(resume: resume, overwrite: overwrite)) { c, _, tok, _, _ in InProcessRollouts(settings: c.rolloutSettings(tokenizer: tok), runSeed: c.seed) }
+        logging.bootstrap()
+        try Self.execute(config: config, start: try RunStart(resume: resume, overwrite: overwrite), logger: Logger(label: "rl")) { c, _, tok, _, _ in InProcessRollouts(settings: c.rolloutSettings(tokenizer: tok), runSeed: c.seed) }
     }
 
     /// The run of a configuration with a given rollout source: in this process (`rl`) or from
     /// workers (`coordinator`, `local`). `extra` adds fields to each metrics line.
     /// Each iteration ends with a checkpoint in RUN/checkpoint; `resume` continues from it.
-    static func execute(config: String, start: RunStart, extra: ((IterationMetrics) -> [String: Any])? = nil,
+    static func execute(config: String, start: RunStart, logger: Logger, extra: ((IterationMetrics) -> [String: Any])? = nil,
                         source: (RLConfig, LoadedModel, BPETokenizer, [Prompt], LoRAAdapters?) throws -> RolloutSource) throws {
         let c = try RLConfig.load(config)
         let policy = try ModelLoader.load(c.policy)
@@ -61,20 +64,31 @@ struct RLCommand: ParsableCommand {
         if start == .resume && RLCheckpoint.exists(in: checkpoint) {
             try RLCheckpoint.restore(run, configuration: configText, from: checkpoint)
             if run.iteration >= c.iterations {
-                print("rl: the run in \(c.runDir) is complete (\(c.iterations) iterations); nothing to do")
+                logger.info("the run in \(c.runDir) is complete (\(c.iterations) iterations); nothing to do")
                 return
             }
-            print("rl: resuming at iteration \(run.iteration) from \(checkpoint.path)")
+            logger.info("resuming at iteration \(run.iteration) from \(checkpoint.path)")
         } else if start == .resume {
-            print("rl: no checkpoint in \(checkpoint.path); starting from the beginning")
+            logger.info("no checkpoint in \(checkpoint.path); starting from the beginning")
         }
         try Data(configText.utf8).write(to: dir.appendingPathComponent("config.yaml"))
         // The lines of iterations after the checkpoint are written again.
         let metricsLog = try RunLog(dir.appendingPathComponent("metrics.jsonl"), keepBefore: run.iteration)
         let samplesLog = try RunLog(dir.appendingPathComponent("samples.jsonl"), keepBefore: run.iteration)
         let promptText = Dictionary(prompts.map { ($0.id, $0.text) }, uniquingKeysWith: { a, _ in a })
-        print("rl: \(c.algorithm), \(prompts.count) prompts, \(c.iterations) iterations of \(c.promptsPerIteration) prompts x \(rollout.samplesPerPrompt) samples, \(BLAS.summary)")
-        let progress = ProgressBar(total: c.iterations, start: run.iteration)
+        logger.info("\(c.algorithm), \(prompts.count) prompts, \(c.iterations) iterations of \(c.promptsPerIteration) prompts x \(rollout.samplesPerPrompt) samples, \(BLAS.summary)")
+        ClusterRun.stopChildrenOnSignals()
+        ClusterRun.onInterrupt(say: c.checkpointEvery > 0
+            ? "interrupted; continue from the last checkpoint (\(checkpoint.path)) with: \(Self.resumeCommand())"
+            : "interrupted; this run writes no checkpoints (run.checkpoint_every: 0), so it cannot be continued")
+        // The policy folder is written with every checkpoint, so it is never older than the run's state.
+        func savePolicy() throws {
+            let weights = lora?.merged(with: policy.weights) ?? policy.weights
+            try Checkpoint.saveModel(LoadedModel(weights: weights, tokenizer: tok, source: dir, chatTemplate: policy.chatTemplate),
+                                     to: dir.appendingPathComponent("policy"))
+        }
+        var policySaved = false
+        let progress = ProgressBar(total: c.iterations, start: run.iteration, logger: logger)
         var saidSkipped = false
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -100,18 +114,26 @@ struct RLCommand: ParsableCommand {
             // After the metrics line: a crash between the two rewrites that line on resume.
             if c.checkpointEvery > 0 && (run.iteration % c.checkpointEvery == 0 || run.iteration == c.iterations) {
                 try RLCheckpoint.save(run, configuration: configText, to: checkpoint)
+                try savePolicy()
+                policySaved = run.iteration == c.iterations
             }
             if m.skippedSteps > 0 && !saidSkipped {
                 saidSkipped = true
-                FileHandle.standardError.write(Data("rl: iteration \(m.iteration): \(m.skippedSteps) optimizer steps skipped for a non-finite gradient norm (counted as skippedSteps in the metrics)\n".utf8))
+                logger.warning("iteration \(m.iteration): \(m.skippedSteps) optimizer steps skipped for a non-finite gradient norm (counted as skippedSteps in the metrics)")
             }
             progress.update(step: m.iteration + 1, text: Self.progressText(m))
         }
         progress.finish()
-        let final = lora?.merged(with: policy.weights) ?? policy.weights.copy()
-        try Checkpoint.saveModel(LoadedModel(weights: final, tokenizer: tok, source: dir, chatTemplate: policy.chatTemplate),
-                                 to: dir.appendingPathComponent("policy"))
-        print("rl: metrics in \(dir.path)/metrics.jsonl, policy in \(dir.path)/policy")
+        if !policySaved { try savePolicy() }
+        logger.info("metrics in \(dir.path)/metrics.jsonl, policy in \(dir.path)/policy")
+    }
+
+    /// This process's command line with --resume (and without --overwrite): what continues the run.
+    static func resumeCommand() -> String {
+        let args = CommandLine.arguments.dropFirst().filter { $0 != "--overwrite" }
+        return (["charter"] + args + (args.contains("--resume") ? [] : ["--resume"]))
+            .map { $0.contains(where: { " '\"$".contains($0) }) ? "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" : $0 }
+            .joined(separator: " ")
     }
 
     /// A JSONL file of the run folder with lines tagged by "iteration": a resumed run keeps the
@@ -129,8 +151,9 @@ struct RLCommand: ParsableCommand {
             try handle.seekToEnd()
         }
 
+        /// Keys are written in snake_case.
         func write(_ object: [String: Any]) throws {
-            handle.write(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) + Data("\n".utf8))
+            handle.write(try JSONSerialization.data(withJSONObject: SnakeCase.keys(object), options: [.sortedKeys]) + Data("\n".utf8))
         }
 
         deinit { try? handle.close() }

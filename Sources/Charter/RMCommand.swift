@@ -12,40 +12,91 @@ struct RMCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Bradley-Terry training of a trunk + scalar head initialised from a policy.")
 
         @OptionGroup var modelOptions: ModelOptions
-        @Option(help: "JSONL: {\"prompt\", \"chosen\", \"rejected\", \"margin\"?, \"p_chosen\"?} per line.") var pairs: String
+        @Option(help: "JSONL: {\"prompt\", \"chosen\", \"rejected\", \"margin\"?, \"p_chosen\"?} per line; prompt and answers may be chat messages (TRL's layouts).") var pairs: String
         @Option(help: "Output folder.") var out: String
         @Option(help: "Passes over the training pairs.") var epochs = 1
         @Option(help: "Peak learning rate.") var lr: Float = 1e-5
-        @Option(help: "Pairs per step.") var batchSize = 8
+        @Option(help: "Pairs per optimizer step.") var batchSize = 8
+        @Option(help: "Pairs per forward/backward pass; gradients accumulate up to --batch-size.") var microBatchSize: Int?
         @Option(help: "Longest sequence in tokens.") var maxLen = 512
-        @Option(help: "Share of pairs held out for accuracy and calibration.") var evalFraction = 0.1
+        @Option(help: "Share of pairs held out for accuracy and calibration, evaluated after every epoch.") var evalFraction = 0.1
         @Option(help: "Seed.") var seed: UInt64 = 0
+        @Flag(help: "Continue the run whose last epoch's checkpoint is in --out.") var resume = false
+        @Flag(help: "Empty --out if it already holds a run, and start again.") var overwrite = false
+        @Option(help: .hidden) var stopAfterEpochs: Int? // tests: end as if killed after this epoch's checkpoint
+
+        func validate() throws {
+            if epochs < 1 { throw ValidationError("--epochs must be at least 1, found \(epochs)") }
+            if batchSize < 1 { throw ValidationError("--batch-size must be at least 1, found \(batchSize)") }
+            if let m = microBatchSize, !(1...batchSize).contains(m) { throw ValidationError("--micro-batch-size must be in 1...--batch-size, found \(m)") }
+            if !(0..<1).contains(evalFraction) { throw ValidationError("--eval-fraction must be in [0, 1), found \(evalFraction)") }
+        }
+
+        /// What a resumed run must share with the run it continues.
+        var settings: [String: Any] {
+            ["epochs": epochs, "lr": Double(lr), "batch_size": batchSize, "micro_batch_size": microBatchSize ?? batchSize, "max_len": maxLen,
+             "eval_fraction": evalFraction, "seed": Int(seed), "pairs": (pairs as NSString).standardizingPath]
+        }
 
         func run() throws {
-            let rm = try RewardModel.initialize(from: modelOptions.load(), seed: seed)
+            let start = try RunStart(resume: resume, overwrite: overwrite)
+            try start.claim(out)
+            let outURL = URL(fileURLWithPath: out)
+            let resuming = start == .resume && FileManager.default.fileExists(atPath: outURL.appendingPathComponent("trainer_state.json").path)
+            // A checkpoint is itself a reward model folder: resuming loads the trunk and head from it.
+            let rm = resuming ? try RewardModel.load(out) : try RewardModel.initialize(from: modelOptions.load(), seed: seed)
             let all = try PreferencePair.load(URL(fileURLWithPath: pairs), rm: rm, maxLength: maxLen)
             let (train, heldOut) = SFTRun.split(all, heldOutFraction: evalFraction, seed: seed)
-            let steps = (train.count + batchSize - 1) / batchSize * epochs
+            let stepsPerEpoch = (train.count + batchSize - 1) / batchSize, steps = stepsPerEpoch * epochs
             let trainer = try RewardModelTrainer(rm: rm, schedule: LRSchedule(peak: lr, warmupSteps: steps / 20, totalSteps: steps))
+            var epochsDone = 0, metrics: [String] = []
+            if resuming {
+                let extra = try Checkpoint.restoreTraining(trainer.trunk, from: outURL)
+                try trainer.restoreHeadOptimizer(from: outURL.appendingPathComponent("head_optimizer.safetensors"))
+                // Compared as JSON reads them back, so a number's type on the way does not matter.
+                let current = try JSONSerialization.jsonObject(with: JSONSerialization.data(withJSONObject: settings)) as? NSDictionary
+                guard let saved = extra["settings"] as? NSDictionary, saved == current else {
+                    throw CLIError("--resume: the options differ from the run in \(out); use the same --pairs, --epochs, --lr, --batch-size, --micro-batch-size, --max-len, --eval-fraction and --seed")
+                }
+                epochsDone = extra["epochs_done"] as? Int ?? 0
+                metrics = ((try? String(contentsOf: outURL.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+                if epochsDone >= epochs { return print("rm: the run in \(out) is complete (\(epochs) epochs); nothing to do") }
+                print("rm: resuming after epoch \(epochsDone) of \(epochs)")
+            }
             print("rm: \(train.count) training and \(heldOut.count) held-out pairs, \(steps) steps")
-            let progress = ProgressBar(total: steps, start: 0)
+            let progress = ProgressBar(total: steps, start: epochsDone * stepsPerEpoch)
             var rng = SplitMix64(seed: seed)
             var step = 0
-            for _ in 0..<epochs {
-                let order = train.indices.shuffled(using: &rng)
+            for epoch in 0..<epochs {
+                let order = train.indices.shuffled(using: &rng) // drawn for done epochs too, so a resumed run sees the same orders
+                if epoch < epochsDone { step += stepsPerEpoch; continue }
                 for b in stride(from: 0, to: order.count, by: batchSize) {
-                    let loss = try trainer.step(order[b ..< min(b + batchSize, order.count)].map { train[$0] })
+                    let r = try trainer.step(order[b ..< min(b + batchSize, order.count)].map { train[$0] }, microBatch: microBatchSize)
                     step += 1
-                    progress.update(step: step, text: String(format: "loss %.4f", loss))
+                    metrics.append(metricsLine(["step": step, "epoch": epoch + 1, "loss": r.loss.isFinite ? r.loss : "nan", "learning_rate": Double(r.learningRate)]))
+                    progress.update(step: step, text: String(format: "loss %.4f", r.loss))
                 }
+                if !heldOut.isEmpty {
+                    let e = try trainer.evaluate(heldOut)
+                    metrics.append(metricsLine(["step": step, "epoch": epoch + 1, "eval_loss": e.loss, "eval_accuracy": e.accuracy,
+                                                "eval_calibration_error": e.calibrationError, "eval_pairs": e.pairs]))
+                    progress.note(String(format: "rm: epoch %d: held-out accuracy %.3f, loss %.4f, calibration error %.3f over %d pairs",
+                                         epoch + 1, e.accuracy, e.loss, e.calibrationError, e.pairs))
+                }
+                // Each epoch ends in a checkpoint that is also the reward model so far.
+                try Checkpoint.saveTraining(rm.model, trainer: trainer.trunk, extra: ["epochs_done": epoch + 1, "settings": settings],
+                                            files: ["score_head.safetensors": try rm.headFile(), "head_optimizer.safetensors": try trainer.headOptimizerFile(),
+                                                    "metrics.jsonl": Data((metrics.joined(separator: "\n") + "\n").utf8)], to: outURL)
+                if epoch + 1 == stopAfterEpochs { throw ExitCode(3) }
             }
             progress.finish()
-            if !heldOut.isEmpty {
-                let e = try trainer.evaluate(heldOut)
-                print(String(format: "rm: held-out accuracy %.3f, loss %.4f, calibration error %.3f over %d pairs", e.accuracy, e.loss, e.calibrationError, e.pairs))
-            }
-            try rm.save(out)
-            print("rm: saved \(out)")
+            print("rm: saved \(out) (metrics in \(out)/metrics.jsonl)")
+        }
+
+        /// A metrics line, stamped with the time (UTC) it was written.
+        func metricsLine(_ object: [String: Any]) -> String {
+            let stamped = object.merging(["time": ISO8601DateFormatter().string(from: Date())]) { a, _ in a }
+            return String(decoding: try! JSONSerialization.data(withJSONObject: stamped, options: [.sortedKeys]), as: UTF8.self)
         }
     }
 
@@ -53,7 +104,7 @@ struct RMCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Score prompt + response pairs: one JSON line with \"score\" per input line.")
 
         @Option(help: "A reward model folder from `charter rm train`.") var rm: String
-        @Option(help: "JSONL: {\"prompt\", \"response\"} per line; other fields are kept.") var data: String
+        @Option(help: "JSONL: {\"prompt\", \"response\"} per line (strings or chat messages); other fields are kept.") var data: String
         @Option(help: "Write the scored lines here instead of standard output.") var out: String?
 
         func run() throws {
@@ -63,10 +114,9 @@ struct RMCommand: ParsableCommand {
             let model = try RewardModel.load(rm)
             let lines = try JSONLines.read(data)
             let sequences = try lines.map { line, o -> [Int32] in
-                guard let prompt = o["prompt"] as? String, let response = o["response"] as? String else {
-                    throw JSONLines.error(data, line, "needs string fields \"prompt\" and \"response\"")
-                }
-                return try model.tokens(prompt: prompt, response: response)
+                func fail(_ s: String) -> DataError { JSONLines.error(data, line, s) }
+                guard let prompt = o["prompt"], let response = o["response"] else { throw fail("needs \"prompt\" and \"response\"") }
+                return try model.tokens(conversation: try PairFormat.prompt(prompt, fail), response: try PairFormat.answer(response, "response", fail))
             }
             // Each input line comes back whole, with its score beside it.
             var text = ""

@@ -54,6 +54,7 @@ struct ReviseCommand: ParsableCommand {
     }
 
     func run() throws {
+        placement.logging.bootstrap()
         let c = try settings()
         guard let promptsPath = c.revisePrompts else { throw CLIError("revise needs red-team prompts: --prompts P.jsonl, or revise.prompts in --config") }
         let constitution = try Constitution.load(c.constitution!)

@@ -3,6 +3,7 @@ import ArgumentParser
 import Engine
 import Formats
 import Foundation
+import Logging
 
 struct SFTCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -96,7 +97,7 @@ struct SFTCommand: ParsableCommand {
                 FileHandle.standardError.write(Data("sft: batch \(run.batchesDone) gave a non-finite gradient norm; its step was skipped (grad_norm in metrics.jsonl shows each)\n".utf8))
             }
             metrics.append(jsonLine(["step": run.batchesDone, "loss": r.loss.isFinite ? r.loss : "nan",
-                                     "grad_norm": r.gradNorm.isFinite ? Double(r.gradNorm) : "nan", "skipped": r.skipped, "lr": Double(r.learningRate),
+                                     "grad_norm": r.gradNorm.isFinite ? Double(r.gradNorm) : "nan", "skipped": r.skipped, "learning_rate": Double(r.learningRate),
                                      "tokens": r.tokens, "seconds": seconds]))
             let done = run.batchesDone
             progress.update(step: done, text: String(format: "loss %.4f  %.0f tok/s", r.loss, Double(r.tokens) / seconds))
@@ -113,23 +114,32 @@ struct SFTCommand: ParsableCommand {
         print("sft: saved \(out)")
     }
 
+    /// A metrics line, stamped with the time (UTC) it was written.
     func jsonLine(_ object: [String: Any]) -> String {
-        String(decoding: try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+        let stamped = object.merging(["time": ISO8601DateFormatter().string(from: Date())]) { a, _ in a }
+        return String(decoding: try! JSONSerialization.data(withJSONObject: stamped, options: [.sortedKeys]), as: UTF8.self)
     }
 }
 
-/// A one-line progress bar on stderr: bar, step, the caller's text, and time left.
+/// A one-line progress bar on stderr: bar, step, the caller's text, and time left. Without a
+/// terminal it prints a line per 5% instead, through `logger` when given (a run's log file).
 final class ProgressBar {
     let total: Int, start: Int
     let began = ContinuousClock.now
     let isTerminal = isatty(2) != 0
+    let logger: Logger?
     var lastPrinted = -1
+    /// The first update: the rate is measured from there on, so the wait before the first step
+    /// (models loading, workers joining) does not stretch the estimate.
+    var first: (step: Int, at: ContinuousClock.Instant)?
 
-    init(total: Int, start: Int) { self.total = total; self.start = start }
+    init(total: Int, start: Int, logger: Logger? = nil) { self.total = total; self.start = start; self.logger = logger }
 
     func update(step: Int, text: String) {
-        let elapsed = (ContinuousClock.now - began).seconds
-        let rate = Double(step - start) / max(elapsed, 1e-9)
+        let now = ContinuousClock.now
+        let since = first ?? (start, began)
+        if first == nil { first = (step, now) }
+        let rate = Double(step - since.step) / max((now - since.at).seconds, 1e-9)
         let left = rate > 0 ? Double(total - step) / rate : 0
         let width = 24, filled = total > 0 ? width * step / total : width
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
@@ -137,7 +147,7 @@ final class ProgressBar {
         if isTerminal {
             FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
         } else if step == total || step - lastPrinted >= max(1, total / 20) {
-            FileHandle.standardError.write(Data("\(line)\n".utf8))
+            if let logger { logger.info("\(line)") } else { FileHandle.standardError.write(Data("\(line)\n".utf8)) }
             lastPrinted = step
         }
     }

@@ -30,6 +30,7 @@ struct StageCommand: ParsableCommand {
     }
 
     func run() throws {
+        placement.logging.bootstrap()
         let c = try RLConfig.load(config, forRun: false)
         let overrides = try models.map(ModelOverride.init)
         for o in overrides { _ = try o.configured(c) }

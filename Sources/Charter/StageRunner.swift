@@ -4,6 +4,7 @@ import Endpoint
 import Engine
 import Formats
 import Foundation
+import Logging
 
 /// Runs one stage over its items, in this process or on workers, and writes the output folder of
 /// docs/stages.md: NAME.jsonl line by line, NAME.json (what ran), NAME.metrics.json. The caller
@@ -23,6 +24,7 @@ struct StageRunner {
     var compute: (([StageItem]) throws -> [StageItemResult])?
 
     var workers: Int { placement.workers }
+    var logger: Logger { Logger(label: "stage \(name)") }
     var itemsPerTask: Int? { placement.itemsPerTask }
     var inProcess: Bool { placement.inProcess }
 
@@ -53,7 +55,7 @@ struct StageRunner {
         let output = try StageOutput(path: "\(out)/\(stageName).jsonl", resume: start == .resume)
         let pending = lines.filter { !output.done.contains($0.item.id) }
         if pending.isEmpty {
-            print("stage \(stageName): \(out) is complete: \(lines.count) items")
+            logger.info("\(out) is complete: \(lines.count) items")
             return
         }
         let inputs = Dictionary(lines.map { ($0.item.id, $0.object) }, uniquingKeysWith: { a, _ in a })
@@ -63,7 +65,7 @@ struct StageRunner {
             tokens += results.reduce(0) { $0 + $1.textTokens.reduce(0, +) }
             try output.append(results.map { r in inputs[r.id, default: [:]].merging(r.fields(kind)) { _, new in new } })
         }
-        print("stage \(stageName): \(pending.count) of \(lines.count) items to do\(inProcess || compute != nil ? ", in this process" : "")")
+        logger.info("\(pending.count) of \(lines.count) items to do\(inProcess || compute != nil ? ", in this process" : "")")
         let began = Date()
         var counters: [String: Int] = [:]
         if let compute {
@@ -82,10 +84,10 @@ struct StageRunner {
                                       "itemsPerSecond": Double(output.appended) / max(seconds, 1e-9)].merging(counters) { a, _ in a }
         let generates = kind == .generate || kind == .revise
         if generates { metrics["tokensGenerated"] = tokens; metrics["tokensPerSecond"] = Double(tokens) / max(seconds, 1e-9) }
-        try JSONSerialization.data(withJSONObject: metrics, options: [.sortedKeys]).write(to: URL(fileURLWithPath: "\(out)/\(stageName).metrics.json"))
-        print(String(format: "stage %@: %d items in %@ (%d errors), %.1f s, %.2f items/s%@", stageName, output.appended, output.path, errors,
-                     seconds, Double(output.appended) / max(seconds, 1e-9),
-                     generates ? String(format: ", %d tokens generated, %.1f tokens/s", tokens, Double(tokens) / max(seconds, 1e-9)) : ""))
+        try JSONSerialization.data(withJSONObject: SnakeCase.keys(metrics), options: [.sortedKeys]).write(to: URL(fileURLWithPath: "\(out)/\(stageName).metrics.json"))
+        let rates = String(format: "%.1f s, %.2f items/s", seconds, Double(output.appended) / max(seconds, 1e-9))
+            + (generates ? String(format: ", %d tokens generated, %.1f tokens/s", tokens, Double(tokens) / max(seconds, 1e-9)) : "")
+        logger.info("\(output.appended) items in \(output.path) (\(errors) errors), \(rates)")
     }
 
     /// The in-process path: the same computation a worker does, 16 items per batch.
@@ -108,15 +110,15 @@ struct StageRunner {
         settings.bind = placement.bind
         settings.expectedWorkers = workers
         let coordinator = try Coordinator(settings: settings, configText: configText, rollout: c.rollout,
-                                          runId: "stage-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))")
+                                          runId: "stage-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))", logger: Logger(label: "coordinator"))
         coordinator.configFolder = configFolder
-        print("coordinator: control \(coordinator.controlEndpoint), chunks \(coordinator.chunkEndpoint)")
+        coordinator.logger.info("control \(coordinator.controlEndpoint), chunks \(coordinator.chunkEndpoint)")
         for (name, model) in replacements { coordinator.publish(name, buffers: model.buffers, version: 1) }
-        let children = try ClusterRun.startWorkers(workers, connect: coordinator.controlEndpoint, role: "stage")
+        let children = try ClusterRun.startWorkers(workers, connect: coordinator.controlEndpoint, role: "stage \(name)", logLevel: placement.logging.logLevel)
         defer { ClusterRun.stop(children) }
         // The first tasks are sized for the local workers: spread them over all of them.
         if workers > 0, try !coordinator.waitForWorkers(workers, seconds: 60) {
-            print("stage: not all \(workers) local workers were ready after 60 s; going on with \(coordinator.scheduler.aliveWorkers.count)")
+            logger.warning("not all \(workers) local workers were ready after 60 s; going on with \(coordinator.scheduler.aliveWorkers.count)")
         }
         var stage = Coordinator.Stage(name: name, kind: kind, items: items, sampling: c.rollout)
         stage.itemsPerTask = itemsPerTask
@@ -124,7 +126,7 @@ struct StageRunner {
         try coordinator.run(stage, accept: accept) { done, total in
             guard done == total || Date().timeIntervalSince(lastReport) >= 5 else { return }
             lastReport = Date()
-            print("stage \(stage.name): \(done)/\(total) items, \(coordinator.scheduler.aliveWorkers.count) workers")
+            logger.info("\(done)/\(total) items, \(coordinator.scheduler.aliveWorkers.count) workers")
         }
         coordinator.finish()
         ClusterRun.wait(children, seconds: 10)

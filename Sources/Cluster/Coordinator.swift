@@ -2,6 +2,7 @@ import Alignment
 import Buffers
 import Engine
 import Foundation
+import Logging
 import Wire
 import ZeroMQ
 
@@ -53,7 +54,7 @@ public final class Coordinator: RolloutSource {
         return c
     }
     let zap: ZAPHandler?
-    var log: (String) -> Void
+    public internal(set) var logger: Logger
 
     /// A model's current version and, after version 0, its chunks as the workers fetch them.
     struct Published {
@@ -71,8 +72,10 @@ public final class Coordinator: RolloutSource {
     var stageTask: ((Scheduler.TaskSpec) -> Charter_V1_Task)?
 
     public init(settings: Settings, configText: String, rollout: RolloutSettings, runId: String,
-                log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
-        self.settings = settings; self.configText = configText; self.rollout = rollout; self.runId = runId; self.log = log
+                logger: Logger = Logger(label: "coordinator")) throws {
+        self.settings = settings; self.configText = configText; self.rollout = rollout; self.runId = runId
+        self.logger = logger
+        self.logger[metadataKey: "run"] = .string(runId)
         scheduler = Scheduler(heartbeatTimeout: Double(settings.heartbeatTimeoutMs) / 1000)
         // The ZAP handler comes first: a CURVE socket bound without one admits any key.
         zap = settings.curveSecretKey == nil ? nil : try ZAPHandler(context: context, allowedKeys: settings.allowedKeys) {
@@ -106,7 +109,7 @@ public final class Coordinator: RolloutSource {
         do {
             try (socket ?? control).send([.data(peer), .data(Wire.header(body))] + bulk, wait: false)
         } catch {
-            log("coordinator: could not send to \(String(decoding: peer, as: UTF8.self)): \(error)") // a gone worker stops heartbeating too
+            logger.warning("could not send to \(String(decoding: peer, as: UTF8.self)): \(error)") // a gone worker stops heartbeating too
         }
     }
 
@@ -139,7 +142,7 @@ public final class Coordinator: RolloutSource {
                     let got = result.samples.map { "\($0.promptID)/\($0.index)" }
                     guard got.count == expected.count, Set(got) == expected else {
                         self.counts.mismatchedResults += 1
-                        self.log("coordinator: result for task \(result.taskID) from \(worker) does not match the task; dropped, task queued again")
+                        self.logger.warning("result for task \(result.taskID) from \(worker) does not match the task; dropped, task queued again")
                         self.scheduler.requeue(result.taskID)
                         return
                     }
@@ -226,7 +229,7 @@ public final class Coordinator: RolloutSource {
         for dead in scheduler.expire(now: Self.now()) {
             held[dead] = nil
             chunkEndpoints[dead] = nil
-            log("coordinator: worker \(dead) stopped heartbeating; its tasks go back to the queue")
+            logger.warning("worker \(dead) stopped heartbeating; its tasks go back to the queue")
         }
     }
 
@@ -241,7 +244,7 @@ public final class Coordinator: RolloutSource {
             case .unknownMessage: counts.unknownMessage += 1
             default: counts.malformed += 1
             }
-            log("coordinator: from \(worker): \(error)")
+            logger.warning("from \(worker): \(error)")
             send(.error(error.reply))
             return
         }
@@ -280,7 +283,7 @@ public final class Coordinator: RolloutSource {
                 let holder = held.filter { $0.value[model] == p.version && $0.key != worker }.keys.sorted().first { chunkEndpoints[$0] != nil }
                 announce(model, to: worker, from: holder.flatMap { chunkEndpoints[$0] })
             }
-            log("coordinator: worker \(worker) registered (holds version \(r.policyVersionHeld))")
+            logger.info("worker \(worker) registered (holds version \(r.policyVersionHeld))")
         case .heartbeat:
             scheduler.heartbeat(worker, now: now)
         case .modelReady(let r):
@@ -302,7 +305,7 @@ public final class Coordinator: RolloutSource {
             scheduler.heartbeat(worker, now: now)
             onResult(worker, r)
         case .error(let e):
-            log("coordinator: worker \(worker) reports: \(e.message)")
+            logger.error("worker \(worker) reports: \(e.message)")
             if e.code == .loadFailed {
                 // It is leaving: its tasks go back to the queue now, not after the heartbeat timeout.
                 forget(worker)

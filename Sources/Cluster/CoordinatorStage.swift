@@ -1,5 +1,6 @@
 import Alignment
 import Foundation
+import Logging
 import Wire
 
 /// A stage on the cluster: the items become tasks that workers pull; each accepted result goes to
@@ -45,7 +46,7 @@ extension Coordinator {
             try serve(timeoutMilliseconds: ProtocolTiming.coordinatorPollMilliseconds) { worker, result in
                 if let spec = self.scheduler.task(result.taskID), result.items.map(\.itemID) != spec.itemIds {
                     self.counts.mismatchedResults += 1
-                    self.log("coordinator: result for task \(result.taskID) from \(worker) does not hold the task's items; dropped, task queued again")
+                    self.logger.warning("result for task \(result.taskID) from \(worker) does not hold the task's items; dropped, task queued again")
                     self.scheduler.requeue(result.taskID)
                     return
                 }

@@ -4,6 +4,7 @@ import Endpoint
 import Engine
 import Formats
 import Foundation
+import Logging
 import Wire
 import ZeroMQ
 
@@ -54,7 +55,7 @@ public final class Worker {
     var heartbeatInterval = Double(ProtocolTiming.heartbeatIntervalMilliseconds) / 1000 // until Welcome says
     var lastHeartbeat = 0.0
     var waitingForTask = false, retryAt = 0.0
-    var log: (String) -> Void
+    var logger: Logger
 
     // What the run's configuration gives the worker.
     var config: RLConfig?
@@ -82,10 +83,10 @@ public final class Worker {
     public private(set) var tasksDone = 0
     var faults: WorkerFaults
 
-    public init(options: Options, log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
+    public init(options: Options) throws {
         self.options = options
         self.faults = options.faults
-        self.log = log
+        logger = Logger(label: "worker \(options.id)")
         control = try ZMQSocket(context, .dealer)
         if let bind = options.chunkBind, options.curve == nil {
             let server = try ZMQSocket(context, .router)
@@ -161,21 +162,21 @@ public final class Worker {
     func noteFailedHandshakes() {
         while let event = (try? handshakes.receive(wait: false)).flatMap({ $0 }).flatMap(ZMQSocket.monitorEvent) {
             if event == .disconnected {
-                log("worker \(options.id): lost the connection to the coordinator at \(options.connect); redialling")
+                logger.warning("lost the connection to the coordinator at \(options.connect); redialling")
                 continue
             }
             guard !saidRefused else { continue }
             saidRefused = true
-            log(event == .handshakeFailedAuth
-                ? "worker \(options.id): the coordinator refused this worker's CURVE key (is it on the allow-list?); still trying"
-                : "worker \(options.id): the handshake with the coordinator failed (do both sides use CURVE, with the right server key?); still trying")
+            logger.error(event == .handshakeFailedAuth
+                ? "the coordinator refused this worker's CURVE key (is it on the allow-list?); still trying"
+                : "the handshake with the coordinator failed (do both sides use CURVE, with the right server key?); still trying")
         }
     }
 
     /// Ends this process if the parent it was started with is gone (its pid is then another's).
     func exitIfOrphaned() {
         guard let parent = options.parent, getppid() != parent else { return }
-        log("worker \(options.id): the process that started it is gone; exiting")
+        logger.warning("the process that started it is gone; exiting")
         _exit(0) // at once: nothing of the run lives here, and the sockets' threads need no goodbye
     }
 
@@ -194,7 +195,7 @@ public final class Worker {
             }
             // Silence is not a state a person can read: say so after a few tries, then every 30 s.
             if attempt >= 5, now - (saidNoCoordinator ?? -.infinity) >= 30 {
-                log("worker \(options.id): no coordinator answers at \(options.connect) yet; retrying")
+                logger.warning("no coordinator answers at \(options.connect) yet; retrying")
                 saidNoCoordinator = now
             }
             if now - since > backoff {
@@ -230,18 +231,19 @@ public final class Worker {
     func handleControl(_ frames: [Data]) throws -> Bool {
         let message: Message
         do { message = try Wire.decode(frames).message } catch {
-            log("worker \(options.id): dropped a message from the coordinator: \(error)")
+            logger.warning("dropped a message from the coordinator: \(error)")
             return true
         }
         switch message {
         case .welcome(let w):
-            if saidNoCoordinator != nil { log("worker \(options.id): the coordinator at \(options.connect) answered") }
+            if saidNoCoordinator != nil { logger.info("the coordinator at \(options.connect) answered") }
             saidNoCoordinator = nil
             registeringSince = nil
             heartbeatInterval = Double(max(w.heartbeatIntervalMs, 10)) / 1000
             if w.runID != runId {
                 // Versions are numbered per run: weights or settings of another run are not this
                 // run's version 0, so the worker starts again from the configuration it is sent.
+                logger[metadataKey: "run"] = .string(w.runID)
                 if config == nil || versions.values.contains(where: { $0 != 0 }) || w.configYaml != configText || w.configDir != configFolder {
                     do { try load(configText: w.configYaml, folder: w.configDir) } catch {
                         // The coordinator would otherwise only see the heartbeats stop.
@@ -270,7 +272,7 @@ public final class Worker {
             waitingForTask = false
             retryAt = Self.now() + Double(n.retryAfterMs) / 1000
         case .goodbye(let g):
-            log("worker \(options.id): coordinator said goodbye (\(g.reason)); \(tasksDone) tasks done")
+            logger.info("coordinator said goodbye (\(g.reason)); \(tasksDone) tasks done")
             return false
         case .error(let e):
             if e.code == .versionMismatch { throw WorkerError("coordinator refused us: \(e.message)") }
@@ -279,12 +281,12 @@ public final class Worker {
                 // before the Welcome): register once, not once per answer.
                 if case .registering = state { return true }
                 state = .registering(since: 0, attempt: 0)
-                log("worker \(options.id): the coordinator does not know this worker (it restarted, or declared the worker dead); registering again")
+                logger.warning("the coordinator does not know this worker (it restarted, or declared the worker dead); registering again")
                 return true
             }
-            log("worker \(options.id): coordinator error \(e.code): \(e.message)")
+            logger.warning("coordinator error \(e.code): \(e.message)")
         default:
-            log("worker \(options.id): unexpected message from the coordinator")
+            logger.warning("unexpected message from the coordinator")
         }
         return true
     }
@@ -310,7 +312,7 @@ public final class Worker {
         let cache = FileManager.default.temporaryDirectory.appendingPathComponent("charter-judge-\(options.id)-\(getpid()).jsonl").path
         scorer = try c.makeScorer(tokenizer: model.tokenizer, base: model.weights, judgeCache: cache)
         rollout = c.rolloutSettings(tokenizer: model.tokenizer)
-        log("worker \(options.id): loaded \(c.policy)")
+        logger.info("loaded \(c.policy)")
     }
 
     // MARK: work
@@ -332,7 +334,7 @@ public final class Worker {
     }
 
     func work(_ task: Charter_V1_Task) throws {
-        guard faults.allows(task.taskID, tasksDone: tasksDone, log: { log("worker \(options.id): \($0)") }) else { return }
+        guard faults.allows(task.taskID, tasksDone: tasksDone, log: { logger.info("\($0)") }) else { return }
         try send(.taskResult(task.kind == .rollout ? try rolloutResult(task) : try stageResult(task)))
         tasksDone += 1
     }

@@ -1,6 +1,7 @@
 import Buffers
 import Engine
 import Foundation
+import Logging
 import Wire
 import ZeroMQ
 
@@ -30,7 +31,7 @@ extension Worker {
             return
         }
         guard let buffers = try versionedBuffers(model) else {
-            return log("worker \(options.id): announce of \(model) version \(a.version), a model this run does not have; ignored")
+            return logger.warning("announce of \(model) version \(a.version), a model this run does not have; ignored")
         }
         let size = buffers.byteCount
         guard Int(a.totalBytes) == size, model != ModelName.policy || a.lora == (adapters != nil) else {
@@ -40,13 +41,13 @@ extension Worker {
             WeightManifest.Chunk(index: Int($0.index), offset: Int($0.offset), size: Int($0.size), crc32c: $0.crc32C)
         })
         guard manifest.checksum == a.manifestCrc32C else {
-            log("worker \(options.id): manifest checksum mismatch; waiting for the next announce")
+            logger.warning("manifest checksum mismatch; waiting for the next announce")
             return
         }
         // The same announce again (after a repeated Register): the fetch in progress goes on.
         if case .fetching(let current) = state, current.assembler.manifest == manifest { return }
         let sources = a.sources.filter { $0 != chunkServerEndpoint }.map(reachable)
-        guard !sources.isEmpty else { return log("worker \(options.id): announce of \(model) version \(a.version) names no source") }
+        guard !sources.isEmpty else { return logger.warning("announce of \(model) version \(a.version) names no source") }
         // Connections to sources this announce no longer names (peers gone) are closed.
         for (endpoint, socket) in sourceSockets where !sources.contains(endpoint) {
             socket.close()
@@ -95,7 +96,7 @@ extension Worker {
         }
         let outcome = bytes.withUnsafeBytes { fetch.received(index: Int(reply.index), bytes: $0, now: now) }
         if outcome == .badChecksum || outcome == .wrongSize {
-            log("worker \(options.id): chunk \(reply.index) \(outcome); fetching it again from the coordinator")
+            logger.warning("chunk \(reply.index) \(outcome); fetching it again from the coordinator")
         }
         guard fetch.assembler.isComplete else { return try requestChunks(fetch, now: now) }
         try switchVersion(fetch)
@@ -115,7 +116,7 @@ extension Worker {
         spareBuffers[model] = assembler.storage
         state = .ready
         try sendReady(model)
-        log("worker \(options.id): now at \(model) version \(assembler.manifest.version)")
+        logger.info("now at \(model) version \(assembler.manifest.version)")
         if let next = waitingAnnounces.keys.sorted().first, let a = waitingAnnounces.removeValue(forKey: next) { try startFetch(a) }
     }
 
@@ -133,7 +134,7 @@ extension Worker {
         while let frames = try? server.receive(wait: false) {
             guard frames.count >= 2, let decoded = try? Wire.decode(Array(frames.dropFirst())),
                   case .chunkRequest(let r) = decoded.message else {
-                log("worker \(options.id): dropped a malformed chunk request")
+                logger.warning("dropped a malformed chunk request")
                 continue
             }
             var reply = Charter_V1_ChunkReply()

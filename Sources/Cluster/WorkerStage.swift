@@ -1,6 +1,7 @@
 import Alignment
 import Engine
 import Formats
+import Logging
 import Wire
 
 extension Worker {
@@ -26,7 +27,7 @@ extension Worker {
             work.tick = { [self] in stayInTouch() }
             result.items = try work.run(kind, items).map(\.wire)
         } catch {
-            log("worker \(options.id): task \(task.taskID) failed: \(error)")
+            logger.warning("task \(task.taskID) failed: \(error)")
             result.items = items.map { i in
                 var r = StageItemResult(id: i.id)
                 r.error = "\(error)"

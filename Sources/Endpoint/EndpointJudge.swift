@@ -50,7 +50,7 @@ public final class EndpointJudge: @unchecked Sendable {
         public var missingOptions = 0
 
         public var dictionary: [String: Any] {
-            ["requests": requests, "cacheHits": cacheHits, "missingOptions": missingOptions,
+            ["requests": requests, "cache_hits": cacheHits, "missing_options": missingOptions,
              "failures": failures, "failed": failures.values.reduce(0, +)]
         }
     }

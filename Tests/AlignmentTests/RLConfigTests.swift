@@ -181,3 +181,14 @@ final class CombinedRewardTests: XCTestCase {
         XCTAssertEqual(try scorer.score([stopped, cut], prompts: [:]), [1, 0.75])
     }
 }
+
+final class SnakeCaseTests: XCTestCase {
+    /// Metrics keys: camelCase Swift names become snake_case, acronyms kept together.
+    func testKeysBecomeSnakeCase() {
+        for (camel, snake) in [("approxKL", "approx_kl"), ("itemsPerSecond", "items_per_second"), ("kl", "kl"), ("grad_norm", "grad_norm"),
+                               ("ppoEpochs", "ppo_epochs"), ("bytesBroadcast", "bytes_broadcast"), ("KLValue", "kl_value"), ("top5Tokens", "top5_tokens")] {
+            XCTAssertEqual(SnakeCase.key(camel), snake)
+        }
+        XCTAssertEqual(SnakeCase.keys(["rewardMean": 1, "iteration": 2]).keys.sorted(), ["iteration", "reward_mean"])
+    }
+}

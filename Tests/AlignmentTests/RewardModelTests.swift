@@ -46,7 +46,7 @@ final class RewardModelTests: XCTestCase {
         func gradient(_ pair: PreferencePair, lr: Float = 1e-3) throws -> (grads: [Float], loss: Double, rm: RewardModel) {
             let rm = try rewardModel(seed: 2)
             let trainer = try RewardModelTrainer(rm: rm, schedule: LRSchedule(peak: lr, decay: .constant), settings: .init(clipNorm: nil))
-            let loss = try trainer.step([pair])
+            let loss = try trainer.step([pair]).loss
             return (Array(trainer.headGrads) + Array(trainer.trunk.grads), loss, rm)
         }
         /// max |x - y| relative to max |x|: the sums are the same up to their order.
@@ -113,9 +113,25 @@ final class RewardModelTests: XCTestCase {
         let loaded = try PreferencePair.load(pairsFile, rm: rm, maxLength: 64)
         XCTAssertEqual(loaded.first?.pChosen, 0.8)
         XCTAssertEqual(loaded.first?.margin, 1)
-        for (bad, message) in [(#"{"prompt": "a", "chosen": "b"}"#, "line 1: needs string fields"), (#"{"prompt": "a", "chosen": "b", "rejected": "c", "p_chosen": 2}"#, "\"p_chosen\" must be a number in [0, 1]"), ("oops", "line 1: not valid JSON")] {
+        for (bad, message) in [(#"{"prompt": "a", "chosen": "b"}"#, "line 1: needs \"chosen\" and \"rejected\""), (#"{"prompt": "a", "chosen": "b", "rejected": "c", "p_chosen": 2}"#, "\"p_chosen\" must be a number in [0, 1]"), ("oops", "line 1: not valid JSON")] {
             try Data(bad.utf8).write(to: pairsFile)
             XCTAssertThrowsError(try PreferencePair.load(pairsFile, rm: rm, maxLength: 64)) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
         }
+    }
+
+    /// Micro-batches change how a step is computed, not what it is: the gradients of one batch of
+    /// four pairs, whole or one pair per pass, agree up to summation order.
+    func testMicroBatchesGiveTheWholeBatchsGradient() throws {
+        let batch = pairs(4, seed: 3)
+        var grads: [[Float]] = [], losses: [Double] = []
+        for micro in [nil, 1] as [Int?] {
+            let trainer = try RewardModelTrainer(rm: try rewardModel(seed: 2), schedule: LRSchedule(peak: 1e-3, decay: .constant), settings: .init(clipNorm: nil))
+            losses.append(try trainer.step(batch, microBatch: micro).loss)
+            grads.append(Array(trainer.headGrads) + Array(trainer.trunk.grads))
+        }
+        XCTAssertEqual(losses[0], losses[1], accuracy: 1e-6)
+        let scale = grads[0].map(abs).max()!
+        XCTAssertGreaterThan(scale, 0)
+        XCTAssertLessThan(zip(grads[0], grads[1]).map { abs($0 - $1) }.max()! / scale, 1e-4)
     }
 }

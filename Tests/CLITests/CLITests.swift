@@ -67,14 +67,18 @@ final class CLITests: XCTestCase {
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline && p.isRunning {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("coordinator: control ") }),
-               let endpoint = line.dropFirst("coordinator: control ".count).split(separator: ",").first {
-                return (p, String(endpoint))
-            }
+            if let endpoint = Self.controlEndpoint(inLog: text) { return (p, endpoint) }
             usleep(20_000)
         }
         XCTFail("the coordinator did not say where it listens: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
         throw CocoaError(.fileReadUnknown)
+    }
+
+    /// Where the coordinator whose log this is listens: its line `TIME info coordinator run=ID: control ENDPOINT, chunks ...`.
+    static func controlEndpoint(inLog text: String) -> String? {
+        guard let line = text.split(separator: "\n").first(where: { $0.contains(" coordinator run=") && $0.contains(": control ") }),
+              let start = line.range(of: ": control ")?.upperBound else { return nil }
+        return line[start...].split(separator: ",").first.map(String.init)
     }
 
     /// The state letter of process `pid` from /proc (R, S, T stopped, Z zombie...); nil once it is gone.
@@ -112,6 +116,19 @@ final class CLITests: XCTestCase {
         let r = try charter("tokenize", "--text", "<|im_start|>user\nWhat is the capital of France?<|im_end|>")
         XCTAssertEqual(r.status, 0, r.err)
         XCTAssertEqual(r.out, "1 4093 198 1780 314 260 3575 282 4649 47 2\n")
+        // --chat renders the template around the text; --pieces shows what each token stands for.
+        let chat = try charter("tokenize", "--chat", "--pieces", "--text", "What is the capital of France?")
+        XCTAssertEqual(chat.status, 0, chat.err)
+        let lines = chat.out.split(separator: "\n")
+        XCTAssertEqual(lines.first, "1\t\"<|im_start|>\"")
+        XCTAssertTrue(lines.contains("4093\t\"user\""), chat.out)
+        XCTAssertTrue(lines.contains("198\t\"\\n\""), "a newline is shown escaped: \(chat.out)")
+        XCTAssertTrue(lines.contains("3575\t\" capital\""), chat.out)
+        let json = try charter("tokenize", "--chat", "--json", "--text", "Hi")
+        let object = try JSONSerialization.jsonObject(with: Data(json.out.utf8)) as! [String: Any]
+        let rendered = try XCTUnwrap(object["text"] as? String)
+        XCTAssertTrue(rendered.hasPrefix("<|im_start|>system\n") && rendered.hasSuffix("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"), rendered)
+        XCTAssertEqual((object["pieces"] as? [String])?.joined(), rendered, "the pieces spell the text")
     }
 
     func testGreedyChatGenerationAsJSON() throws {
@@ -208,6 +225,44 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(g.status, 0, g.err)
     }
 
+    /// `rm train` killed after an epoch and resumed ends with the uninterrupted run's files, bit for
+    /// bit; pairs in TRL's conversational layouts train like Charter's own.
+    func testRewardModelTrainingResumesAfterAnEpoch() throws {
+        let (dir, tiny) = try tinyModelFolder("rm-resume")
+        let pairs = dir.appendingPathComponent("pairs.jsonl").path
+        let lines = (0..<12).map { n in
+            n % 2 == 0 ? #"{"prompt": "Say hi \#(n)", "chosen": "Hello there!", "rejected": "No."}"#
+                : #"{"chosen": [{"role": "user", "content": "Say hi \#(n)"}, {"role": "assistant", "content": "Hello there!"}], "rejected": [{"role": "user", "content": "Say hi \#(n)"}, {"role": "assistant", "content": "No."}]}"#
+        }
+        try Data(lines.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: pairs))
+        let args = ["rm", "train", "--model", tiny, "--pairs", pairs, "--lr", "1e-3", "--batch-size", "4", "--micro-batch-size", "2", "--epochs", "3"]
+        let straight = try charter(args + ["--out", dir.path + "/straight"])
+        XCTAssertEqual(straight.status, 0, straight.err)
+        let cut = try charter(args + ["--out", dir.path + "/cut", "--stop-after-epochs", "1"])
+        XCTAssertEqual(cut.status, 3, cut.err)
+        let changed = try charter(args.map { $0 == "1e-3" ? "2e-3" : $0 } + ["--out", dir.path + "/cut", "--resume"])
+        XCTAssertNotEqual(changed.status, 0)
+        XCTAssertTrue(changed.err.contains("--resume: the options differ from the run in"), changed.err)
+        let resumed = try charter(args + ["--out", dir.path + "/cut", "--resume"])
+        XCTAssertEqual(resumed.status, 0, resumed.err)
+        XCTAssertTrue(resumed.out.contains("resuming after epoch 1 of 3"), resumed.out)
+        for file in ["model.safetensors", "score_head.safetensors", "optimizer.safetensors", "head_optimizer.safetensors"] {
+            XCTAssertEqual(FileManager.default.contents(atPath: "\(dir.path)/straight/\(file)"), FileManager.default.contents(atPath: "\(dir.path)/cut/\(file)"), file)
+        }
+        func withoutTimes(_ run: String) throws -> [String] {
+            try String(contentsOfFile: "\(dir.path)/\(run)/metrics.jsonl", encoding: .utf8).split(separator: "\n").map {
+                $0.replacingOccurrences(of: #""time":"[^"]*""#, with: "", options: .regularExpression)
+            }
+        }
+        XCTAssertEqual(try withoutTimes("cut"), try withoutTimes("straight"))
+        let done = try charter(args + ["--out", dir.path + "/cut", "--resume"])
+        XCTAssertEqual(done.status, 0, done.err)
+        XCTAssertTrue(done.out.contains("is complete (3 epochs)"), done.out)
+        let micro = try charter(args.map { $0 == "2" ? "5" : $0 } + ["--out", dir.path + "/bad"])
+        XCTAssertNotEqual(micro.status, 0)
+        XCTAssertTrue(micro.err.contains("--micro-batch-size must be in 1...--batch-size, found 5"), micro.err)
+    }
+
     func testSFTNamesTheBadLine() throws {
         let data = FileManager.default.temporaryDirectory.appendingPathComponent("charter-bad-\(UUID()).jsonl")
         try Data("{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}\n{oops\n".utf8).write(to: data)
@@ -226,19 +281,30 @@ final class CLITests: XCTestCase {
         let r = try charter("rm", "train", "--model", tiny, "--pairs", dir.appendingPathComponent("pairs.jsonl").path, "--out", out,
                             "--lr", "1e-3", "--batch-size", "4", "--epochs", "3", "--eval-fraction", "0.25")
         XCTAssertEqual(r.status, 0, r.err)
-        XCTAssertTrue(r.out.contains("held-out accuracy"), r.out)
-        try Data([#"{"prompt": "Say hi", "response": "Hello there!"}"#, #"{"prompt": "Say hi", "response": "No."}"#].joined(separator: "\n").utf8)
+        XCTAssertTrue(r.err.contains("epoch 3: held-out accuracy"), r.err)
+        // 9 training pairs in steps of 4: 3 steps and one evaluation per epoch, each line stamped.
+        let metrics = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(metrics.count, 12)
+        XCTAssertEqual(metrics.filter { $0["eval_accuracy"] != nil }.map { $0["epoch"] as? Int }, [1, 2, 3])
+        XCTAssertTrue(metrics.allSatisfy { $0["time"] is String && ($0["loss"] != nil) == ($0["learning_rate"] != nil) })
+        try Data([#"{"prompt": "Say hi", "response": "Hello there!"}"#, #"{"prompt": "Say hi", "response": "No."}"#,
+                  #"{"prompt": [{"role": "user", "content": "Say hi"}], "response": [{"role": "assistant", "content": "Hello there!"}]}"#].joined(separator: "\n").utf8)
             .write(to: dir.appendingPathComponent("score.jsonl"))
         let s = try charter("rm", "score", "--rm", out, "--data", dir.appendingPathComponent("score.jsonl").path)
         XCTAssertEqual(s.status, 0, s.err)
         let scored = s.out.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         let scores = scored.compactMap { $0["score"] as? Double }
-        XCTAssertEqual(scores.count, 2)
-        XCTAssertEqual(scored.map { $0["response"] as? String }, ["Hello there!", "No."], "the input fields come back beside the score")
+        XCTAssertEqual(scores.count, 3)
+        XCTAssertEqual(scored.prefix(2).map { $0["response"] as? String }, ["Hello there!", "No."], "the input fields come back beside the score")
+        if scores.count == 3 { XCTAssertEqual(scores[2], scores[0], "chat messages score as the same conversation in strings") }
         if scores.count == 2 { XCTAssertGreaterThan(scores[0], scores[1], "the trained preference should show") }
         let toFile = try charter("rm", "score", "--rm", out, "--data", dir.appendingPathComponent("score.jsonl").path, "--out", dir.path + "/scored.jsonl")
         XCTAssertEqual(toFile.status, 0, toFile.err)
         XCTAssertEqual(try String(contentsOfFile: dir.path + "/scored.jsonl", encoding: .utf8), s.out)
+        let again = try charter("rm", "train", "--model", tiny, "--pairs", dir.appendingPathComponent("pairs.jsonl").path, "--out", out)
+        XCTAssertNotEqual(again.status, 0)
+        XCTAssertTrue(again.err.contains("already holds a run: pass --resume to continue it, or --overwrite"), again.err)
         let notRM = try charter("rm", "score", "--rm", tiny, "--data", dir.appendingPathComponent("score.jsonl").path)
         XCTAssertNotEqual(notRM.status, 0)
         XCTAssertTrue(notRM.err.contains("\(tiny) is not a reward model (no score_head.safetensors)"), notRM.err)
@@ -252,12 +318,12 @@ final class CLITests: XCTestCase {
         let lines = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(lines.count, 3)
         let last = try JSONSerialization.jsonObject(with: Data(lines[2].utf8)) as! [String: Any]
-        XCTAssertEqual(last["policyVersion"] as? Int, 2)
+        XCTAssertEqual(last["policy_version"] as? Int, 2)
         XCTAssertEqual(last["samples"] as? Int, 8)
-        XCTAssertNotNil(last["generationSeconds"]); XCTAssertNotNil(last["updateSeconds"]); XCTAssertNotNil(last["kl"])
-        XCTAssertTrue((0...1).contains(last["truncatedFraction"] as? Double ?? -1), "share of responses cut off at the limit")
-        XCTAssertEqual(last["skippedSteps"] as? Int, 0)
-        XCTAssertNotNil(last["time"]); XCTAssertEqual(last["learningRate"] as? Double ?? 0, 0.001, accuracy: 1e-9)
+        XCTAssertNotNil(last["generation_seconds"]); XCTAssertNotNil(last["update_seconds"]); XCTAssertNotNil(last["kl"])
+        XCTAssertTrue((0...1).contains(last["truncated_fraction"] as? Double ?? -1), "share of responses cut off at the limit")
+        XCTAssertEqual(last["skipped_steps"] as? Int, 0)
+        XCTAssertNotNil(last["time"]); XCTAssertEqual(last["learning_rate"] as? Double ?? 0, 0.001, accuracy: 1e-9)
         let samples = try String(contentsOfFile: dir.path + "/run/samples.jsonl", encoding: .utf8).split(separator: "\n")
             .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         XCTAssertEqual(samples.map { $0["iteration"] as? Int }, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2], "four readable samples an iteration")
@@ -303,13 +369,13 @@ final class CLITests: XCTestCase {
             weights.append(try Data(contentsOf: dir.appendingPathComponent("\(label)/policy/model.safetensors")))
         }
         XCTAssertEqual(metrics[2].count, 3)
-        XCTAssertEqual(metrics[2].map { $0["workersAlive"] as? Int }, [3, 3, 3])
-        for key in ["rewardMean", "helpfulnessScoreMean", "kl", "policyLoss"] {
+        XCTAssertEqual(metrics[2].map { $0["workers_alive"] as? Int }, [3, 3, 3])
+        for key in ["reward_mean", "helpfulness_score_mean", "kl", "policy_loss"] {
             XCTAssertEqual(metrics[1].map { $0[key] as? Double }, metrics[0].map { $0[key] as? Double }, key)
             XCTAssertEqual(metrics[2].map { $0[key] as? Double }, metrics[0].map { $0[key] as? Double }, key)
         }
-        XCTAssertTrue(metrics[0].allSatisfy { ($0["helpfulnessScoreMean"] as? Double) != nil }, "the raw score is in the metrics")
-        let bytesOut = metrics[1...].map { $0.last?["bytesBroadcast"] as? Int ?? 0 }
+        XCTAssertTrue(metrics[0].allSatisfy { ($0["helpfulness_score_mean"] as? Double) != nil }, "the raw score is in the metrics")
+        let bytesOut = metrics[1...].map { $0.last?["bytes_broadcast"] as? Int ?? 0 }
         XCTAssertGreaterThan(bytesOut[0], 0, "versions after the first travel to the workers")
         // Each worker fetches a chunk from the coordinator at most once (relays cut that to about one
         // copy in all; how often they win depends on the machine's load, so bench broadcast measures it).
@@ -334,6 +400,37 @@ final class CLITests: XCTestCase {
         XCTAssertNotEqual(worker.terminationStatus, 0)
         XCTAssertTrue(log("c").contains("worker elsewhere reports: cannot load the run's configuration"), log("c"))
         XCTAssertTrue(log("c").contains("model \(tiny) not found"), "the reason names what was missing: \(log("c"))")
+    }
+
+    /// Every log line is in the file as it happens and names its time, level, role and run; --log-level
+    /// filters them.
+    func testLogLinesCarryTimeRoleAndRunAndHonourTheLevel() throws {
+        let (dir, tiny) = try tinyModelFolder("logs")
+        let (path, _) = try runConfig(dir, model: tiny, iterations: 1, seed: 1, prompts: 2)
+        let (coordinator, endpoint) = try startCoordinator(["--config", path], log: dir.path + "/c.log")
+        let worker = try start(["worker", "--connect", endpoint, "--id", "w7"], log: dir.path + "/w.log")
+        defer { if worker.isRunning { kill(worker.processIdentifier, SIGKILL) } }
+        coordinator.waitUntilExit()
+        worker.waitUntilExit()
+        XCTAssertEqual(coordinator.terminationStatus, 0)
+        let time = #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "#
+        func lines(_ name: String, matching pattern: String) throws -> [Substring] {
+            let text = try String(contentsOfFile: "\(dir.path)/\(name).log", encoding: .utf8)
+            let regex = try NSRegularExpression(pattern: time + pattern)
+            return text.split(separator: "\n").filter { regex.firstMatch(in: String($0), range: NSRange($0.startIndex..., in: $0)) != nil }
+        }
+        XCTAssertEqual(try lines("c", matching: #"info coordinator run=run-1-\d+-\d+: control tcp://127\.0\.0\.1:\d+, chunks "#).count, 1)
+        XCTAssertEqual(try lines("c", matching: #"info coordinator run=run-1-\d+-\d+: worker w7 registered"#).count, 1)
+        XCTAssertEqual(try lines("w", matching: #"info worker w7 run=run-1-\d+-\d+: loaded "#).count, 1)
+        XCTAssertEqual(try lines("c", matching: ".").count, try String(contentsOfFile: dir.path + "/c.log", encoding: .utf8).split(separator: "\n").count,
+                       "every line of the coordinator's log is a log line")
+        try FileManager.default.removeItem(atPath: dir.path + "/run")
+        let quiet = try charter("rl", "--config", path, "--log-level", "warning")
+        XCTAssertEqual(quiet.status, 0, quiet.err)
+        XCTAssertFalse(quiet.err.contains(" info "), quiet.err)
+        let bad = try charter("rl", "--config", path, "--log-level", "loud")
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.err.contains("--log-level"), bad.err)
     }
 
     /// A worker with nobody at its address says so instead of waiting in silence.
@@ -362,17 +459,23 @@ final class CLITests: XCTestCase {
             let deadline = Date().addingTimeInterval(60)
             while Date() < deadline {
                 let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-                pids = text.split(separator: "\n").filter { $0.hasPrefix("local: worker ") }.compactMap { $0.split(separator: " ").last.flatMap { Int32($0) } }
-                if pids.count == 2 && text.contains("now at policy version 1") { break }
+                pids = text.split(separator: "\n").filter { $0.contains(" local: worker ") }.compactMap { $0.split(separator: " ").last.flatMap { Int32($0) } }
+                // After the first checkpoint, which writes the policy folder too.
+                if pids.count == 2 && text.contains("now at policy version 1") && FileManager.default.fileExists(atPath: dir.path + "/run/policy/model.safetensors") { break }
                 usleep(20_000)
             }
             XCTAssertEqual(pids.count, 2, "the workers' process ids should be in the log")
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir.path + "/run/policy/model.safetensors"), "the policy is saved with every checkpoint")
             addTeardownBlock { for pid in pids { kill(pid, SIGKILL) } }
             kill(local.processIdentifier, signal)
             local.waitUntilExit()
             let gone = Date().addingTimeInterval(15)
             while !pids.allSatisfy(Self.hasEnded) && Date() < gone { usleep(20_000) }
             XCTAssertTrue(pids.allSatisfy(Self.hasEnded), "after signal \(signal) the workers should be gone: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+            if signal == SIGTERM {
+                let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+                XCTAssertTrue(text.contains("interrupted; continue from the last checkpoint (\(dir.path)/run/checkpoint) with: charter local --config \(path) --workers 2 --resume"), text)
+            }
         }
     }
 
@@ -433,8 +536,8 @@ final class CLITests: XCTestCase {
         while coordinator.isRunning && Date() < deadline { usleep(50_000) }
         XCTAssertEqual(coordinator.terminationStatus, 0)
         let line = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("run/metrics.jsonl"))) as! [String: Any]
-        XCTAssertEqual(line["versionMismatches"] as? Int, 1)
-        XCTAssertEqual(line["malformedDropped"] as? Int, 2) // the garbage frame and the envelope without a body
+        XCTAssertEqual(line["version_mismatches"] as? Int, 1)
+        XCTAssertEqual(line["malformed_dropped"] as? Int, 2) // the garbage frame and the envelope without a body
         XCTAssertEqual(line["samples"] as? Int, 2)
     }
 
@@ -501,7 +604,7 @@ extension CLITests {
         let endpoint = try cut("resumed")
         let resumed = try charter("coordinator", "--config", try config("resumed"), "--bind", endpoint, "--prompts-per-task", "4", "--resume")
         XCTAssertEqual(resumed.status, 0, resumed.err)
-        XCTAssertTrue(resumed.out.contains("resuming at iteration 2"), resumed.out)
+        XCTAssertTrue(resumed.err.contains("resuming at iteration 2"), resumed.err)
         let lines = try String(contentsOfFile: dir.path + "/resumed/metrics.jsonl", encoding: .utf8).split(separator: "\n")
             .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         XCTAssertEqual(lines.map { $0["iteration"] as? Int }, Array(0..<8))
@@ -534,7 +637,7 @@ extension CLITests {
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir.path + "/run/policy/model.safetensors"), "the refused start must leave the run alone")
         let complete = try charter("rl", "--config", path, "--resume")
         XCTAssertEqual(complete.status, 0, complete.err)
-        XCTAssertTrue(complete.out.contains("is complete (1 iterations); nothing to do"), complete.out)
+        XCTAssertTrue(complete.err.contains("is complete (1 iterations); nothing to do"), complete.err)
         XCTAssertEqual(try charter("rl", "--config", path, "--overwrite").status, 0)
         try Data(text.replacingOccurrences(of: "max_new_tokens: 3", with: "max_new_tokens: 4").utf8).write(to: URL(fileURLWithPath: path))
         let r = try charter("rl", "--config", path, "--resume")
@@ -550,7 +653,7 @@ extension CLITests {
         XCTAssertEqual(r.status, 0, r.err)
         let last = try JSONSerialization.jsonObject(with: Data(String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8)
             .split(separator: "\n").last!.utf8)) as! [String: Any]
-        let perVersion = (last["bytesBroadcast"] as? Int ?? 0) / 2 // versions 1 and 2 travelled
+        let perVersion = (last["bytes_broadcast"] as? Int ?? 0) / 2 // versions 1 and 2 travelled
         let modelBytes = try FileManager.default.attributesOfItem(atPath: tiny + "/model.safetensors")[.size] as! Int
         XCTAssertGreaterThan(perVersion, 0)
         XCTAssertLessThan(perVersion, modelBytes / 50, "only the adapters should travel")
@@ -586,8 +689,8 @@ extension CLITests {
         let lines = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n")
             .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         XCTAssertEqual(lines.map { $0["samples"] as? Int }, [8, 8])
-        XCTAssertEqual(lines.map { $0["workersAlive"] as? Int }, [1, 1], "only the allowed worker is in")
-        XCTAssertGreaterThanOrEqual(lines.last?["curveRefused"] as? Int ?? 0, 1)
+        XCTAssertEqual(lines.map { $0["workers_alive"] as? Int }, [1, 1], "only the allowed worker is in")
+        XCTAssertGreaterThanOrEqual(lines.last?["curve_refused"] as? Int ?? 0, 1)
         XCTAssertFalse(log("rogue").contains("loaded"), "the refused worker must never get the configuration")
         XCTAssertFalse(log("plain").contains("loaded"), "a plain worker must never get the configuration")
         XCTAssertTrue(log("rogue").contains("the coordinator refused this worker's CURVE key"), log("rogue"))

@@ -19,15 +19,15 @@ extension CLITests {
             weights.append(try Data(contentsOf: dir.appendingPathComponent("\(label)/policy/model.safetensors")))
         }
         for m in metrics[0] {
-            let rating = try XCTUnwrap(m["judgeRatingMean"] as? Double, "the mean rating is in the metrics")
+            let rating = try XCTUnwrap(m["judge_rating_mean"] as? Double, "the mean rating is in the metrics")
             XCTAssertTrue(rating > 1 && rating < 10, "\(rating)")
         }
-        for key in ["rewardMean", "judgeRatingMean", "kl", "policyLoss"] {
+        for key in ["reward_mean", "judge_rating_mean", "kl", "policy_loss"] {
             XCTAssertEqual(metrics[1].map { $0[key] as? Double }, metrics[0].map { $0[key] as? Double }, key)
             XCTAssertEqual(metrics[2].map { $0[key] as? Double }, metrics[0].map { $0[key] as? Double }, key)
         }
         let samples = try jsonLines("\(dir.path)/rl/samples.jsonl")
-        XCTAssertTrue(samples.allSatisfy { $0["judgeRating"] is Double }, "each logged sample has its rating")
+        XCTAssertTrue(samples.allSatisfy { $0["judge_rating"] is Double }, "each logged sample has its rating")
         XCTAssertEqual(weights[1], weights[0], "1 worker must reach the in-process run's weights")
         XCTAssertEqual(weights[2], weights[0], "2 workers must reach the in-process run's weights")
     }

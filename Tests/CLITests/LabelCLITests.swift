@@ -81,7 +81,7 @@ extension CLITests {
         XCTAssertTrue(again.err.contains("labels.jsonl already exists: pass --resume to finish the labels it came from, or --overwrite to label again"), again.err)
         let resumed = try charter(labelArgs(out: out) + ["--in-process", "--resume"])
         XCTAssertEqual(resumed.status, 0, resumed.err)
-        XCTAssertTrue(resumed.out.contains("is complete: 96 items"), resumed.out)
+        XCTAssertTrue(resumed.err.contains("is complete: 96 items"), resumed.err)
         XCTAssertEqual(try file(out), first)
         let other = try charter(labelArgs(out: out) + ["--in-process", "--resume", "--principles", "1"])
         XCTAssertNotEqual(other.status, 0, "other questions are not the run the folder holds")
@@ -206,7 +206,7 @@ extension CLITests {
         let again = try charter(endpointArgs(faulty, out: out) + ["--overwrite"])
         XCTAssertEqual(again.status, 0, again.err)
         XCTAssertEqual(try requests(), before, "no request: the cache answered")
-        XCTAssertEqual(try stageMetrics(dir.path + "/labels.stage/judge.metrics.json")["cacheHits"] as? Int, 48)
+        XCTAssertEqual(try stageMetrics(dir.path + "/labels.stage/judge.metrics.json")["cache_hits"] as? Int, 48)
         XCTAssertEqual(try file(out), try file(dir.path + "/healthy.jsonl"))
     }
 
@@ -244,7 +244,7 @@ extension CLITests {
         let asked = try judgeLog(dir.path + "/chat.log").filter { $0.key != "-" }
         XCTAssertEqual(asked.count, 48)
         XCTAssertTrue(asked.values.allSatisfy { $0.filter { $0 == "ok" }.count == 1 }, "each answered once: \(asked)")
-        XCTAssertEqual(try stageMetrics(dir.path + "/labels.stage/judge.metrics.json")["missingOptions"] as? Int, 0)
+        XCTAssertEqual(try stageMetrics(dir.path + "/labels.stage/judge.metrics.json")["missing_options"] as? Int, 0)
         let items = try jsonLines(dir.path + "/labels.stage/items.jsonl")
         XCTAssertTrue(items.allSatisfy { ($0["messages"] as? [[String: String]])?.last?["role"] == "user" && $0["prompt"] == nil }, "chat turns, no rendered prompt")
     }
@@ -312,7 +312,7 @@ extension CLITests {
         var worst = 0.0
         for (a, b) in zip(r, l) { worst = max(worst, abs((a["p_a"] as! Double) - (b["p_a"] as! Double))) }
         XCTAssertLessThan(worst, 1e-4, "largest |p_a difference| over 20 pairs")
-        XCTAssertEqual(try stageMetrics(dir.path + "/remote.stage/judge.metrics.json")["missingOptions"] as? Int, 0)
+        XCTAssertEqual(try stageMetrics(dir.path + "/remote.stage/judge.metrics.json")["missing_options"] as? Int, 0)
         // The server's own chat template through /v1/chat/completions: labels for every pair.
         let chat = try charter("label", "--pairs", pairs, "--out", dir.path + "/chat.jsonl", "--judge-url", url, "--judge-model", "smollm2",
                                "--judge-api", "chat", "--judge-concurrency", "1")

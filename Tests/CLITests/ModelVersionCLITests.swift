@@ -33,7 +33,7 @@ extension CLITests {
             if extra.contains("3") {
                 XCTAssertEqual(r.err.components(separatedBy: "now at reward.helpful version 1").count - 1, 3, r.err)
                 let m = try stageMetrics("\(dir.path)/\(out)/score.metrics.json")
-                XCTAssertGreaterThan(m["bytesBroadcast"] as? Int ?? 0, 0)
+                XCTAssertGreaterThan(m["bytes_broadcast"] as? Int ?? 0, 0)
             }
             return try stageLines("\(dir.path)/\(out)/score.jsonl")
         }

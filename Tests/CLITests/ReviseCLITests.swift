@@ -49,7 +49,7 @@ extension CLITests {
         // A finished run resumed has nothing to do and writes the same outputs again.
         let again = try charter(reviseArgs(prompts, helpful, out: "\(dir.path)/--in-process") + ["--in-process", "--resume"])
         XCTAssertEqual(again.status, 0, again.err)
-        XCTAssertTrue(again.out.contains("is complete: 14 items"), again.out)
+        XCTAssertTrue(again.err.contains("is complete: 14 items"), again.err)
         XCTAssertEqual(try file("\(dir.path)/--in-process/revisions.jsonl"), outputs[0][1])
     }
 

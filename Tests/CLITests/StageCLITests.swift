@@ -52,7 +52,7 @@ extension CLITests {
                 let out = "\(dir.path)/\(kind)-\(how.last!)"
                 let r = try charter(["stage", kind, "--config", config, "--items", items, "--out", out] + how)
                 XCTAssertEqual(r.status, 0, r.err)
-                XCTAssertTrue(r.out.contains("stage \(kind): 12 items in"), r.out)
+                XCTAssertTrue(r.err.contains("stage \(kind): 12 items in"), r.err)
                 outputs.append(try stageLines("\(out)/\(kind).jsonl"))
             }
             XCTAssertEqual(outputs[0].count, 12)
@@ -95,7 +95,7 @@ extension CLITests {
         XCTAssertTrue(again.err.contains("pass --resume to continue it, or --overwrite"), again.err)
         let done = try charter("stage", "generate", "--config", config, "--items", items, "--out", out, "--in-process", "--resume")
         XCTAssertEqual(done.status, 0, done.err)
-        XCTAssertTrue(done.out.contains("is complete: 2 items"), done.out)
+        XCTAssertTrue(done.err.contains("is complete: 2 items"), done.err)
         let changed = dir.appendingPathComponent("changed.jsonl").path
         try (try String(contentsOfFile: items, encoding: .utf8) + "{\"prompt\": \"one more\"}\n").write(toFile: changed, atomically: true, encoding: .utf8)
         let other = try charter("stage", "generate", "--config", config, "--items", changed, "--out", out, "--resume")
@@ -124,7 +124,7 @@ extension CLITests {
         XCTAssertEqual(try stageLines(out + "/generate.jsonl"), try stageLines(dir.path + "/here/generate.jsonl"))
         let metrics = try stageMetrics(out + "/generate.metrics.json")
         XCTAssertGreaterThanOrEqual(metrics["redispatched"] as? Int ?? 0, 1)
-        XCTAssertEqual(metrics["itemsDispatched"] as? Int, 16 + 2 * (metrics["redispatched"] as? Int ?? 0))
+        XCTAssertEqual(metrics["items_dispatched"] as? Int, 16 + 2 * (metrics["redispatched"] as? Int ?? 0))
     }
 
     /// kill -9 of the coordinator mid-stage and `--resume`: the output ends with every item once, and
@@ -150,11 +150,11 @@ extension CLITests {
         kill(worker.processIdentifier, SIGCONT)
         let resumed = try charter(["stage", "revise"] + args + ["--bind", endpoint, "--resume"])
         XCTAssertEqual(resumed.status, 0, resumed.err)
-        XCTAssertTrue(resumed.out.contains("14 of 20 items to do"), resumed.out)
+        XCTAssertTrue(resumed.err.contains("14 of 20 items to do"), resumed.err)
         XCTAssertEqual(try stageLines(out + "/revise.jsonl"), try stageLines(dir.path + "/here/revise.jsonl"))
         let metrics = try stageMetrics(out + "/revise.metrics.json")
-        XCTAssertEqual(metrics["itemsDispatched"] as? Int, 20 - before, "no item dispatched twice after the restart")
-        XCTAssertEqual(metrics["itemsRun"] as? Int, 20 - before)
+        XCTAssertEqual(metrics["items_dispatched"] as? Int, 20 - before, "no item dispatched twice after the restart")
+        XCTAssertEqual(metrics["items_run"] as? Int, 20 - before)
     }
 
     /// The protocol is language-neutral: scripts/python-worker (pyzmq and protoc's Python classes,

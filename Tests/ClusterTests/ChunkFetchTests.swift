@@ -53,7 +53,7 @@ final class WorkerSourceTests: XCTestCase {
     func testWildcardSourcesAreDialledOnTheCoordinatorsHost() throws {
         var options = Worker.Options(connect: "tcp://10.1.2.3:5555", id: "t")
         options.chunkBind = nil
-        let worker = try Worker(options: options) { _ in }
+        let worker = try Worker(options: options)
         XCTAssertEqual(worker.reachable("tcp://0.0.0.0:6000"), "tcp://10.1.2.3:6000")
         XCTAssertEqual(worker.reachable("tcp://*:6000"), "tcp://10.1.2.3:6000")
         XCTAssertEqual(worker.reachable("tcp://10.0.0.9:6000"), "tcp://10.0.0.9:6000")

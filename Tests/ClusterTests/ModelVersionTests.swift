@@ -19,7 +19,7 @@ final class ModelVersionTests: XCTestCase {
         var settings = Coordinator.Settings()
         settings.bind = "tcp://127.0.0.1:*"
         settings.chunkSize = 64 // bytes: the head's 5 floats straddle a chunk edge
-        let coordinator = try Coordinator(settings: settings, configText: "", rollout: RolloutSettings(), runId: "t", log: { _ in })
+        let coordinator = try Coordinator(settings: settings, configText: "", rollout: RolloutSettings(), runId: "t", logger: .silent)
         let parts = buffers([30, 5])
         coordinator.publish(ModelName.helpful, buffers: parts, version: 1)
         let whole = (0..<35).map(Float.init)
