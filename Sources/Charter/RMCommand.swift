@@ -3,6 +3,7 @@ import ArgumentParser
 import Engine
 import Formats
 import Foundation
+import Logging
 
 struct RMCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,6 +25,7 @@ struct RMCommand: ParsableCommand {
         @Flag(help: "Continue the run whose last epoch's checkpoint is in --out.") var resume = false
         @Flag(help: "Empty --out if it already holds a run, and start again.") var overwrite = false
         @Option(help: .hidden) var stopAfterEpochs: Int? // tests: end as if killed after this epoch's checkpoint
+        @OptionGroup var logging: LogOptions
 
         func validate() throws {
             if epochs < 1 { throw ValidationError("--epochs must be at least 1, found \(epochs)") }
@@ -39,6 +41,8 @@ struct RMCommand: ParsableCommand {
         }
 
         func run() throws {
+            logging.bootstrap()
+            let logger = Logger(label: "rm")
             let start = try RunStart(resume: resume, overwrite: overwrite)
             try start.claim(out)
             let outURL = URL(fileURLWithPath: out)
@@ -60,11 +64,11 @@ struct RMCommand: ParsableCommand {
                 }
                 epochsDone = extra["epochs_done"] as? Int ?? 0
                 metrics = ((try? String(contentsOf: outURL.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
-                if epochsDone >= epochs { return print("rm: the run in \(out) is complete (\(epochs) epochs); nothing to do") }
-                print("rm: resuming after epoch \(epochsDone) of \(epochs)")
+                if epochsDone >= epochs { return logger.info("the run in \(out) is complete (\(epochs) epochs); nothing to do") }
+                logger.info("resuming after epoch \(epochsDone) of \(epochs)")
             }
-            print("rm: \(train.count) training and \(heldOut.count) held-out pairs, \(steps) steps")
-            let progress = ProgressBar(total: steps, start: epochsDone * stepsPerEpoch)
+            logger.info("\(train.count) training and \(heldOut.count) held-out pairs, \(steps) steps")
+            let progress = ProgressBar(total: steps, start: epochsDone * stepsPerEpoch, logger: logger)
             var rng = SplitMix64(seed: seed)
             var step = 0
             for epoch in 0..<epochs {
@@ -80,7 +84,7 @@ struct RMCommand: ParsableCommand {
                     let e = try trainer.evaluate(heldOut)
                     metrics.append(metricsLine(["step": step, "epoch": epoch + 1, "eval_loss": e.loss, "eval_accuracy": e.accuracy,
                                                 "eval_calibration_error": e.calibrationError, "eval_pairs": e.pairs]))
-                    progress.note(String(format: "rm: epoch %d: held-out accuracy %.3f, loss %.4f, calibration error %.3f over %d pairs",
+                    progress.note(String(format: "epoch %d: held-out accuracy %.3f, loss %.4f, calibration error %.3f over %d pairs",
                                          epoch + 1, e.accuracy, e.loss, e.calibrationError, e.pairs))
                 }
                 // Each epoch ends in a checkpoint that is also the reward model so far.
@@ -90,7 +94,7 @@ struct RMCommand: ParsableCommand {
                 if epoch + 1 == stopAfterEpochs { throw ExitCode(3) }
             }
             progress.finish()
-            print("rm: saved \(out) (metrics in \(out)/metrics.jsonl)")
+            logger.info("saved \(out) (metrics in \(out)/metrics.jsonl)")
         }
 
         /// A metrics line, stamped with the time (UTC) it was written.

@@ -25,6 +25,7 @@ struct SFTCommand: ParsableCommand {
     @Option(help: "Comma-separated projections to adapt: q,k,v,o,gate,up,down.") var loraTargets = "q,k,v,o,gate,up,down"
     @Flag(help: "Continue the run whose checkpoint is in --out.") var resume = false
     @Flag(help: "Empty --out if it already holds a run, and start again.") var overwrite = false
+    @OptionGroup var logging: LogOptions
 
     func validate() throws {
         if maxLen < 2 { throw ValidationError("--max-len must be at least 2, found \(maxLen)") }
@@ -45,6 +46,8 @@ struct SFTCommand: ParsableCommand {
     }
 
     func run() throws {
+        logging.bootstrap()
+        let logger = Logger(label: "sft")
         try RunStart(resume: resume, overwrite: overwrite).claim(out)
         let outURL = URL(fileURLWithPath: out)
         let lora = try loraConfig()
@@ -58,7 +61,7 @@ struct SFTCommand: ParsableCommand {
 
         let loaded = try ChatData.load(URL(fileURLWithPath: data), tokenizer: model.tokenizer, maxLength: min(maxLen, model.config.contextLength))
         if !loaded.truncatedAway.isEmpty {
-            FileHandle.standardError.write(Data("sft: skipped \(loaded.truncatedAway.count) conversations with no assistant token within --max-len (lines \(loaded.truncatedAway.prefix(10).map(String.init).joined(separator: ", ")))\n".utf8))
+            logger.warning("skipped \(loaded.truncatedAway.count) conversations with no assistant token within --max-len (lines \(loaded.truncatedAway.prefix(10).map(String.init).joined(separator: ", ")))")
         }
         let (train, heldOut) = SFTRun.split(loaded.examples.map(\.sequence), heldOutFraction: evalFraction, seed: seed)
         let run = try SFTRun(weights: model.weights, lora: adapters, train: train, heldOut: heldOut, settings: settings)
@@ -76,12 +79,12 @@ struct SFTCommand: ParsableCommand {
             metrics = (try? String(contentsOf: outURL.appendingPathComponent("metrics.jsonl"), encoding: .utf8))?
                 .split(separator: "\n").map(String.init) ?? []
             if run.batchesDone >= run.totalSteps {
-                print("sft: the run in \(out) is complete (\(run.totalSteps) steps); nothing to do")
+                logger.info("the run in \(out) is complete (\(run.totalSteps) steps); nothing to do")
                 return
             }
         }
-        print("sft: \(train.count) training and \(heldOut.count) held-out conversations, \(run.totalSteps) steps, \(BLAS.summary)")
-        let progress = ProgressBar(total: run.totalSteps, start: run.batchesDone)
+        logger.info("\(train.count) training and \(heldOut.count) held-out conversations, \(run.totalSteps) steps, \(BLAS.summary)")
+        let progress = ProgressBar(total: run.totalSteps, start: run.batchesDone, logger: logger)
 
         func checkpoint(_ epoch: Int) throws {
             let settingsJSON = try JSONSerialization.jsonObject(with: JSONEncoder().encode(settings))
@@ -94,7 +97,7 @@ struct SFTCommand: ParsableCommand {
             let r = try run.step()
             let seconds = (ContinuousClock.now - started).seconds
             if r.skipped && run.trainer.optimizer.skippedSteps == 1 {
-                FileHandle.standardError.write(Data("sft: batch \(run.batchesDone) gave a non-finite gradient norm; its step was skipped (grad_norm in metrics.jsonl shows each)\n".utf8))
+                logger.warning("batch \(run.batchesDone) gave a non-finite gradient norm; its step was skipped (grad_norm in metrics.jsonl shows each)")
             }
             metrics.append(jsonLine(["step": run.batchesDone, "loss": r.loss.isFinite ? r.loss : "nan",
                                      "grad_norm": r.gradNorm.isFinite ? Double(r.gradNorm) : "nan", "skipped": r.skipped, "learning_rate": Double(r.learningRate),
@@ -111,7 +114,7 @@ struct SFTCommand: ParsableCommand {
             }
         }
         progress.finish()
-        print("sft: saved \(out)")
+        logger.info("saved \(out)")
     }
 
     /// A metrics line, stamped with the time (UTC) it was written.
@@ -152,8 +155,10 @@ final class ProgressBar {
         }
     }
 
+    /// A line between updates (an epoch's evaluation, say), through the logger when there is one.
     func note(_ text: String) {
-        FileHandle.standardError.write(Data(((isTerminal ? "\r\u{1B}[K" : "") + text + "\n").utf8))
+        if isTerminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        if let logger { logger.info("\(text)") } else { FileHandle.standardError.write(Data((text + "\n").utf8)) }
     }
 
     func finish() { if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) } }

@@ -205,7 +205,7 @@ final class CLITests: XCTestCase {
         let again = try charter("sft", "--model", tiny, "--data", "examples/sft-sample.jsonl", "--out", out, "--epochs", "2",
                                 "--batch-size", "4", "--micro-batch-size", "2", "--lr", "3e-3", "--eval-fraction", "0.2", "--resume")
         XCTAssertEqual(again.status, 0, again.err)
-        XCTAssertTrue(again.out.contains("is complete (10 steps); nothing to do"), again.out)
+        XCTAssertTrue(again.err.contains("is complete (10 steps); nothing to do"), again.err)
         let plain = try charter("sft", "--model", tiny, "--data", "examples/sft-sample.jsonl", "--out", out)
         XCTAssertNotEqual(plain.status, 0)
         XCTAssertTrue(plain.err.contains("already holds a run"), plain.err)
@@ -245,7 +245,7 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(changed.err.contains("--resume: the options differ from the run in"), changed.err)
         let resumed = try charter(args + ["--out", dir.path + "/cut", "--resume"])
         XCTAssertEqual(resumed.status, 0, resumed.err)
-        XCTAssertTrue(resumed.out.contains("resuming after epoch 1 of 3"), resumed.out)
+        XCTAssertTrue(resumed.err.contains("resuming after epoch 1 of 3"), resumed.err)
         for file in ["model.safetensors", "score_head.safetensors", "optimizer.safetensors", "head_optimizer.safetensors"] {
             XCTAssertEqual(FileManager.default.contents(atPath: "\(dir.path)/straight/\(file)"), FileManager.default.contents(atPath: "\(dir.path)/cut/\(file)"), file)
         }
@@ -257,7 +257,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try withoutTimes("cut"), try withoutTimes("straight"))
         let done = try charter(args + ["--out", dir.path + "/cut", "--resume"])
         XCTAssertEqual(done.status, 0, done.err)
-        XCTAssertTrue(done.out.contains("is complete (3 epochs)"), done.out)
+        XCTAssertTrue(done.err.contains("is complete (3 epochs)"), done.err)
         let micro = try charter(args.map { $0 == "2" ? "5" : $0 } + ["--out", dir.path + "/bad"])
         XCTAssertNotEqual(micro.status, 0)
         XCTAssertTrue(micro.err.contains("--micro-batch-size must be in 1...--batch-size, found 5"), micro.err)
