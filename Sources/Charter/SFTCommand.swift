@@ -25,7 +25,15 @@ struct SFTCommand: ParsableCommand {
     @Option(help: "Comma-separated projections to adapt: q,k,v,o,gate,up,down.") var loraTargets = "q,k,v,o,gate,up,down"
     @Flag(help: "Continue the run whose checkpoint is in --out.") var resume = false
     @Flag(help: "Empty --out if it already holds a run, and start again.") var overwrite = false
+    @Option(help: "How model.safetensors stores the weights: f32, bf16 or f16 (half the bytes; training stays float32).")
+    var saveDtype: SaveDType = .f32
+    @Flag(help: "Leave the optimizer state out of --out (a final export; the run cannot be resumed).") var noOptimizerState = false
     @OptionGroup var logging: LogOptions
+
+    enum SaveDType: String, ExpressibleByArgument, CaseIterable {
+        case f32, bf16, f16
+        var storage: SafetensorsFile.StorageType { [.f32: .f32, .bf16: .bf16, .f16: .f16][self]! }
+    }
 
     func validate() throws {
         if maxLen < 2 { throw ValidationError("--max-len must be at least 2, found \(maxLen)") }
@@ -90,7 +98,8 @@ struct SFTCommand: ParsableCommand {
             let settingsJSON = try JSONSerialization.jsonObject(with: JSONEncoder().encode(settings))
             try Checkpoint.saveTraining(model, trainer: run.trainer, extra: ["settings": settingsJSON, "data": data, "epoch": epoch,
                                                                             "base_model": modelOptions.model, "batches_done": run.batchesDone],
-                                        files: ["metrics.jsonl": Data((metrics.joined(separator: "\n") + "\n").utf8)], to: outURL)
+                                        files: ["metrics.jsonl": Data((metrics.joined(separator: "\n") + "\n").utf8)],
+                                        as: saveDtype.storage, optimizerState: !noOptimizerState, to: outURL)
         }
         while run.batchesDone < run.totalSteps {
             let started = ContinuousClock.now

@@ -13,26 +13,35 @@ import Tokenizer
 /// the unmerged base from where the run started. Folders are written beside their final name and
 /// renamed into place, so a crash never leaves half a checkpoint under the final name.
 public enum Checkpoint {
-    public static func saveModel(_ model: LoadedModel, to folder: URL) throws {
-        try atomically(folder) { tmp in try writeModel(model, into: tmp) }
+    public static func saveModel(_ model: LoadedModel, to folder: URL, as type: SafetensorsFile.StorageType = .f32) throws {
+        try atomically(folder) { tmp in try writeModel(model, into: tmp, as: type) }
     }
 
-    /// `files` are written beside the checkpoint (a metrics log, say), by name.
-    public static func saveTraining(_ model: LoadedModel, trainer: Trainer, extra: [String: Any], files: [String: Data] = [:], to folder: URL) throws {
+    /// `files` are written beside the checkpoint (a metrics log, say), by name. `type`: how
+    /// model.safetensors stores the weights; when it rounds them and the optimizer state is kept,
+    /// the float32 weights a full fine-tune trains go into optimizer.safetensors too ("master"), so
+    /// a resumed run continues from them exactly. Without `optimizerState` the folder is a model
+    /// only, which cannot be resumed.
+    public static func saveTraining(_ model: LoadedModel, trainer: Trainer, extra: [String: Any], files: [String: Data] = [:],
+                                    as type: SafetensorsFile.StorageType = .f32, optimizerState: Bool = true, to folder: URL) throws {
         try atomically(folder) { tmp in
             if let lora = trainer.lora {
-                try writeModel(LoadedModel(weights: lora.merged(with: model.weights), tokenizer: model.tokenizer, source: model.source, chatTemplate: model.chatTemplate), into: tmp)
+                try writeModel(LoadedModel(weights: lora.merged(with: model.weights), tokenizer: model.tokenizer, source: model.source, chatTemplate: model.chatTemplate), into: tmp, as: type)
                 try SafetensorsFile.encode([("lora", [lora.count], UnsafeBufferPointer(start: lora.storage.baseAddress, count: lora.count))])
                     .write(to: tmp.appendingPathComponent("adapters.safetensors"))
             } else {
-                try writeModel(model, into: tmp)
+                try writeModel(model, into: tmp, as: type)
             }
             for (name, data) in files { try data.write(to: tmp.appendingPathComponent(name)) }
             let adam = trainer.optimizer
-            try SafetensorsFile.encode([("adam.m", [adam.m.count], UnsafeBufferPointer(adam.m)),
-                                        ("adam.v", [adam.v.count], UnsafeBufferPointer(adam.v))])
-                .write(to: tmp.appendingPathComponent("optimizer.safetensors"))
+            if optimizerState {
+                var tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] =
+                    [("adam.m", [adam.m.count], UnsafeBufferPointer(adam.m)), ("adam.v", [adam.v.count], UnsafeBufferPointer(adam.v))]
+                if type != .f32 && trainer.lora == nil { tensors.append(("master", [adam.m.count], UnsafeBufferPointer(trainer.weights.storage))) }
+                try SafetensorsFile.encode(tensors).write(to: tmp.appendingPathComponent("optimizer.safetensors"))
+            }
             let state: [String: Any] = [
+                "optimizer_state": optimizerState,
                 "step": adam.step, "parameters": adam.m.count,
                 "schedule": try JSONSerialization.jsonObject(with: JSONEncoder().encode(trainer.schedule)),
                 "adam": try JSONSerialization.jsonObject(with: JSONEncoder().encode(adam.settings)),
@@ -57,6 +66,9 @@ public enum Checkpoint {
         guard count == trainer.optimizer.m.count else {
             throw FormatError("\(stateURL.path): saved for \(count) trained parameters, this run trains \(trainer.optimizer.m.count)")
         }
+        if state["optimizer_state"] as? Bool == false {
+            throw FormatError("\(folder.path) was saved without its optimizer state (--no-optimizer-state), so it cannot be resumed")
+        }
         if let lora = trainer.lora {
             let adapters = try SafetensorsFile(url: folder.appendingPathComponent("adapters.safetensors"))
             guard let t = adapters.tensors["lora"], t.count == lora.count else { throw FormatError("adapters.safetensors: missing or of the wrong size") }
@@ -69,14 +81,18 @@ public enum Checkpoint {
             }
             file.read(t, into: buffer.baseAddress!)
         }
+        if let master = file.tensors["master"] { // the float32 weights behind a rounded model.safetensors
+            guard trainer.lora == nil, master.count == trainer.weights.storage.count else { throw FormatError("optimizer.safetensors: master has the wrong size") }
+            file.read(master, into: trainer.weights.storage.baseAddress!)
+        }
         trainer.optimizer.step = step
         return state["extra"] as? [String: Any] ?? [:]
     }
 
-    static func writeModel(_ model: LoadedModel, into folder: URL) throws {
+    static func writeModel(_ model: LoadedModel, into folder: URL, as type: SafetensorsFile.StorageType = .f32) throws {
         let t = model.tokenizer, c = model.config
-        try HFModel.safetensors(model.weights).write(to: folder.appendingPathComponent("model.safetensors"))
-        try HFModel.configJSON(c, bos: t.bos, eos: t.eos).write(to: folder.appendingPathComponent("config.json"))
+        try HFModel.safetensors(model.weights, as: type).write(to: folder.appendingPathComponent("model.safetensors"))
+        try HFModel.configJSON(c, bos: t.bos, eos: t.eos, dtype: type).write(to: folder.appendingPathComponent("config.json"))
         var generation: [String: Any] = ["_from_model_config": true]
         if let bos = t.bos { generation["bos_token_id"] = Int(bos) }
         if let eos = t.eos { generation["eos_token_id"] = Int(eos) }

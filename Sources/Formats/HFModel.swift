@@ -65,14 +65,14 @@ public enum HFModel {
     }
 
     /// The config.json text for a model.
-    public static func configJSON(_ c: ModelConfig, bos: Int32?, eos: Int32?) -> Data {
+    public static func configJSON(_ c: ModelConfig, bos: Int32?, eos: Int32?, dtype: SafetensorsFile.StorageType = .f32) -> Data {
         var j: [String: Any] = [
             "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
             "hidden_size": c.width, "intermediate_size": c.ffnWidth, "num_attention_heads": c.heads,
             "num_hidden_layers": c.layers, "num_key_value_heads": c.kvHeads, "head_dim": c.headDim,
             "rms_norm_eps": Double(c.rmsEps), "rope_theta": Double(c.ropeTheta), "tie_word_embeddings": c.tiedEmbeddings,
             "vocab_size": c.vocab, "max_position_embeddings": c.contextLength, "attention_bias": false,
-            "mlp_bias": false, "torch_dtype": "float32", "use_cache": true,
+            "mlp_bias": false, "torch_dtype": dtype.torchName, "use_cache": true,
         ]
         if let bos { j["bos_token_id"] = Int(bos) }
         if let eos { j["eos_token_id"] = Int(eos) }
@@ -80,11 +80,11 @@ public enum HFModel {
     }
 
     /// model.safetensors bytes for engine weights (float32, standard names).
-    public static func safetensors(_ weights: ModelWeights) -> Data {
+    public static func safetensors(_ weights: ModelWeights, as type: SafetensorsFile.StorageType = .f32) -> Data {
         let tensors = tensorNames(weights.config).map { engineName, hfName in
             let slot = weights.layout.slot(engineName)!
             return (name: hfName, shape: slot.shape, values: UnsafeBufferPointer(weights.view(engineName)!))
         }
-        return SafetensorsFile.encode(tensors, metadata: ["format": "pt"])
+        return SafetensorsFile.encode(tensors, metadata: ["format": "pt"], as: type)
     }
 }

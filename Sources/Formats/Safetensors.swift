@@ -97,22 +97,43 @@ public struct SafetensorsFile {
         }
     }
 
-    /// Writes float32 tensors (in the given order) with optional metadata.
+    /// How float32 values are stored: as they are, or rounded to half the bytes.
+    public enum StorageType: String, CaseIterable, Sendable {
+        case f32 = "F32", f16 = "F16", bf16 = "BF16"
+        var size: Int { self == .f32 ? 4 : 2 }
+        /// The name config.json's torch_dtype gives it.
+        public var torchName: String { ["F32": "float32", "F16": "float16", "BF16": "bfloat16"][rawValue]! }
+    }
+
+    /// A float32 as bfloat16, rounded to nearest even (NaN stays a quiet NaN).
+    static func bfloat16(_ x: Float) -> UInt16 {
+        if x.isNaN { return 0x7FC0 }
+        let bits = x.bitPattern
+        return UInt16((bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+    }
+
+    /// Writes float32 tensors (in the given order) with optional metadata, stored as `type`.
     public static func encode(_ tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)],
-                              metadata: [String: String] = [:]) -> Data {
+                              metadata: [String: String] = [:], as type: StorageType = .f32) -> Data {
         var header: [String: Any] = [:]
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var offset = 0
         for t in tensors {
-            header[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + 4 * t.values.count]] as [String: Any]
-            offset += 4 * t.values.count
+            header[t.name] = ["dtype": type.rawValue, "shape": t.shape, "data_offsets": [offset, offset + type.size * t.values.count]] as [String: Any]
+            offset += type.size * t.values.count
         }
         var json = try! JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while (8 + json.count) % 8 != 0 { json.append(UInt8(ascii: " ")) } // keeps the data 8-byte aligned
         var out = Data(capacity: 8 + json.count + offset)
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
         out.append(json)
-        for t in tensors { out.append(contentsOf: UnsafeRawBufferPointer(t.values)) } // little-endian hosts only
+        for t in tensors { // little-endian hosts only
+            switch type {
+            case .f32: out.append(contentsOf: UnsafeRawBufferPointer(t.values))
+            case .f16: t.values.map { Float16($0).bitPattern }.withUnsafeBytes { out.append(contentsOf: $0) }
+            case .bf16: t.values.map(bfloat16).withUnsafeBytes { out.append(contentsOf: $0) }
+            }
+        }
         return out
     }
 }

@@ -185,6 +185,26 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// A final export: bfloat16 weights, no optimizer state; it loads and generates, and says why it
+    /// cannot be resumed.
+    func testSFTExportsHalfPrecisionWithoutOptimizerState() throws {
+        let (dir, tiny) = try tinyModelFolder("sft-export")
+        let out = dir.appendingPathComponent("out").path
+        let args = ["sft", "--model", tiny, "--data", "examples/sft-sample.jsonl", "--out", out, "--batch-size", "4", "--save-dtype", "bf16", "--no-optimizer-state"]
+        let r = try charter(args)
+        XCTAssertEqual(r.status, 0, r.err)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as! [String: Any]
+        XCTAssertEqual(config["torch_dtype"] as? String, "bfloat16")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/optimizer.safetensors"))
+        XCTAssertEqual(try charter("generate", "--model", out, "--prompt", "Hi", "--max-tokens", "2").status, 0)
+        let resumed = try charter(args + ["--resume"])
+        XCTAssertNotEqual(resumed.status, 0)
+        XCTAssertTrue(resumed.err.contains("was saved without its optimizer state (--no-optimizer-state), so it cannot be resumed"), resumed.err)
+        let bad = try charter(["sft", "--data", "examples/sft-sample.jsonl", "--out", out + "2", "--save-dtype", "fp8"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.err.contains("--save-dtype"), bad.err)
+    }
+
     /// A 1-layer model with SmolLM2's tokenizer, made by `charter` itself from the real file.
     func testSFTTrainsAndWritesALoadableFolder() throws {
         let (dir, tiny) = try tinyModelFolder("sft")

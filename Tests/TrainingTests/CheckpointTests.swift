@@ -65,6 +65,39 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(Array(resumed.weights.storage), Array(straight.weights.storage))
     }
 
+    /// A checkpoint whose model.safetensors is bfloat16 (half the bytes, weights rounded) still
+    /// resumes exactly: the float32 weights travel in optimizer.safetensors. One saved without the
+    /// optimizer state loads as a model and refuses to resume.
+    func testAHalfPrecisionCheckpointResumesExactly() throws {
+        let tok = try tokenizer()
+        let trainer = try Trainer(weights: .random(config: config, seed: 2), schedule: LRSchedule(peak: 1e-2, totalSteps: 5))
+        let batch = [TrainingSequence(tokens: [5, 9, 17, 33, 2], lossMask: [0, 1, 1, 1, 1])]
+        for _ in 0..<2 { _ = try trainer.step([batch]) }
+        let full = tempFolder(), half = tempFolder(), export = tempFolder()
+        let model = LoadedModel(weights: trainer.weights, tokenizer: tok, source: full)
+        try Checkpoint.saveTraining(model, trainer: trainer, extra: [:], to: full)
+        try Checkpoint.saveTraining(model, trainer: trainer, extra: [:], as: .bf16, to: half)
+        try Checkpoint.saveTraining(model, trainer: trainer, extra: [:], as: .bf16, optimizerState: false, to: export)
+        func size(_ folder: URL, _ file: String) throws -> Int { try Data(contentsOf: folder.appendingPathComponent(file)).count }
+        XCTAssertLessThan(try size(half, "model.safetensors"), try size(full, "model.safetensors") / 2 + 4096)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: half.appendingPathComponent("config.json"))) as! [String: Any]
+        XCTAssertEqual(config["torch_dtype"] as? String, "bfloat16")
+        let rounded = try ModelLoader.load(half.path)
+        let worst = zip(rounded.weights.storage, trainer.weights.storage).map { abs($0 - $1) / max(abs($1), 1e-30) }.max()!
+        XCTAssertGreaterThan(worst, 0, "bfloat16 rounds")
+        XCTAssertLessThanOrEqual(worst, 1.0 / 256, "bfloat16 keeps 8 significant bits")
+        let resumed = try Trainer(weights: rounded.weights, schedule: LRSchedule(peak: 1e-2, totalSteps: 5))
+        _ = try Checkpoint.restoreTraining(resumed, from: half)
+        XCTAssertEqual(Array(resumed.weights.storage), Array(trainer.weights.storage), "the float32 weights come back exactly")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: export.appendingPathComponent("optimizer.safetensors").path))
+        let exported = try ModelLoader.load(export.path)
+        let again = try ModelLoader.load(half.path) // kept in a constant: its weights' storage lives as long as it does
+        XCTAssertEqual(Array(exported.weights.storage), Array(again.weights.storage), "the same rounded weights")
+        XCTAssertThrowsError(try Checkpoint.restoreTraining(try Trainer(weights: exported.weights, schedule: LRSchedule(peak: 1)), from: export)) {
+            XCTAssertTrue("\($0)".contains("was saved without its optimizer state (--no-optimizer-state), so it cannot be resumed"), "\($0)")
+        }
+    }
+
     func testBrokenCheckpointsAreNamed() throws {
         let folder = tempFolder()
         let model = LoadedModel(weights: .random(config: config, seed: 1), tokenizer: try tokenizer(), source: folder)
