@@ -2,10 +2,13 @@
 """Checks that other tools load what `charter model convert` writes.
 
 Usage: check_exports.py --hf DIR [--gguf FILE ...] [--reference ../shared/reference/smollm2]
+       check_exports.py --peft DIR --base M     (DIR from `charter sft --lora-rank R --model M`)
 
 For the Hugging Face folder: transformers' AutoTokenizer gives the reference token ids for every
 case, and AutoModelForCausalLM's last-position logits match the reference (llama.cpp, F32).
 For each GGUF file: llama.cpp (llama-cpp-python) loads it and its last-position logits match.
+For a LoRA run's folder: PEFT loads its adapters onto the base model (a Hugging Face folder) and
+the logits equal those of the merged model.safetensors in the same folder.
 Prints one line per check with the max |logit difference|; exits non-zero on a failure.
 """
 import argparse, json, os, sys
@@ -14,6 +17,8 @@ import numpy as np
 p = argparse.ArgumentParser()
 p.add_argument("--hf")
 p.add_argument("--gguf", nargs="*", default=[])
+p.add_argument("--peft")
+p.add_argument("--base")
 p.add_argument("--reference", default=os.path.join(os.path.dirname(__file__), "../../shared/reference/smollm2"))
 p.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| (F16 files get 0.5)")
 a = p.parse_args()
@@ -51,5 +56,19 @@ for path in a.gguf:
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(len(last[c["name"]]),))
         diff = float(np.abs(logits - last[c["name"]]).max())
         report(f"llama.cpp {os.path.basename(path)} {c['name']}", diff <= tol, f"max |logit diff| {diff:.2e}")
+
+if a.peft:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    base = AutoModelForCausalLM.from_pretrained(a.base, dtype=torch.float32)
+    adapted = PeftModel.from_pretrained(base, a.peft).eval()
+    merged = AutoModelForCausalLM.from_pretrained(a.peft, dtype=torch.float32).eval()
+    for c in cases:
+        with torch.no_grad():
+            x = adapted(torch.tensor([c["ids"]])).logits[0, -1].numpy()
+            y = merged(torch.tensor([c["ids"]])).logits[0, -1].numpy()
+        diff = float(np.abs(x - y).max())
+        report(f"peft adapters {c['name']}", diff <= a.tolerance, f"max |logit diff| to the merged model {diff:.2e}")
 
 sys.exit(1 if failed else 0)

@@ -25,14 +25,19 @@ public final class RewardModel {
 
     public static func load(_ folder: String) throws -> RewardModel {
         let model = try ModelLoader.load(folder)
+        return try RewardModel(model: model, head: try head(of: folder, width: model.config.width))
+    }
+
+    /// The score head saved in `folder`.
+    public static func head(of folder: String, width: Int) throws -> ScalarHead {
         let file = try SafetensorsFile(url: URL(fileURLWithPath: folder).appendingPathComponent("score_head.safetensors"))
-        let head = ScalarHead(width: model.config.width)
+        let head = ScalarHead(width: width)
         guard let w = file.floats("score.weight"), w.count == head.width, let b = file.floats("score.bias"), b.count == 1 else {
             throw FormatError("\(folder)/score_head.safetensors: needs score.weight (\(head.width)) and score.bias (1)")
         }
         for i in 0..<head.width { head.storage[i] = w[i] }
         head.storage[head.width] = b[0]
-        return try RewardModel(model: model, head: head)
+        return head
     }
 
     public func save(_ folder: String) throws {
@@ -124,9 +129,10 @@ public final class RewardModelTrainer {
         public var pairs: Int
     }
 
-    public init(rm: RewardModel, schedule: LRSchedule, settings: AdamW.Settings = .init()) throws {
+    /// `lora`: train adapters on the trunk (and the head) instead of every trunk weight.
+    public init(rm: RewardModel, lora: LoRAAdapters? = nil, schedule: LRSchedule, settings: AdamW.Settings = .init()) throws {
         self.rm = rm
-        trunk = try Trainer(weights: rm.weights, schedule: schedule, settings: settings)
+        trunk = try Trainer(weights: rm.weights, lora: lora, schedule: schedule, settings: settings)
         headOptimizer = AdamW(count: rm.head.width + 1, settings: settings, decayRanges: [])
         headGrads = .allocate(capacity: rm.head.width + 1)
     }
@@ -182,7 +188,16 @@ public final class RewardModelTrainer {
         return (report.loss, report.learningRate)
     }
 
+    /// The reward model as trained so far: with adapters, merged into a copy of the trunk.
+    public func current() throws -> RewardModel {
+        guard let lora = trunk.lora else { return rm }
+        let m = rm.model
+        return try RewardModel(model: LoadedModel(weights: lora.merged(with: m.weights), tokenizer: m.tokenizer, source: m.source, chatTemplate: m.chatTemplate),
+                               head: rm.head)
+    }
+
     public func evaluate(_ pairs: [PreferencePair]) throws -> Evaluation {
+        let rm = try current()
         let chosen = try rm.scores(pairs.map(\.chosen)), rejected = try rm.scores(pairs.map(\.rejected))
         var loss = 0.0, correct = 0, decided = 0
         var bins = [(predicted: Double, observed: Double, count: Int)](repeating: (0, 0, 0), count: 10)

@@ -25,6 +25,7 @@ struct RMCommand: ParsableCommand {
         @Flag(help: "Continue the run whose last epoch's checkpoint is in --out.") var resume = false
         @Flag(help: "Empty --out if it already holds a run, and start again.") var overwrite = false
         @Option(help: .hidden) var stopAfterEpochs: Int? // tests: end as if killed after this epoch's checkpoint
+        @OptionGroup var loraOptions: LoRAOptions
         @OptionGroup var logging: LogOptions
 
         func validate() throws {
@@ -36,7 +37,11 @@ struct RMCommand: ParsableCommand {
 
         /// What a resumed run must share with the run it continues.
         var settings: [String: Any] {
-            ["epochs": epochs, "lr": Double(lr), "batch_size": batchSize, "micro_batch_size": microBatchSize ?? batchSize, "max_len": maxLen,
+            var lora: Any = NSNull()
+            if let c = try? loraOptions.config() {
+                lora = ["rank": c.rank, "alpha": Double(c.alpha), "targets": c.targets.map(\.rawValue), "base_model": modelOptions.model]
+            }
+            return ["lora": lora, "epochs": epochs, "lr": Double(lr), "batch_size": batchSize, "micro_batch_size": microBatchSize ?? batchSize, "max_len": maxLen,
              "eval_fraction": evalFraction, "seed": Int(seed), "pairs": (pairs as NSString).standardizingPath]
         }
 
@@ -47,12 +52,18 @@ struct RMCommand: ParsableCommand {
             try start.claim(out)
             let outURL = URL(fileURLWithPath: out)
             let resuming = start == .resume && FileManager.default.fileExists(atPath: outURL.appendingPathComponent("trainer_state.json").path)
-            // A checkpoint is itself a reward model folder: resuming loads the trunk and head from it.
-            let rm = resuming ? try RewardModel.load(out) : try RewardModel.initialize(from: modelOptions.load(), seed: seed)
+            // A checkpoint is itself a reward model folder: resuming loads the trunk and head from it,
+            // or with LoRA the head, the adapters and (from --model) the base they adapt.
+            let lora = try loraOptions.config()
+            let rm = !resuming ? try RewardModel.initialize(from: modelOptions.load(), seed: seed)
+                : lora == nil ? try RewardModel.load(out)
+                : try { let base = try modelOptions.load(); return try RewardModel(model: base, head: try RewardModel.head(of: out, width: base.config.width)) }()
+            let adapters = lora.map { LoRAAdapters(config: $0, model: rm.model.config) }
+            adapters?.initialize(seed: SplitMix64.derive(seed, 0x107A))
             let all = try PreferencePair.load(URL(fileURLWithPath: pairs), rm: rm, maxLength: maxLen)
             let (train, heldOut) = SFTRun.split(all, heldOutFraction: evalFraction, seed: seed)
             let stepsPerEpoch = (train.count + batchSize - 1) / batchSize, steps = stepsPerEpoch * epochs
-            let trainer = try RewardModelTrainer(rm: rm, schedule: LRSchedule(peak: lr, warmupSteps: steps / 20, totalSteps: steps))
+            let trainer = try RewardModelTrainer(rm: rm, lora: adapters, schedule: LRSchedule(peak: lr, warmupSteps: steps / 20, totalSteps: steps))
             var epochsDone = 0, metrics: [String] = []
             if resuming {
                 let extra = try Checkpoint.restoreTraining(trainer.trunk, from: outURL)
@@ -60,7 +71,7 @@ struct RMCommand: ParsableCommand {
                 // Compared as JSON reads them back, so a number's type on the way does not matter.
                 let current = try JSONSerialization.jsonObject(with: JSONSerialization.data(withJSONObject: settings)) as? NSDictionary
                 guard let saved = extra["settings"] as? NSDictionary, saved == current else {
-                    throw CLIError("--resume: the options differ from the run in \(out); use the same --pairs, --epochs, --lr, --batch-size, --micro-batch-size, --max-len, --eval-fraction and --seed")
+                    throw CLIError("--resume: the options differ from the run in \(out); use the same --pairs, --epochs, --lr, --batch-size, --micro-batch-size, --max-len, --eval-fraction, --seed and LoRA options (with LoRA, the same --model)")
                 }
                 epochsDone = extra["epochs_done"] as? Int ?? 0
                 metrics = ((try? String(contentsOf: outURL.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
@@ -90,7 +101,8 @@ struct RMCommand: ParsableCommand {
                 // Each epoch ends in a checkpoint that is also the reward model so far.
                 try Checkpoint.saveTraining(rm.model, trainer: trainer.trunk, extra: ["epochs_done": epoch + 1, "settings": settings],
                                             files: ["score_head.safetensors": try rm.headFile(), "head_optimizer.safetensors": try trainer.headOptimizerFile(),
-                                                    "metrics.jsonl": Data((metrics.joined(separator: "\n") + "\n").utf8)], to: outURL)
+                                                    "metrics.jsonl": Data((metrics.joined(separator: "\n") + "\n").utf8)],
+                                            base: modelOptions.model, to: outURL)
                 if epoch + 1 == stopAfterEpochs { throw ExitCode(3) }
             }
             progress.finish()

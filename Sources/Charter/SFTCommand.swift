@@ -20,14 +20,13 @@ struct SFTCommand: ParsableCommand {
     @Option(help: "Share of examples held out for the eval loss.") var evalFraction = 0.05
     @Option(help: "Decoupled weight decay on the matrices.") var weightDecay: Float = 0
     @Option(help: "Seed for the held-out split and the order of examples.") var seed: UInt64 = 0
-    @Option(help: "Train rank-r LoRA adapters instead of every weight (the saved model is merged).") var loraRank: Int?
-    @Option(help: "LoRA alpha (default 2 x rank); adapters are scaled by alpha / rank.") var loraAlpha: Float?
-    @Option(help: "Comma-separated projections to adapt: q,k,v,o,gate,up,down.") var loraTargets = "q,k,v,o,gate,up,down"
+    @OptionGroup var loraOptions: LoRAOptions
     @Flag(help: "Continue the run whose checkpoint is in --out.") var resume = false
     @Flag(help: "Empty --out if it already holds a run, and start again.") var overwrite = false
     @Option(help: "How model.safetensors stores the weights: f32, bf16 or f16 (half the bytes; training stays float32).")
     var saveDtype: SaveDType = .f32
     @Flag(help: "Leave the optimizer state out of --out (a final export; the run cannot be resumed).") var noOptimizerState = false
+    @Option(help: "Epoch checkpoints to keep: --out holds the newest, OUT-epoch-K the K-th before it.") var keep = 1
     @OptionGroup var logging: LogOptions
 
     enum SaveDType: String, ExpressibleByArgument, CaseIterable {
@@ -38,27 +37,18 @@ struct SFTCommand: ParsableCommand {
     func validate() throws {
         if maxLen < 2 { throw ValidationError("--max-len must be at least 2, found \(maxLen)") }
         if !(0..<1).contains(evalFraction) { throw ValidationError("--eval-fraction must be in [0, 1), found \(evalFraction)") }
-        if let r = loraRank, r < 1 { throw ValidationError("--lora-rank must be at least 1, found \(r)") }
-        _ = try loraConfig()
-    }
-
-    func loraConfig() throws -> LoRAConfig? {
-        guard let rank = loraRank else { return nil }
-        let targets = try loraTargets.split(separator: ",").map { name -> LoRAConfig.Target in
-            guard let t = LoRAConfig.Target(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
-                throw ValidationError("--lora-targets: \"\(name)\" is not one of q, k, v, o, gate, up, down")
-            }
-            return t
-        }
-        return LoRAConfig(rank: rank, alpha: loraAlpha, targets: targets)
+        if keep < 1 { throw ValidationError("--keep must be at least 1, found \(keep)") }
     }
 
     func run() throws {
         logging.bootstrap()
         let logger = Logger(label: "sft")
         try RunStart(resume: resume, overwrite: overwrite).claim(out)
+        if overwrite { // the epochs an earlier run kept beside --out belong to it
+            for k in 1...max(epochs, 1) { try? FileManager.default.removeItem(at: Self.epochFolder(out, k)) }
+        }
         let outURL = URL(fileURLWithPath: out)
-        let lora = try loraConfig()
+        let lora = try loraOptions.config()
         // A LoRA checkpoint holds merged weights; its run resumes from the base model it started from.
         let model = resume && lora == nil ? try ModelLoader.load(out) : try modelOptions.load()
         let adapters = lora.map { LoRAAdapters(config: $0, model: model.config) }
@@ -96,10 +86,15 @@ struct SFTCommand: ParsableCommand {
 
         func checkpoint(_ epoch: Int) throws {
             let settingsJSON = try JSONSerialization.jsonObject(with: JSONEncoder().encode(settings))
+            // The epoch now in --out moves aside when kept; the oldest kept ones beyond --keep go.
+            let previous = epoch - 1
+            let kept = keep > 1 && previous >= 1 ? Self.epochFolder(out, previous) : nil
             try Checkpoint.saveTraining(model, trainer: run.trainer, extra: ["settings": settingsJSON, "data": data, "epoch": epoch,
                                                                             "base_model": modelOptions.model, "batches_done": run.batchesDone],
                                         files: ["metrics.jsonl": Data((metrics.joined(separator: "\n") + "\n").utf8)],
-                                        as: saveDtype.storage, optimizerState: !noOptimizerState, to: outURL)
+                                        as: saveDtype.storage, optimizerState: !noOptimizerState, base: modelOptions.model,
+                                        keepingOldAs: kept, to: outURL)
+            if previous - (keep - 1) >= 1 { try? FileManager.default.removeItem(at: Self.epochFolder(out, previous - (keep - 1))) }
         }
         while run.batchesDone < run.totalSteps {
             let started = ContinuousClock.now
@@ -124,6 +119,12 @@ struct SFTCommand: ParsableCommand {
         }
         progress.finish()
         logger.info("saved \(out)")
+    }
+
+    /// Where epoch `k`'s checkpoint is kept once a newer one holds --out.
+    static func epochFolder(_ out: String, _ k: Int) -> URL {
+        let url = URL(fileURLWithPath: out).standardized
+        return url.deletingLastPathComponent().appendingPathComponent("\(url.lastPathComponent)-epoch-\(k)")
     }
 
     /// A metrics line, stamped with the time (UTC) it was written.

@@ -9,7 +9,8 @@ import Tokenizer
 /// tokenizer_config.json. A training checkpoint adds optimizer.safetensors (AdamW's two moments,
 /// flat, in the parameter layout) and trainer_state.json (step, schedule, settings, and the
 /// caller's own state such as a data cursor). With LoRA, model.safetensors holds the merged weights
-/// (so any tool loads the fine-tuned model) and adapters.safetensors the adapters; resuming reloads
+/// (so any tool loads the fine-tuned model) and adapter_model.safetensors with adapter_config.json
+/// the adapters, as Hugging Face PEFT writes them (`base` names the base model); resuming reloads
 /// the unmerged base from where the run started. Folders are written beside their final name and
 /// renamed into place, so a crash never leaves half a checkpoint under the final name.
 public enum Checkpoint {
@@ -23,12 +24,12 @@ public enum Checkpoint {
     /// a resumed run continues from them exactly. Without `optimizerState` the folder is a model
     /// only, which cannot be resumed.
     public static func saveTraining(_ model: LoadedModel, trainer: Trainer, extra: [String: Any], files: [String: Data] = [:],
-                                    as type: SafetensorsFile.StorageType = .f32, optimizerState: Bool = true, to folder: URL) throws {
-        try atomically(folder) { tmp in
+                                    as type: SafetensorsFile.StorageType = .f32, optimizerState: Bool = true, base: String = "",
+                                    keepingOldAs old: URL? = nil, to folder: URL) throws {
+        try atomically(folder, keepingOldAs: old) { tmp in
             if let lora = trainer.lora {
                 try writeModel(LoadedModel(weights: lora.merged(with: model.weights), tokenizer: model.tokenizer, source: model.source, chatTemplate: model.chatTemplate), into: tmp, as: type)
-                try SafetensorsFile.encode([("lora", [lora.count], UnsafeBufferPointer(start: lora.storage.baseAddress, count: lora.count))])
-                    .write(to: tmp.appendingPathComponent("adapters.safetensors"))
+                try PEFTAdapters.write(lora, base: base, into: tmp)
             } else {
                 try writeModel(model, into: tmp, as: type)
             }
@@ -70,9 +71,7 @@ public enum Checkpoint {
             throw FormatError("\(folder.path) was saved without its optimizer state (--no-optimizer-state), so it cannot be resumed")
         }
         if let lora = trainer.lora {
-            let adapters = try SafetensorsFile(url: folder.appendingPathComponent("adapters.safetensors"))
-            guard let t = adapters.tensors["lora"], t.count == lora.count else { throw FormatError("adapters.safetensors: missing or of the wrong size") }
-            adapters.read(t, into: lora.storage.baseAddress!)
+            try PEFTAdapters.read(folder, into: lora)
         }
         let file = try SafetensorsFile(url: folder.appendingPathComponent("optimizer.safetensors"))
         for (name, buffer) in [("adam.m", trainer.optimizer.m), ("adam.v", trainer.optimizer.v)] {
@@ -103,8 +102,9 @@ public enum Checkpoint {
             .write(to: folder.appendingPathComponent("tokenizer_config.json"))
     }
 
-    /// Writes a folder beside its final name and renames it into place.
-    public static func atomically(_ folder: URL, _ write: (URL) throws -> Void) throws {
+    /// Writes a folder beside its final name and renames it into place; what was there before is
+    /// removed, or renamed to `keepingOldAs`.
+    public static func atomically(_ folder: URL, keepingOldAs kept: URL? = nil, _ write: (URL) throws -> Void) throws {
         let fm = FileManager.default
         let tmp = folder.deletingLastPathComponent().appendingPathComponent(".\(folder.lastPathComponent).partial-\(getpid())")
         try? fm.removeItem(at: tmp)
@@ -114,7 +114,7 @@ public enum Checkpoint {
             let old = folder.deletingLastPathComponent().appendingPathComponent(".\(folder.lastPathComponent).old-\(getpid())")
             try fm.moveItem(at: folder, to: old)
             try fm.moveItem(at: tmp, to: folder)
-            try? fm.removeItem(at: old)
+            if let kept { try? fm.removeItem(at: kept); try fm.moveItem(at: old, to: kept) } else { try? fm.removeItem(at: old) }
         } else {
             try fm.moveItem(at: tmp, to: folder)
         }

@@ -200,6 +200,16 @@ final class CLITests: XCTestCase {
         let resumed = try charter(args + ["--resume"])
         XCTAssertNotEqual(resumed.status, 0)
         XCTAssertTrue(resumed.err.contains("was saved without its optimizer state (--no-optimizer-state), so it cannot be resumed"), resumed.err)
+        // Three epochs keeping two checkpoints: the newest in --out, the one before beside it.
+        let kept = try charter(args + ["--overwrite", "--epochs", "3", "--keep", "2"])
+        XCTAssertEqual(kept.status, 0, kept.err)
+        let siblings = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix("out") }.sorted()
+        XCTAssertEqual(siblings, ["out", "out-epoch-2"])
+        func lastStep(_ folder: String) throws -> Int {
+            try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+                .compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }.compactMap { $0["step"] as? Int }.max() ?? 0
+        }
+        XCTAssertEqual(try lastStep(out + "-epoch-2") * 3, try lastStep(out) * 2, "the kept folder is epoch 2's checkpoint")
         let bad = try charter(["sft", "--data", "examples/sft-sample.jsonl", "--out", out + "2", "--save-dtype", "fp8"])
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.err.contains("--save-dtype"), bad.err)
@@ -240,7 +250,7 @@ final class CLITests: XCTestCase {
         let r = try charter("sft", "--model", tiny, "--data", "examples/sft-sample.jsonl", "--out", out, "--batch-size", "8",
                             "--lora-rank", "4", "--lora-targets", "q,v,down", "--lr", "1e-2")
         XCTAssertEqual(r.status, 0, r.err)
-        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/adapters.safetensors"))
+        for file in ["adapter_model.safetensors", "adapter_config.json"] { XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/" + file), file) }
         let g = try charter("generate", "--model", out, "--prompt", "Hi", "--max-tokens", "2", "--json")
         XCTAssertEqual(g.status, 0, g.err)
     }
@@ -255,30 +265,41 @@ final class CLITests: XCTestCase {
                 : #"{"chosen": [{"role": "user", "content": "Say hi \#(n)"}, {"role": "assistant", "content": "Hello there!"}], "rejected": [{"role": "user", "content": "Say hi \#(n)"}, {"role": "assistant", "content": "No."}]}"#
         }
         try Data(lines.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: pairs))
-        let args = ["rm", "train", "--model", tiny, "--pairs", pairs, "--lr", "1e-3", "--batch-size", "4", "--micro-batch-size", "2", "--epochs", "3"]
-        let straight = try charter(args + ["--out", dir.path + "/straight"])
-        XCTAssertEqual(straight.status, 0, straight.err)
-        let cut = try charter(args + ["--out", dir.path + "/cut", "--stop-after-epochs", "1"])
-        XCTAssertEqual(cut.status, 3, cut.err)
-        let changed = try charter(args.map { $0 == "1e-3" ? "2e-3" : $0 } + ["--out", dir.path + "/cut", "--resume"])
-        XCTAssertNotEqual(changed.status, 0)
-        XCTAssertTrue(changed.err.contains("--resume: the options differ from the run in"), changed.err)
-        let resumed = try charter(args + ["--out", dir.path + "/cut", "--resume"])
-        XCTAssertEqual(resumed.status, 0, resumed.err)
-        XCTAssertTrue(resumed.err.contains("resuming after epoch 1 of 3"), resumed.err)
-        for file in ["model.safetensors", "score_head.safetensors", "optimizer.safetensors", "head_optimizer.safetensors"] {
-            XCTAssertEqual(FileManager.default.contents(atPath: "\(dir.path)/straight/\(file)"), FileManager.default.contents(atPath: "\(dir.path)/cut/\(file)"), file)
-        }
+        let common = ["rm", "train", "--model", tiny, "--pairs", pairs, "--lr", "1e-3", "--batch-size", "4", "--micro-batch-size", "2", "--epochs", "3"]
         func withoutTimes(_ run: String) throws -> [String] {
             try String(contentsOfFile: "\(dir.path)/\(run)/metrics.jsonl", encoding: .utf8).split(separator: "\n").map {
                 $0.replacingOccurrences(of: #""time":"[^"]*""#, with: "", options: .regularExpression)
             }
         }
-        XCTAssertEqual(try withoutTimes("cut"), try withoutTimes("straight"))
-        let done = try charter(args + ["--out", dir.path + "/cut", "--resume"])
-        XCTAssertEqual(done.status, 0, done.err)
-        XCTAssertTrue(done.err.contains("is complete (3 epochs)"), done.err)
-        let micro = try charter(args.map { $0 == "2" ? "5" : $0 } + ["--out", dir.path + "/bad"])
+        for lora in [[], ["--lora-rank", "2"]] {
+            let args = common + lora, run = lora.isEmpty ? "full" : "lora"
+            let straight = try charter(args + ["--out", dir.path + "/straight-\(run)"])
+            XCTAssertEqual(straight.status, 0, straight.err)
+            let cut = try charter(args + ["--out", dir.path + "/cut-\(run)", "--stop-after-epochs", "1"])
+            XCTAssertEqual(cut.status, 3, cut.err)
+            let changed = try charter(args.map { $0 == "1e-3" ? "2e-3" : $0 } + ["--out", dir.path + "/cut-\(run)", "--resume"])
+            XCTAssertNotEqual(changed.status, 0)
+            XCTAssertTrue(changed.err.contains("--resume: the options differ from the run in"), changed.err)
+            let resumed = try charter(args + ["--out", dir.path + "/cut-\(run)", "--resume"])
+            XCTAssertEqual(resumed.status, 0, resumed.err)
+            XCTAssertTrue(resumed.err.contains("resuming after epoch 1 of 3"), resumed.err)
+            let files = ["model.safetensors", "score_head.safetensors", "optimizer.safetensors", "head_optimizer.safetensors"]
+                + (lora.isEmpty ? [] : ["adapter_model.safetensors"])
+            for file in files {
+                XCTAssertEqual(FileManager.default.contents(atPath: "\(dir.path)/straight-\(run)/\(file)"),
+                               FileManager.default.contents(atPath: "\(dir.path)/cut-\(run)/\(file)"), "\(run): \(file)")
+            }
+            XCTAssertEqual(try withoutTimes("cut-\(run)"), try withoutTimes("straight-\(run)"))
+            let done = try charter(args + ["--out", dir.path + "/cut-\(run)", "--resume"])
+            XCTAssertEqual(done.status, 0, done.err)
+            XCTAssertTrue(done.err.contains("is complete (3 epochs)"), done.err)
+        }
+        // LoRA trains a different model than the full fine-tune, and the folder scores as a reward model.
+        XCTAssertNotEqual(FileManager.default.contents(atPath: dir.path + "/straight-lora/model.safetensors"),
+                          FileManager.default.contents(atPath: dir.path + "/straight-full/model.safetensors"))
+        try Data(#"{"prompt": "Say hi", "response": "Hello there!"}"#.utf8).write(to: dir.appendingPathComponent("one.jsonl"))
+        XCTAssertEqual(try charter("rm", "score", "--rm", dir.path + "/straight-lora", "--data", dir.path + "/one.jsonl").status, 0)
+        let micro = try charter(common.map { $0 == "2" ? "5" : $0 } + ["--out", dir.path + "/bad"])
         XCTAssertNotEqual(micro.status, 0)
         XCTAssertTrue(micro.err.contains("--micro-batch-size must be in 1...--batch-size, found 5"), micro.err)
     }

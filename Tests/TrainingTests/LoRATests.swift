@@ -103,4 +103,42 @@ final class LoRATests: XCTestCase {
         XCTAssertEqual(resumed.optimizer.step, 3)
         XCTAssertEqual(try resumed.step([seqs]).loss, next, accuracy: 1e-9)
     }
+
+    /// Adapters written as PEFT lays them out read back exactly, and the file's lora_A / lora_B,
+    /// multiplied out by hand, give the merged weights: W + (alpha / r) B A.
+    func testPEFTLayoutRoundTripsAndMergesByHand() throws {
+        let weights = ModelWeights.random(config: config, seed: 1, std: 0.3)
+        let lora = LoRAAdapters(config: LoRAConfig(rank: 2, alpha: 6, targets: [.q, .down]), model: config)
+        var rng = SplitMix64(seed: 5)
+        for i in 0..<lora.count { lora.storage[i] = Float(rng.nextUniform() - 0.5) }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("charter-peft-\(UUID())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        try PEFTAdapters.write(lora, base: "HuggingFaceTB/SmolLM2-135M-Instruct", into: folder)
+        let back = LoRAAdapters(config: lora.config, model: config)
+        try PEFTAdapters.read(folder, into: back)
+        XCTAssertEqual(Array(back.storage), Array(lora.storage))
+        let adapterConfig = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("adapter_config.json"))) as! [String: Any]
+        XCTAssertEqual(adapterConfig["r"] as? Int, 2); XCTAssertEqual(adapterConfig["lora_alpha"] as? Double, 6)
+        XCTAssertEqual(adapterConfig["target_modules"] as? [String], ["q_proj", "down_proj"])
+        XCTAssertEqual(adapterConfig["peft_type"] as? String, "LORA")
+
+        let file = try SafetensorsFile(url: folder.appendingPathComponent("adapter_model.safetensors"))
+        let merged = lora.merged(with: weights)
+        let C = config.width, HD = config.heads * config.headDim, r = 2
+        let a = try XCTUnwrap(file.floats("base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight")) // (r, C)
+        let b = try XCTUnwrap(file.floats("base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight")) // (HD, r)
+        let wq = weights.layout.layer(1).wq
+        var worst: Float = 0
+        for o in 0..<HD {
+            for i in 0..<C {
+                let delta = (0..<r).reduce(Float(0)) { $0 + b[o * r + $1] * a[$1 * C + i] } * 3 // alpha / r
+                worst = max(worst, abs(weights.storage[wq + o * C + i] + delta - merged.storage[wq + o * C + i]))
+            }
+        }
+        XCTAssertLessThan(worst, 1e-6)
+        let stray: [Float] = [1]
+        try stray.withUnsafeBufferPointer { try SafetensorsFile.encode([("x", [1], $0)]).write(to: folder.appendingPathComponent("adapter_model.safetensors")) }
+        XCTAssertThrowsError(try PEFTAdapters.read(folder, into: back)) { XCTAssertTrue("\($0)".contains("lora_A.weight is missing"), "\($0)") }
+    }
 }
