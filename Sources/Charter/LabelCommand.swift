@@ -3,6 +3,7 @@ import ArgumentParser
 import Endpoint
 import Formats
 import Foundation
+import Logging
 
 extension LabelSettings.Orders: ExpressibleByArgument {}
 extension EndpointJudge.Settings.API: ExpressibleByArgument {}
@@ -103,7 +104,7 @@ struct LabelCommand: ParsableCommand {
         // The endpoint's answers outlive --overwrite: asking the same again costs nothing.
         try start.claim(folder, keeping: [Self.cacheFile])
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        log("label: \(plan.pairs.count) pairs x \(principles) principle\(principles == 1 ? "" : "s") x \(orders == .both ? 2 : 1) order\(orders == .both ? "s" : "") = \(plan.questions.count) questions, "
+        log("\(plan.pairs.count) pairs x \(principles) principle\(principles == 1 ? "" : "s") x \(orders == .both ? 2 : 1) order\(orders == .both ? "s" : "") = \(plan.questions.count) questions, "
             + "constitution \(constitution.name) v\(constitution.version), judge \(endpoint.map { "\($0.model) at \($0.url)" } ?? c.policy)")
         let began = Date()
         if cot { c.rollout.temperature = 0; c.rollout.topK = 0; c.rollout.topP = 1; c.rollout.maxNewTokens = cotTokens }
@@ -128,7 +129,7 @@ struct LabelCommand: ParsableCommand {
         let outcome = try LabelOutcome(plan: plan, results: results)
         try writeJSONL(outcome.lines, to: out)
         let debiased = orders == .both ? 0.5 : outcome.meanPFirstShown
-        log(String(format: "label: %d pairs (%d errors) in %@; mean P(first shown) %.3f asked, %.3f after averaging the orders; %.2f labels/s",
+        log(String(format: "%d pairs (%d errors) in %@; mean P(first shown) %.3f asked, %.3f after averaging the orders; %.2f labels/s",
                    plan.pairs.count, outcome.errors, out, outcome.meanPFirstShown, debiased, Double(plan.pairs.count) / max(seconds, 1e-9)))
         if eval { print(LabelEval(plan: plan, outcome: outcome).report.joined(separator: "\n")) }
     }
@@ -159,10 +160,10 @@ struct LabelCommand: ParsableCommand {
         let n = judge.counters
         try? JSONSerialization.data(withJSONObject: n.dictionary, options: [.sortedKeys]).write(to: URL(fileURLWithPath: "\(folder)/judge.metrics.json"))
         let failures = n.failures.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-        log("label: judge endpoint: \(n.requests) requests, \(n.cacheHits) answered from the cache, \(n.failures.values.reduce(0, +)) failed tries"
+        log("judge endpoint: \(n.requests) requests, \(n.cacheHits) answered from the cache, \(n.failures.values.reduce(0, +)) failed tries"
             + (failures.isEmpty ? "" : " (\(failures))") + ", \(n.missingOptions) options missing from the top log-probs")
     }
 
     /// The summary goes to stderr, so stdout carries only the --eval report.
-    func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+    func log(_ s: String) { Logger(label: "label").info("\(s)") }
 }

@@ -2,6 +2,7 @@ import Alignment
 import ArgumentParser
 import Formats
 import Foundation
+import Logging
 
 extension RevisionSettings.SFTExamples: ExpressibleByArgument {}
 
@@ -70,8 +71,8 @@ struct ReviseCommand: ParsableCommand {
         let itemLines = plan.entries.map(plan.itemLine)
         try writeJSONL(itemLines, to: itemsPath)
         let stageLines = zip(plan.entries, itemLines).map { StageInput.Line(item: $0.item, object: $1) }
-        print("revise: \(plan.entries.filter { $0.part == .redTeam }.count) prompts x \(c.revision.revisions) rounds\(c.revision.direct ? " (direct)" : ""), "
-              + "\(plan.entries.filter { $0.part == .helpful }.count) helpful prompts, constitution \(constitution.name) v\(constitution.version)")
+        let logger = Logger(label: "revise")
+        logger.info("\(plan.entries.filter { $0.part == .redTeam }.count) prompts x \(c.revision.revisions) rounds\(c.revision.direct ? " (direct)" : ""), \(plan.entries.filter { $0.part == .helpful }.count) helpful prompts, constitution \(constitution.name) v\(constitution.version)")
         let runner = StageRunner(kind: .revise, name: "revise", config: c, configText: StageRunner.workerConfig(c), out: out, placement: placement)
         try runner.run(stageLines, itemsFile: itemsPath, start: start)
 
@@ -82,7 +83,6 @@ struct ReviseCommand: ParsableCommand {
         try JSONSerialization.data(withJSONObject: outcome.counts, options: [.sortedKeys, .prettyPrinted]).write(to: URL(fileURLWithPath: "\(out)/summary.json"))
         let n = outcome.counts
         let dropped = n.filter { $0.key.hasPrefix("dropped: ") }.sorted { $0.key < $1.key }.map { "\($0.key.dropFirst(9)) \($0.value)" }
-        print("revise: \(n["kept", default: 0]) of \(n["rounds", default: 0]) revisions kept\(dropped.isEmpty ? "" : " (dropped: \(dropped.joined(separator: ", ")))"), "
-              + "\(n["errors", default: 0]) errors; \(outcome.sft.count) SFT conversations (\(n["helpful_kept", default: 0]) helpful) in \(out)/sft.jsonl")
+        logger.info("\(n["kept", default: 0]) of \(n["rounds", default: 0]) revisions kept\(dropped.isEmpty ? "" : " (dropped: \(dropped.joined(separator: ", ")))"), \(n["errors", default: 0]) errors; \(outcome.sft.count) SFT conversations (\(n["helpful_kept", default: 0]) helpful) in \(out)/sft.jsonl")
     }
 }

@@ -74,12 +74,14 @@ public final class Coordinator: RolloutSource {
     public init(settings: Settings, configText: String, rollout: RolloutSettings, runId: String,
                 logger: Logger = Logger(label: "coordinator")) throws {
         self.settings = settings; self.configText = configText; self.rollout = rollout; self.runId = runId
-        self.logger = logger
-        self.logger[metadataKey: "run"] = .string(runId)
+        var withRun = logger
+        withRun[metadataKey: "run"] = .string(runId)
+        self.logger = withRun
+        let zapLogger = withRun
         scheduler = Scheduler(heartbeatTimeout: Double(settings.heartbeatTimeoutMs) / 1000)
         // The ZAP handler comes first: a CURVE socket bound without one admits any key.
         zap = settings.curveSecretKey == nil ? nil : try ZAPHandler(context: context, allowedKeys: settings.allowedKeys) {
-            FileHandle.standardError.write(Data("coordinator: \($0)\n".utf8))
+            zapLogger.warning("\($0)") // on the ZAP thread: a copy of the logger
         }
         control = try ZMQSocket(context, .router)
         chunkServer = try ZMQSocket(context, .router)

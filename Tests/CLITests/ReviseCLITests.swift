@@ -31,7 +31,7 @@ extension CLITests {
             let out = "\(dir.path)/\(how.last!)"
             let r = try charter(reviseArgs(prompts, helpful, out: out) + how)
             XCTAssertEqual(r.status, 0, r.err)
-            XCTAssertTrue(r.out.contains("revise: 10 prompts x 2 rounds, 4 helpful prompts, constitution polite v1"), r.out)
+            XCTAssertTrue(r.err.contains("revise: 10 prompts x 2 rounds, 4 helpful prompts, constitution polite v1"), r.err)
             outputs.append(try ["items.jsonl", "revisions.jsonl", "sft.jsonl", "summary.json"].map { try file("\(out)/\($0)") })
         }
         XCTAssertEqual(outputs[0], outputs[1], "1 worker differs from in process")
