@@ -7,8 +7,8 @@ Usage: check_exports.py --hf DIR [--gguf FILE ...] [--reference ../shared/refere
 For the Hugging Face folder: transformers' AutoTokenizer gives the reference token ids for every
 case, and AutoModelForCausalLM's last-position logits match the reference (llama.cpp, F32).
 For each GGUF file: llama.cpp (llama-cpp-python) loads it and its last-position logits match.
-For a LoRA run's folder: PEFT loads its adapters onto the base model (a Hugging Face folder) and
-the logits equal those of the merged model.safetensors in the same folder.
+For a LoRA run's folder: PEFT loads its adapters (DIR/adapter) onto the base model (a Hugging Face
+folder) and the logits equal those of the merged model in DIR.
 Prints one line per check with the max |logit difference|; exits non-zero on a failure.
 """
 import argparse, json, os, sys
@@ -62,7 +62,7 @@ if a.peft:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
     base = AutoModelForCausalLM.from_pretrained(a.base, dtype=torch.float32)
-    adapted = PeftModel.from_pretrained(base, a.peft).eval()
+    adapted = PeftModel.from_pretrained(base, os.path.join(a.peft, "adapter")).eval()
     merged = AutoModelForCausalLM.from_pretrained(a.peft, dtype=torch.float32).eval()
     for c in cases:
         with torch.no_grad():

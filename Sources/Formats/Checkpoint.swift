@@ -9,8 +9,10 @@ import Tokenizer
 /// tokenizer_config.json. A training checkpoint adds optimizer.safetensors (AdamW's two moments,
 /// flat, in the parameter layout) and trainer_state.json (step, schedule, settings, and the
 /// caller's own state such as a data cursor). With LoRA, model.safetensors holds the merged weights
-/// (so any tool loads the fine-tuned model) and adapter_model.safetensors with adapter_config.json
-/// the adapters, as Hugging Face PEFT writes them (`base` names the base model); resuming reloads
+/// (so any tool loads the fine-tuned model) and adapter/ the adapters, as Hugging Face PEFT writes
+/// them (`base` names the base model). They sit in a folder of their own because transformers,
+/// finding adapter_config.json beside model.safetensors, would apply them to the merged weights
+/// a second time. Resuming reloads
 /// the unmerged base from where the run started. Folders are written beside their final name and
 /// renamed into place, so a crash never leaves half a checkpoint under the final name.
 public enum Checkpoint {
@@ -29,7 +31,9 @@ public enum Checkpoint {
         try atomically(folder, keepingOldAs: old) { tmp in
             if let lora = trainer.lora {
                 try writeModel(LoadedModel(weights: lora.merged(with: model.weights), tokenizer: model.tokenizer, source: model.source, chatTemplate: model.chatTemplate), into: tmp, as: type)
-                try PEFTAdapters.write(lora, base: base, into: tmp)
+                let adapter = tmp.appendingPathComponent("adapter")
+                try FileManager.default.createDirectory(at: adapter, withIntermediateDirectories: true)
+                try PEFTAdapters.write(lora, base: base, into: adapter)
             } else {
                 try writeModel(model, into: tmp, as: type)
             }
@@ -71,7 +75,7 @@ public enum Checkpoint {
             throw FormatError("\(folder.path) was saved without its optimizer state (--no-optimizer-state), so it cannot be resumed")
         }
         if let lora = trainer.lora {
-            try PEFTAdapters.read(folder, into: lora)
+            try PEFTAdapters.read(folder.appendingPathComponent("adapter"), into: lora)
         }
         let file = try SafetensorsFile(url: folder.appendingPathComponent("optimizer.safetensors"))
         for (name, buffer) in [("adam.m", trainer.optimizer.m), ("adam.v", trainer.optimizer.v)] {

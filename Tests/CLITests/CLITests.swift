@@ -250,7 +250,8 @@ final class CLITests: XCTestCase {
         let r = try charter("sft", "--model", tiny, "--data", "examples/sft-sample.jsonl", "--out", out, "--batch-size", "8",
                             "--lora-rank", "4", "--lora-targets", "q,v,down", "--lr", "1e-2")
         XCTAssertEqual(r.status, 0, r.err)
-        for file in ["adapter_model.safetensors", "adapter_config.json"] { XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/" + file), file) }
+        for file in ["adapter/adapter_model.safetensors", "adapter/adapter_config.json"] { XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/" + file), file) }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/adapter_config.json"), "beside the merged weights transformers would apply it twice")
         let g = try charter("generate", "--model", out, "--prompt", "Hi", "--max-tokens", "2", "--json")
         XCTAssertEqual(g.status, 0, g.err)
     }
@@ -284,7 +285,7 @@ final class CLITests: XCTestCase {
             XCTAssertEqual(resumed.status, 0, resumed.err)
             XCTAssertTrue(resumed.err.contains("resuming after epoch 1 of 3"), resumed.err)
             let files = ["model.safetensors", "score_head.safetensors", "optimizer.safetensors", "head_optimizer.safetensors"]
-                + (lora.isEmpty ? [] : ["adapter_model.safetensors"])
+                + (lora.isEmpty ? [] : ["adapter/adapter_model.safetensors"])
             for file in files {
                 XCTAssertEqual(FileManager.default.contents(atPath: "\(dir.path)/straight-\(run)/\(file)"),
                                FileManager.default.contents(atPath: "\(dir.path)/cut-\(run)/\(file)"), "\(run): \(file)")
