@@ -157,7 +157,11 @@ enum ClusterRun {
                            started: (String) throws -> Void) throws {
         stopChildrenOnSignals()
         var coordinator: Coordinator?
-        try RLCommand.execute(config: config, start: start, logger: Logger(label: "coordinator"), extra: { m in
+        // The run id is known before anything is loaded, so every line of this run carries it.
+        let runId = "run-\((try? RLConfig.load(config))?.seed ?? 0)-\(getpid())-\(Int(Date().timeIntervalSince1970))"
+        var logger = Logger(label: "coordinator")
+        logger[metadataKey: "run"] = .string(runId)
+        try RLCommand.execute(config: config, start: start, logger: logger, extra: { m in
             guard let c = coordinator else { return [:] }
             // Time split: waiting for rollouts (the broadcast of the version included), the broadcast alone, training.
             let split = ["waitingSeconds": m.generationSeconds, "broadcastSeconds": c.broadcastSeconds,
@@ -177,7 +181,7 @@ enum ClusterRun {
             settings.allowedKeys = curve?.allowed ?? []
             let text = try String(contentsOfFile: config, encoding: .utf8)
             let server = try Coordinator(settings: settings, configText: text, rollout: c.rolloutSettings(tokenizer: tok),
-                                         runId: "run-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))", logger: Logger(label: "coordinator"))
+                                         runId: runId, logger: logger)
             server.configFolder = RLConfig.folder(of: config)
             server.promptsById = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
             server.runSeed = c.seed

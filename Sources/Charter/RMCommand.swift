@@ -88,12 +88,12 @@ struct RMCommand: ParsableCommand {
                 for b in stride(from: 0, to: order.count, by: batchSize) {
                     let r = try trainer.step(order[b ..< min(b + batchSize, order.count)].map { train[$0] }, microBatch: microBatchSize)
                     step += 1
-                    metrics.append(metricsLine(["step": step, "epoch": epoch + 1, "loss": r.loss.isFinite ? r.loss : "nan", "learning_rate": Double(r.learningRate)]))
+                    metrics.append(SFTCommand.metricsLine(["step": step, "epoch": epoch + 1, "loss": r.loss.isFinite ? r.loss : "nan", "learning_rate": Double(r.learningRate)]))
                     progress.update(step: step, text: String(format: "loss %.4f", r.loss))
                 }
                 if !heldOut.isEmpty {
                     let e = try trainer.evaluate(heldOut)
-                    metrics.append(metricsLine(["step": step, "epoch": epoch + 1, "eval_loss": e.loss, "eval_accuracy": e.accuracy,
+                    metrics.append(SFTCommand.metricsLine(["step": step, "epoch": epoch + 1, "eval_loss": e.loss, "eval_accuracy": e.accuracy,
                                                 "eval_calibration_error": e.calibrationError, "eval_pairs": e.pairs]))
                     progress.note(String(format: "epoch %d: held-out accuracy %.3f, loss %.4f, calibration error %.3f over %d pairs",
                                          epoch + 1, e.accuracy, e.loss, e.calibrationError, e.pairs))
@@ -107,12 +107,6 @@ struct RMCommand: ParsableCommand {
             }
             progress.finish()
             logger.info("saved \(out) (metrics in \(out)/metrics.jsonl)")
-        }
-
-        /// A metrics line, stamped with the time (UTC) it was written.
-        func metricsLine(_ object: [String: Any]) -> String {
-            let stamped = object.merging(["time": ISO8601DateFormatter().string(from: Date())]) { a, _ in a }
-            return String(decoding: try! JSONSerialization.data(withJSONObject: stamped, options: [.sortedKeys]), as: UTF8.self)
         }
     }
 

@@ -103,7 +103,7 @@ struct SFTCommand: ParsableCommand {
             if r.skipped && run.trainer.optimizer.skippedSteps == 1 {
                 logger.warning("batch \(run.batchesDone) gave a non-finite gradient norm; its step was skipped (grad_norm in metrics.jsonl shows each)")
             }
-            metrics.append(jsonLine(["step": run.batchesDone, "loss": r.loss.isFinite ? r.loss : "nan",
+            metrics.append(Self.metricsLine(["step": run.batchesDone, "loss": r.loss.isFinite ? r.loss : "nan",
                                      "grad_norm": r.gradNorm.isFinite ? Double(r.gradNorm) : "nan", "skipped": r.skipped, "learning_rate": Double(r.learningRate),
                                      "tokens": r.tokens, "seconds": seconds]))
             let done = run.batchesDone
@@ -111,7 +111,7 @@ struct SFTCommand: ParsableCommand {
             if done % run.stepsPerEpoch == 0 || done == run.totalSteps {
                 let epoch = (done + run.stepsPerEpoch - 1) / run.stepsPerEpoch
                 if let eval = try run.heldOutLoss() {
-                    metrics.append(jsonLine(["step": done, "epoch": epoch, "eval_loss": eval]))
+                    metrics.append(Self.metricsLine(["step": done, "epoch": epoch, "eval_loss": eval]))
                     progress.note(String(format: "epoch %d: held-out loss %.4f", epoch, eval))
                 }
                 try checkpoint(epoch)
@@ -127,8 +127,8 @@ struct SFTCommand: ParsableCommand {
         return url.deletingLastPathComponent().appendingPathComponent("\(url.lastPathComponent)-epoch-\(k)")
     }
 
-    /// A metrics line, stamped with the time (UTC) it was written.
-    func jsonLine(_ object: [String: Any]) -> String {
+    /// A metrics line of a training run (`sft`, `rm train`), stamped with the time (UTC) it was written.
+    static func metricsLine(_ object: [String: Any]) -> String {
         let stamped = object.merging(["time": ISO8601DateFormatter().string(from: Date())]) { a, _ in a }
         return String(decoding: try! JSONSerialization.data(withJSONObject: stamped, options: [.sortedKeys]), as: UTF8.self)
     }
