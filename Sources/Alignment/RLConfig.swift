@@ -122,7 +122,7 @@ public struct RLConfig {
                     guard let t = LoRAConfig.Target(rawValue: n) else { throw lora.error("targets", "has \"\(n)\" (q, k, v, o, gate, up, down)") }
                     return t
                 }
-                c.lora = LoRAConfig(rank: rank, alpha: try lora.float("alpha"), targets: targets)
+                c.lora = LoRAConfig(rank: rank, alpha: try lora.float("alpha", .positive), targets: targets)
             }
         }
         let data = try top.section("data")
@@ -138,10 +138,13 @@ public struct RLConfig {
         }
         if let reward = try top.section("reward") {
             try reward.only(Self.keys["reward"]!)
-            c.missingEOSPenalty = try reward.float("missing_eos_penalty") ?? 0
+            c.missingEOSPenalty = try reward.float("missing_eos_penalty", .nonNegative) ?? 0
             c.helpfulnessModel = try reward.filePath("helpfulness_model")
             c.safetyModel = try reward.filePath("safety_model")
-            c.safetyThreshold = try reward.float("safety_threshold") ?? c.safetyThreshold
+            c.safetyThreshold = try reward.float("safety_threshold", .openUnit) ?? c.safetyThreshold
+            if reward.value("safety_threshold") != nil && c.safetyModel == nil {
+                throw reward.error("safety_threshold", "needs \"safety_model\" (it is the safety model's score below which safety decides)")
+            }
             c.logit = try reward.bool("logit") ?? c.logit
             c.whiten = try reward.bool("whiten") ?? c.whiten
             c.modelWeight = try reward.float("model_weight") ?? c.modelWeight
@@ -151,6 +154,7 @@ public struct RLConfig {
                     throw rule.error("type", "must be one of keyword, regex, length, token")
                 }
                 guard let value = try rule.string("value") else { throw rule.error("value", "is required") }
+                if value.isEmpty && (kind == "keyword" || kind == "regex") { throw rule.error("value", "must not be empty (it would match every response)") }
                 if kind == "length" || kind == "token", Int(value) == nil { throw rule.error("value", "must be an integer for a \(kind) rule") }
                 if kind == "regex" { _ = try RewardRule.regex(value) }
                 c.rules.append(Rule(kind: kind, value: value, weight: try rule.float("weight") ?? 1, caseSensitive: try rule.bool("case_sensitive") ?? false))
@@ -175,6 +179,7 @@ public struct RLConfig {
         if forRun && c.rules.isEmpty && c.helpfulnessModel == nil && c.safetyModel == nil && c.judgePrinciple == nil {
             throw DataError("\(name): section \"reward\" needs a reward model, a judge or at least one rule")
         }
+        var rejectionSection: Section?
         if let algorithm = try top.section("algorithm") {
             try algorithm.only(Self.keys["algorithm"]!)
             c.algorithm = try algorithm.string("name") ?? c.algorithm
@@ -183,24 +188,25 @@ public struct RLConfig {
                 try p.only(Self.keys["algorithm.ppo"]!)
                 c.ppo.epochs = try p.int("epochs", min: 1) ?? c.ppo.epochs
                 c.ppo.minibatchSize = try p.int("minibatch_size", min: 1) ?? c.ppo.minibatchSize
-                c.ppo.clip = try p.float("clip") ?? c.ppo.clip
-                c.ppo.valueClip = try p.float("value_clip") ?? c.ppo.valueClip
-                c.ppo.gamma = try p.float("gamma") ?? c.ppo.gamma
-                c.ppo.lambda = try p.float("lambda") ?? c.ppo.lambda
+                c.ppo.clip = try p.float("clip", .positive) ?? c.ppo.clip
+                c.ppo.valueClip = try p.float("value_clip", .positive) ?? c.ppo.valueClip
+                c.ppo.gamma = try p.float("gamma", .unit) ?? c.ppo.gamma
+                c.ppo.lambda = try p.float("lambda", .unit) ?? c.ppo.lambda
                 c.ppo.whitenAdvantages = try p.bool("whiten_advantages") ?? c.ppo.whitenAdvantages
-                c.ppo.earlyStopKL = try p.float("early_stop_kl") ?? c.ppo.earlyStopKL
+                c.ppo.earlyStopKL = try p.float("early_stop_kl", .positive) ?? c.ppo.earlyStopKL
                 if let critic = try p.string("critic") {
                     guard let k = PPOSettings.Critic(rawValue: critic) else { throw p.error("critic", "must be separate or head") }
                     c.ppo.critic = k
                 }
-                c.ppo.valueCoefficient = try p.float("value_coefficient") ?? c.ppo.valueCoefficient
-                c.ppo.learningRate = try p.float("learning_rate") ?? c.ppo.learningRate
-                c.ppo.criticLearningRate = try p.float("critic_learning_rate") ?? c.ppo.criticLearningRate
-                c.beta = try p.float("beta") ?? c.beta
-                c.targetKL = try p.float("target_kl")
-                c.klHorizon = try p.float("kl_horizon") ?? c.klHorizon
+                c.ppo.valueCoefficient = try p.float("value_coefficient", .nonNegative) ?? c.ppo.valueCoefficient
+                c.ppo.learningRate = try p.float("learning_rate", .positive) ?? c.ppo.learningRate
+                c.ppo.criticLearningRate = try p.float("critic_learning_rate", .positive) ?? c.ppo.criticLearningRate
+                c.beta = try p.float("beta", .nonNegative) ?? c.beta
+                c.targetKL = try p.float("target_kl", .positive)
+                c.klHorizon = try p.float("kl_horizon", .positive) ?? c.klHorizon
             }
-            if let r = try algorithm.section("rejection") {
+            rejectionSection = try algorithm.section("rejection")
+            if let r = rejectionSection {
                 try r.only(Self.keys["algorithm.rejection"]!)
                 switch try r.string("keep") ?? "best" {
                 case "best": c.rejection.keep = .best
@@ -214,14 +220,14 @@ public struct RLConfig {
                 }
                 c.rejection.epochs = try r.int("epochs", min: 1) ?? c.rejection.epochs
                 c.rejection.batchSize = try r.int("batch_size", min: 1) ?? c.rejection.batchSize
-                c.rejection.learningRate = try r.float("learning_rate") ?? c.rejection.learningRate
+                c.rejection.learningRate = try r.float("learning_rate", .positive) ?? c.rejection.learningRate
             }
         }
         if let r = try top.section("rollout") {
             try r.only(Self.keys["rollout"]!)
             c.rollout.samplesPerPrompt = try r.int("samples_per_prompt", min: 1) ?? c.rollout.samplesPerPrompt
             c.rollout.maxNewTokens = try r.int("max_new_tokens", min: 1) ?? c.rollout.maxNewTokens
-            c.rollout.temperature = try r.float("temperature") ?? c.rollout.temperature
+            c.rollout.temperature = try r.float("temperature", .upTo(10)) ?? c.rollout.temperature
             c.rollout.topK = try r.int("top_k", min: 0) ?? c.rollout.topK
             c.rollout.topP = try r.float("top_p") ?? c.rollout.topP
             if !(c.rollout.topP > 0 && c.rollout.topP <= 1) { throw r.error("top_p", "must be in (0, 1], found \(c.rollout.topP)") }
@@ -234,6 +240,9 @@ public struct RLConfig {
                 }
                 if c.rollout.temperature == 0 { throw r.error("temperature", "must be above 0 with PPO (greedy decoding has no log-probs to take ratios of)") }
             }
+        }
+        if case .topK(let k) = c.rejection.keep, k > c.rollout.samplesPerPrompt, let r = rejectionSection {
+            throw r.error("k", "must be at most rollout.samples_per_prompt (\(c.rollout.samplesPerPrompt)), found \(k)")
         }
         if let r = try top.section("revise") {
             try r.only(Self.keys["revise"]!)
@@ -339,6 +348,7 @@ struct Section {
     /// against the file's folder so the configuration means the same from wherever it is used.
     func filePath(_ key: String) throws -> String? {
         guard let p = try string(key) else { return nil }
+        if p.isEmpty { throw error(key, "must not be empty") }
         return TinyModel.isSpec(p) ? TinyModel.spec(p, resolvingAgainst: resolve) : resolve(p)
     }
 
@@ -358,6 +368,22 @@ struct Section {
     func float(_ key: String) throws -> Float? {
         guard let s = try scalar(key, "a number") else { return nil }
         guard let v = Float(s), v.isFinite else { throw error(key, "must be a number, found \"\(s)\"") }
+        return v
+    }
+
+    /// A number in an allowed range, which the error states.
+    enum Range { case positive, nonNegative, unit, openUnit, upTo(Float) }
+
+    func float(_ key: String, _ range: Range) throws -> Float? {
+        guard let v = try float(key) else { return nil }
+        let (ok, allowed): (Bool, String) = switch range {
+        case .positive: (v > 0, "above 0")
+        case .nonNegative: (v >= 0, "at least 0")
+        case .unit: ((0...1).contains(v), "in [0, 1]")
+        case .openUnit: (v > 0 && v < 1, "in (0, 1)")
+        case .upTo(let top): ((0...top).contains(v), "in [0, \(top.formatted())]")
+        }
+        guard ok else { throw error(key, "must be \(allowed), found \(v)") }
         return v
     }
 

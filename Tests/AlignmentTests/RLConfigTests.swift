@@ -74,6 +74,45 @@ final class RLConfigTests: XCTestCase {
         XCTAssertThrowsError(try RLConfig.parse("data: {prompts: p.jsonl}", name: "c.yaml")) { XCTAssertTrue("\($0)".contains("needs a reward model, a judge or at least one rule"), "\($0)") }
     }
 
+    /// Values outside what the algorithms can use are refused at load, each with its file, line,
+    /// key and the allowed range (the hostile-input probe's cases).
+    func testValuesOutOfRangeAreRefusedWithTheRange() {
+        let ppo = """
+            run: {dir: runs/x}
+            data: {prompts: p.jsonl}
+            reward:
+              rules: [{type: keyword, value: a}]
+            algorithm:
+              name: ppo
+              ppo: {epochs: 1}
+            rollout: {samples_per_prompt: 2, temperature: 0.8}
+            """
+        let cases: [(String, String, String)] = [
+            ("ppo: {epochs: 1}", "ppo: {clip: -1}", "line 7: \"algorithm.ppo.clip\" must be above 0, found -1.0"),
+            ("ppo: {epochs: 1}", "ppo: {gamma: 2}", "\"algorithm.ppo.gamma\" must be in [0, 1], found 2.0"),
+            ("ppo: {epochs: 1}", "ppo: {lambda: -1}", "\"algorithm.ppo.lambda\" must be in [0, 1], found -1.0"),
+            ("ppo: {epochs: 1}", "ppo: {learning_rate: -0.001}", "\"algorithm.ppo.learning_rate\" must be above 0"),
+            ("ppo: {epochs: 1}", "ppo: {critic_learning_rate: 0}", "\"algorithm.ppo.critic_learning_rate\" must be above 0"),
+            ("ppo: {epochs: 1}", "ppo: {beta: -0.1}", "\"algorithm.ppo.beta\" must be at least 0"),
+            ("ppo: {epochs: 1}", "ppo: {target_kl: -1}", "\"algorithm.ppo.target_kl\" must be above 0"),
+            ("ppo: {epochs: 1}", "ppo: {kl_horizon: 0}", "\"algorithm.ppo.kl_horizon\" must be above 0"),
+            ("ppo: {epochs: 1}", "ppo: {value_coefficient: -1}", "\"algorithm.ppo.value_coefficient\" must be at least 0"),
+            ("temperature: 0.8", "temperature: 1e30", "\"rollout.temperature\" must be in [0, 10], found 1e+30"),
+            ("value: a}", "value: \"\"}", "\"reward.rules[0].value\" must not be empty"),
+            ("rules: [", "safety_threshold: 0.2\n  rules: [", "\"reward.safety_threshold\" needs \"safety_model\""),
+            ("rules: [", "helpfulness_model: rm\n  missing_eos_penalty: -1\n  rules: [", "\"reward.missing_eos_penalty\" must be at least 0"),
+            ("dir: runs/x", "dir: \"\"", "line 1: \"run.dir\" must not be empty"),
+            ("name: ppo\n  ppo: {epochs: 1}", "name: rejection\n  rejection: {keep: top_k, k: 3}", "\"algorithm.rejection.k\" must be at most rollout.samples_per_prompt (2), found 3"),
+            ("name: ppo\n  ppo: {epochs: 1}", "name: rejection\n  rejection: {learning_rate: -1}", "\"algorithm.rejection.learning_rate\" must be above 0"),
+        ]
+        XCTAssertNoThrow(try RLConfig.parse(ppo, name: "c.yaml"))
+        for (from, to, message) in cases {
+            let text = ppo.replacingOccurrences(of: from, with: to)
+            XCTAssertNotEqual(text, ppo, "fixture did not change for \(to)")
+            XCTAssertThrowsError(try RLConfig.parse(text, name: "c.yaml")) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
+        }
+    }
+
     /// Relative paths in a configuration file mean the file's folder, wherever the command runs;
     /// absolute ones, `~`, and the defaults (not written in the file) are left alone.
     func testRelativePathsAreReadAgainstTheFilesFolder() throws {
