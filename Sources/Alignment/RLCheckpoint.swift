@@ -37,7 +37,8 @@ public enum RLCheckpoint {
     }
 
     /// Puts the saved state into a run built from the same configuration.
-    public static func restore(_ run: RLRun, configuration: String, from folder: URL) throws {
+    /// `iterations`: the run's length, which the checkpoint's iteration may not exceed.
+    public static func restore(_ run: RLRun, configuration: String, iterations: Int, from folder: URL) throws {
         let stateURL = folder.appendingPathComponent("state.json")
         let state: State
         do { state = try JSONDecoder().decode(State.self, from: Data(contentsOf: stateURL)) } catch {
@@ -46,12 +47,22 @@ public enum RLCheckpoint {
         guard state.configuration == configuration else {
             throw DataError("\(stateURL.path): the checkpoint was made with a different configuration; resume with the same file (it is saved in the run folder as config.yaml)")
         }
+        // Numbers a damaged or hand-edited file could hold that the run cannot continue from.
+        for (name, value, top) in [("iteration", state.iteration, iterations), ("policyVersion", state.policyVersion, Int.max), ("cursor", state.cursor, Int.max)]
+            where !(0...top).contains(value) {
+            throw DataError("\(stateURL.path): \(name) \(value) is outside 0...\(top == Int.max ? "" : String(top)); the checkpoint is damaged")
+        }
+        if let beta = state.beta, !(beta.isFinite && beta >= 0) { throw DataError("\(stateURL.path): beta \(beta) is not a number >= 0; the checkpoint is damaged") }
+        if let (name, step) = state.steps.first(where: { $0.value < 0 }) { throw DataError("\(stateURL.path): step \(step) of \(name) is negative; the checkpoint is damaged") }
         let file = try SafetensorsFile(url: folder.appendingPathComponent("state.safetensors"))
         for (name, values) in run.algorithm.trainedBuffers {
             guard let t = file.tensors[name], t.count == values.count else {
                 throw DataError("\(folder.path)/state.safetensors: \(name) is missing or has the wrong size")
             }
             file.read(t, into: values.baseAddress!)
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw DataError("\(folder.path)/state.safetensors: \(name)[\(bad)] is \(values[bad]); the checkpoint is damaged")
+            }
         }
         for (name, optimizer) in run.algorithm.optimizers {
             guard let step = state.steps[name] else { throw DataError("\(stateURL.path): no optimizer step for \(name)") }

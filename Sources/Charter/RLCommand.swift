@@ -62,13 +62,17 @@ struct RLCommand: ParsableCommand {
         let configText = try String(contentsOfFile: config, encoding: .utf8)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         if start == .resume && RLCheckpoint.exists(in: checkpoint) {
-            try RLCheckpoint.restore(run, configuration: configText, from: checkpoint)
+            try RLCheckpoint.restore(run, configuration: configText, iterations: c.iterations, from: checkpoint)
             if run.iteration >= c.iterations {
                 logger.info("the run in \(c.runDir) is complete (\(c.iterations) iterations); nothing to do")
                 return
             }
             logger.info("resuming at iteration \(run.iteration) from \(checkpoint.path)")
         } else if start == .resume {
+            // Starting over would rewrite metrics.jsonl: a history without a checkpoint is not resumable.
+            if let history = try? String(contentsOf: dir.appendingPathComponent("metrics.jsonl"), encoding: .utf8), !history.isEmpty {
+                throw CLIError("\(c.runDir) has metrics of an earlier run but no checkpoint (\(checkpoint.path)/state.json) to resume from; use --overwrite to start again")
+            }
             logger.info("no checkpoint in \(checkpoint.path); starting from the beginning")
         }
         try Data(configText.utf8).write(to: dir.appendingPathComponent("config.yaml"))

@@ -687,6 +687,31 @@ extension CLITests {
         XCTAssertTrue(r.err.contains("the checkpoint was made with a different configuration"), r.err)
     }
 
+    /// A damaged checkpoint is refused with one line instead of finishing at once or dying later,
+    /// and `--resume` without a checkpoint does not rewrite a run's history.
+    func testResumeRefusesADamagedOrMissingCheckpoint() throws {
+        let (dir, tiny) = try tinyModelFolder("resume-damaged")
+        let (path, _) = try runConfig(dir, model: tiny, iterations: 2, seed: 2, prompts: 2, samples: 1, tokens: 3)
+        XCTAssertEqual(try charter("rl", "--config", path).status, 0)
+        let state = dir.path + "/run/checkpoint/state.json"
+        let good = try String(contentsOfFile: state, encoding: .utf8)
+        for (field, value, message) in [("iteration", "999", "iteration 999 is outside 0...2"), ("iteration", "-1", "iteration -1 is outside 0...2"),
+                                        ("cursor", "-5", "cursor -5 is outside 0..."), ("policyVersion", "-3", "policyVersion -3 is outside 0...")] {
+            let damaged = good.replacingOccurrences(of: #""\#(field)"\s*:\s*-?[0-9]+"#, with: "\"\(field)\": \(value)", options: .regularExpression)
+            XCTAssertNotEqual(damaged, good, field)
+            try damaged.write(toFile: state, atomically: true, encoding: .utf8)
+            let r = try charter("rl", "--config", path, "--resume")
+            XCTAssertNotEqual(r.status, 0, "\(field) \(value)")
+            XCTAssertTrue(r.err.contains(message) && r.err.contains("the checkpoint is damaged"), r.err)
+        }
+        let metrics = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8)
+        try FileManager.default.removeItem(atPath: dir.path + "/run/checkpoint")
+        let missing = try charter("rl", "--config", path, "--resume")
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.err.contains("has metrics of an earlier run but no checkpoint"), missing.err)
+        XCTAssertEqual(try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8), metrics, "the history is left as it was")
+    }
+
     /// With LoRA on, only the adapters travel: a few KB per version instead of the whole model.
     func testLoRARunBroadcastsOnlyTheAdapters() throws {
         let (dir, tiny) = try tinyModelFolder("lora")
