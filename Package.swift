@@ -35,7 +35,8 @@ let package = Package(
         .target(name: "Engine", swiftSettings: fast, linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "Tokenizer", swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: fast),
-        .target(name: "Alignment", dependencies: ["Engine", "Tokenizer", "Formats", "Yams"], swiftSettings: fast),
+        .target(name: "Alignment", dependencies: ["Engine", "Tokenizer", "Formats", "Yams", .product(name: "Logging", package: "swift-log")],
+                swiftSettings: fast),
         // A judge behind an OpenAI-compatible server (HTTP through Foundation's URLSession).
         .target(name: "Endpoint", dependencies: ["Alignment"]),
         // Coordinator and workers: scheduling, weight broadcast, processes.
@@ -57,7 +58,7 @@ let package = Package(
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "Formats"]),
         .testTarget(name: "ReferenceTests", dependencies: ["Engine", "Formats", "Tokenizer"]),
         .testTarget(name: "TrainingTests", dependencies: ["Engine", "Formats", "Tokenizer", "Alignment"]),
-        .testTarget(name: "AlignmentTests", dependencies: ["Alignment", "Engine", "Formats", "Tokenizer"]),
+        .testTarget(name: "AlignmentTests", dependencies: ["Alignment", "Engine", "Formats", "Tokenizer", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "EndpointTests", dependencies: ["Endpoint"]),
         // Runs the built `charter` binary; the dependency makes `swift test` build it first.
         .testTarget(name: "CLITests", dependencies: ["Charter", "ZeroMQ", "Wire"]),

@@ -23,10 +23,11 @@ public enum RLCheckpoint {
     }
 
     public static func save(_ run: RLRun, configuration: String, to folder: URL) throws {
-        let buffers = run.algorithm.trainedBuffers
+        let buffers = trainedBuffers(run.learner)
         let state = State(iteration: run.iteration, policyVersion: run.policyVersion, cursor: run.cursor,
-                          beta: run.algorithm.kl?.beta, rng: run.algorithm.rngState,
-                          steps: run.algorithm.optimizers.mapValues(\.step), configuration: configuration)
+                          beta: run.learner.state.beta, rng: run.learner.state.rng,
+                          steps: Dictionary(uniqueKeysWithValues: run.learner.trained.map { ($0.name, $0.optimizer.step) }),
+                          configuration: configuration)
         try Checkpoint.atomically(folder) { tmp in
             try SafetensorsFile.encode(buffers.map { ($0.name, [$0.values.count], UnsafeBufferPointer($0.values)) })
                 .write(to: tmp.appendingPathComponent("state.safetensors"))
@@ -55,7 +56,7 @@ public enum RLCheckpoint {
         if let beta = state.beta, !(beta.isFinite && beta >= 0) { throw DataError("\(stateURL.path): beta \(beta) is not a number >= 0; the checkpoint is damaged") }
         if let (name, step) = state.steps.first(where: { $0.value < 0 }) { throw DataError("\(stateURL.path): step \(step) of \(name) is negative; the checkpoint is damaged") }
         let file = try SafetensorsFile(url: folder.appendingPathComponent("state.safetensors"))
-        for (name, values) in run.algorithm.trainedBuffers {
+        for (name, values) in trainedBuffers(run.learner) {
             guard let t = file.tensors[name], t.count == values.count else {
                 throw DataError("\(folder.path)/state.safetensors: \(name) is missing or has the wrong size")
             }
@@ -64,65 +65,18 @@ public enum RLCheckpoint {
                 throw DataError("\(folder.path)/state.safetensors: \(name)[\(bad)] is \(values[bad]); the checkpoint is damaged")
             }
         }
-        for (name, optimizer) in run.algorithm.optimizers {
-            guard let step = state.steps[name] else { throw DataError("\(stateURL.path): no optimizer step for \(name)") }
-            optimizer.step = step
+        for t in run.learner.trained {
+            guard let step = state.steps[t.name] else { throw DataError("\(stateURL.path): no optimizer step for \(t.name)") }
+            t.optimizer.step = step
         }
-        run.algorithm.restore(beta: state.beta, rng: state.rng)
+        run.learner.restore(LearnerState(beta: state.beta, rng: state.rng))
         run.iteration = state.iteration
         run.policyVersion = state.policyVersion
         run.cursor = state.cursor
     }
-}
 
-extension RLAlgorithm {
-    /// Every optimizer of the learner, by the name of the buffer it trains.
-    var optimizers: [String: AdamW] {
-        switch self {
-        case .ppo(let p):
-            var o = ["policy": p.policy.optimizer, "value_head": p.headOptimizer]
-            if let c = p.criticTrainer { o["critic"] = c.optimizer }
-            return o
-        case .rejection(let r): return ["policy": r.trainer.optimizer]
-        }
-    }
-
-    /// Every buffer that training changes, by name: parameters and their optimizer moments.
-    var trainedBuffers: [(name: String, values: UnsafeMutableBufferPointer<Float>)] {
-        var trained: [(String, UnsafeMutableBufferPointer<Float>)] = []
-        switch self {
-        case .ppo(let p):
-            trained.append(("policy", p.policy.trainable))
-            trained.append(("value_head", p.valueHead.storage))
-            if let c = p.criticTrainer { trained.append(("critic", c.trainable)) }
-        case .rejection(let r):
-            trained.append(("policy", r.trainer.trainable))
-        }
-        let opts = optimizers
-        return trained.flatMap { name, values in
-            [(name, values), ("\(name).adam.m", opts[name]!.m), ("\(name).adam.v", opts[name]!.v)]
-        }
-    }
-
-    var kl: KLController? {
-        if case .ppo(let p) = self { return p.kl }
-        return nil
-    }
-
-    var rngState: UInt64 {
-        switch self {
-        case .ppo(let p): return p.rng.state
-        case .rejection(let r): return r.rng.state
-        }
-    }
-
-    func restore(beta: Float?, rng: UInt64) {
-        switch self {
-        case .ppo(let p):
-            if let beta { p.kl.beta = beta }
-            p.rng.state = rng
-        case .rejection(let r):
-            r.rng.state = rng
-        }
+    /// The learner's parameters and their AdamW moments, by name.
+    static func trainedBuffers(_ learner: RLLearner) -> [(name: String, values: UnsafeMutableBufferPointer<Float>)] {
+        learner.trained.flatMap { t in [(t.name, t.values), ("\(t.name).adam.m", t.optimizer.m), ("\(t.name).adam.v", t.optimizer.v)] }
     }
 }

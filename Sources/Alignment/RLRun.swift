@@ -1,26 +1,6 @@
 import Engine
 import Foundation
 
-/// The learning step of an iteration.
-public enum RLAlgorithm {
-    case ppo(PPOTrainer)
-    case rejection(RejectionSampler)
-
-    var policy: ModelWeights {
-        switch self {
-        case .ppo(let p): return p.policy.weights
-        case .rejection(let r): return r.trainer.weights
-        }
-    }
-
-    var lora: LoRAAdapters? {
-        switch self {
-        case .ppo(let p): return p.policy.lora
-        case .rejection(let r): return r.trainer.lora
-        }
-    }
-}
-
 /// One line of metrics.jsonl.
 public struct IterationMetrics: Sendable, Codable {
     public var iteration = 0, policyVersion = 0, prompts = 0, samples = 0
@@ -69,7 +49,7 @@ public final class RLRun {
     public let promptsPerIteration: Int
     public let rollouts: RolloutSource
     public let scorer: RewardScorer
-    public let algorithm: RLAlgorithm
+    public let learner: RLLearner
     public let seed: UInt64
     public internal(set) var iteration = 0
     public internal(set) var policyVersion = 0
@@ -79,14 +59,14 @@ public final class RLRun {
     public private(set) var lastSamples: [Sample] = []
 
     public init(prompts: [Prompt], promptsPerIteration: Int, rollouts: RolloutSource, scorer: RewardScorer,
-                algorithm: RLAlgorithm, seed: UInt64) throws {
+                learner: RLLearner, seed: UInt64) throws {
         if prompts.isEmpty { throw DataError("no prompts") }
         if promptsPerIteration < 1 { throw DataError("prompts per iteration must be at least 1") }
         if promptsPerIteration > prompts.count {
             throw DataError("prompts_per_iteration (\(promptsPerIteration)) is more than the \(prompts.count) prompts: an iteration would hold a prompt twice")
         }
         self.prompts = prompts; self.promptsPerIteration = promptsPerIteration; self.rollouts = rollouts
-        self.scorer = scorer; self.algorithm = algorithm; self.seed = seed
+        self.scorer = scorer; self.learner = learner; self.seed = seed
     }
 
     /// Prompt indices in the order pass `pass` over the data hands them out, memoised.
@@ -126,18 +106,13 @@ public final class RLRun {
         }
     }
 
-    /// The policy that generates: the weights with any LoRA adapters merged in.
-    func generatingPolicy() -> ModelWeights {
-        algorithm.lora?.merged(with: algorithm.policy) ?? algorithm.policy
-    }
-
     public func runIteration() throws -> IterationMetrics {
         var m = IterationMetrics()
         let began = ContinuousClock.now
         var clock = began
         func lap() -> Double { let now = ContinuousClock.now; defer { clock = now }; return (now - clock).seconds }
         let batch = nextPrompts()
-        var samples = try rollouts.rollouts(iteration: iteration, prompts: batch, policy: generatingPolicy(), policyVersion: policyVersion)
+        var samples = try rollouts.rollouts(iteration: iteration, prompts: batch, policy: learner.generatingPolicy, policyVersion: policyVersion)
         m.generationSeconds = lap()
         let byId = Dictionary(batch.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         if !rollouts.scoresSamples {
@@ -149,17 +124,7 @@ public final class RLRun {
 
         m.iteration = iteration; m.policyVersion = policyVersion; m.prompts = batch.count; m.samples = samples.count
         m.record(samples)
-        switch algorithm {
-        case .ppo(let ppo):
-            let s = try ppo.update(samples)
-            m.kl = s.meanKL; m.beta = s.beta; m.policyLoss = s.policyLoss; m.valueLoss = s.valueLoss; m.entropy = s.entropy
-            m.approxKL = s.approxKL; m.clipFraction = s.clipFraction; m.explainedVariance = s.explainedVariance
-            m.ppoEpochs = s.epochs; m.ppoMinibatches = s.minibatches; m.earlyStopped = s.earlyStopped; m.skippedSteps = s.skippedSteps
-            m.referenceSeconds = s.referenceSeconds; m.valueSeconds = s.valueSeconds; m.updateSeconds = s.updateSeconds
-        case .rejection(let rs):
-            let s = try rs.update(samples)
-            m.kept = s.kept; m.updateSeconds = s.updateSeconds; m.skippedSteps = s.skippedSteps
-        }
+        try learner.learn(from: samples, into: &m)
         _ = lap()
         lastSamples = samples
         m.totalSeconds = (ContinuousClock.now - began).seconds

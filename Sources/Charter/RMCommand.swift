@@ -79,7 +79,8 @@ struct RMCommand: ParsableCommand {
                 logger.info("resuming after epoch \(epochsDone) of \(epochs)")
             }
             logger.info("\(train.count) training and \(heldOut.count) held-out pairs, \(steps) steps")
-            let progress = ProgressBar(total: steps, start: epochsDone * stepsPerEpoch, logger: logger)
+            let progress = ProgressBar(logger: logger)
+            progress.begin(total: steps, done: epochsDone * stepsPerEpoch)
             var rng = SplitMix64(seed: seed)
             var step = 0
             for epoch in 0..<epochs {
@@ -88,12 +89,12 @@ struct RMCommand: ParsableCommand {
                 for b in stride(from: 0, to: order.count, by: batchSize) {
                     let r = try trainer.step(order[b ..< min(b + batchSize, order.count)].map { train[$0] }, microBatch: microBatchSize)
                     step += 1
-                    metrics.append(SFTCommand.metricsLine(["step": step, "epoch": epoch + 1, "loss": r.loss.isFinite ? r.loss : "nan", "learning_rate": Double(r.learningRate)]))
+                    metrics.append(MetricsLine.stamped(["step": step, "epoch": epoch + 1, "loss": r.loss.isFinite ? r.loss : "nan", "learning_rate": Double(r.learningRate)]))
                     progress.update(step: step, text: String(format: "loss %.4f", r.loss))
                 }
                 if !heldOut.isEmpty {
                     let e = try trainer.evaluate(heldOut)
-                    metrics.append(SFTCommand.metricsLine(["step": step, "epoch": epoch + 1, "eval_loss": e.loss, "eval_accuracy": e.accuracy,
+                    metrics.append(MetricsLine.stamped(["step": step, "epoch": epoch + 1, "eval_loss": e.loss, "eval_accuracy": e.accuracy,
                                                 "eval_calibration_error": e.calibrationError, "eval_pairs": e.pairs]))
                     progress.note(String(format: "epoch %d: held-out accuracy %.3f, loss %.4f, calibration error %.3f over %d pairs",
                                          epoch + 1, e.accuracy, e.loss, e.calibrationError, e.pairs))

@@ -1,3 +1,4 @@
+import Alignment
 import ArgumentParser
 
 /// Where a stage computes and how it treats its output folder: the options every command built on

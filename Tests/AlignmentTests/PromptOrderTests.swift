@@ -10,7 +10,7 @@ final class PromptOrderTests: XCTestCase {
         let prompts = (0..<count).map { Prompt(id: $0, text: "", tokens: [1]) }
         let scorer = RewardScorer(models: nil, rules: [(.containsToken(5), 1)], decode: { _ in "" })
         return try RLRun(prompts: prompts, promptsPerIteration: perIteration, rollouts: InProcessRollouts(settings: RolloutSettings(), runSeed: 1),
-                         scorer: scorer, algorithm: .rejection(try RejectionSampler(policy: .random(config: config, seed: 1), settings: .init())),
+                         scorer: scorer, learner: try RejectionSampler(policy: .random(config: config, seed: 1), settings: .init()),
                          seed: seed)
     }
 

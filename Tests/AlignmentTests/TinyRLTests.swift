@@ -10,7 +10,7 @@ import XCTest
 final class TinyRLTests: XCTestCase {
     let config = ModelConfig(layers: 2, width: 32, heads: 4, kvHeads: 2, ffnWidth: 64, vocab: 16, ropeTheta: 10000, contextLength: 64)
 
-    func makeRun(_ algorithm: (ModelWeights) throws -> RLAlgorithm) throws -> RLRun {
+    func makeRun(_ learner: (ModelWeights) throws -> RLLearner) throws -> RLRun {
         let policy = ModelWeights.random(config: config, seed: 11, std: 0.1)
         var rng = SplitMix64(seed: 3)
         let prompts = (0..<16).map { Prompt(id: $0, text: "", tokens: (0..<3).map { _ in Int32(6 + rng.next() % 10) }) }
@@ -19,7 +19,7 @@ final class TinyRLTests: XCTestCase {
         settings.maxNewTokens = 4
         let scorer = RewardScorer(models: nil, rules: [(.containsToken(5), 1)], decode: { _ in "" })
         return try RLRun(prompts: prompts, promptsPerIteration: 8, rollouts: InProcessRollouts(settings: settings, runSeed: 1),
-                         scorer: scorer, algorithm: try algorithm(policy), seed: 2)
+                         scorer: scorer, learner: try learner(policy), seed: 2)
     }
 
     func testPPORaisesTheRewardWithBoundedKL() throws {
@@ -29,7 +29,7 @@ final class TinyRLTests: XCTestCase {
         let run = try makeRun { policy in
             let reference = ModelWeights(config: policy.config)
             reference.storage.update(from: policy.storage)
-            return .ppo(try PPOTrainer(policy: policy, reference: reference, criticInit: nil, kl: KLController(beta: 0.05), settings: settings))
+            return try PPOTrainer(policy: policy, reference: reference, criticInit: nil, kl: KLController(beta: 0.05), settings: settings)
         }
         var metrics: [IterationMetrics] = []
         for _ in 0..<12 { metrics.append(try run.runIteration()) }
@@ -50,7 +50,7 @@ final class TinyRLTests: XCTestCase {
         let run = try makeRun { policy in
             let reference = ModelWeights(config: policy.config)
             reference.storage.update(from: policy.storage)
-            return .ppo(try PPOTrainer(policy: policy, reference: reference, criticInit: nil, kl: KLController(beta: 0.05, target: 1, horizon: 100), settings: settings))
+            return try PPOTrainer(policy: policy, reference: reference, criticInit: nil, kl: KLController(beta: 0.05, target: 1, horizon: 100), settings: settings)
         }
         var metrics: [IterationMetrics] = []
         for _ in 0..<12 { metrics.append(try run.runIteration()) }
@@ -62,7 +62,7 @@ final class TinyRLTests: XCTestCase {
     func testRejectionSamplingRaisesTheReward() throws {
         var settings = RejectionSettings()
         settings.learningRate = 3e-3; settings.batchSize = 8; settings.epochs = 2
-        let run = try makeRun { .rejection(try RejectionSampler(policy: $0, settings: settings)) }
+        let run = try makeRun { try RejectionSampler(policy: $0, settings: settings) }
         var metrics: [IterationMetrics] = []
         for _ in 0..<10 { metrics.append(try run.runIteration()) }
         let start = metrics.prefix(2).map(\.rewardMean).reduce(0, +) / 2, end = metrics.suffix(3).map(\.rewardMean).reduce(0, +) / 3

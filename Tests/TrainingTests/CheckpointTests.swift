@@ -125,8 +125,18 @@ final class CheckpointTests: XCTestCase {
         let back = try HFTokenizer.load(folder)
         XCTAssertEqual(back.tokens, original.tokens)
         XCTAssertEqual(back.merges.count, original.merges.count)
+        XCTAssertTrue(zip(back.merges, original.merges).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 })
         XCTAssertEqual([back.bos, back.eos, back.pad, back.unknown], [1, 2, 2, 0])
         let text = "<|im_start|>user\nWhat's 12+7? Ünïcödé 東京 🐍<|im_end|>"
         XCTAssertEqual(try back.encode(text), try original.encode(text))
+    }
+
+    /// tokenizer.json's vocabulary and merges are written without Foundation (which takes seconds
+    /// to sort 49k keys): its string literals must read back as they were.
+    func testHandWrittenJSONStringsReadBack() throws {
+        for s in ["a\"b", "back\\slash", "tab\tnew\nline\u{1}", "Ġé中🐍", ""] {
+            let parsed = try JSONSerialization.jsonObject(with: Data(("[" + HFTokenizer.quoted(s) + "]").utf8)) as? [String]
+            XCTAssertEqual(parsed, [s])
+        }
     }
 }

@@ -1,0 +1,125 @@
+import Alignment
+import Engine
+import Formats
+import Foundation
+import Logging
+import XCTest
+
+/// The run drivers in process: a run stopped at a checkpoint and resumed by a new driver ends with
+/// the same bytes (weights) and the same numbers (metrics) as the run left alone. Tiny random
+/// models with SmolLM2's tokenizer (models/ must hold the default model).
+final class RunDriverTests: XCTestCase {
+    var folder: URL!
+    let logger = Logger(label: "test")
+    let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../examples").standardized.path
+
+    override func setUpWithError() throws {
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("charter-driver-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+
+    /// A tiny RL run configuration in the test folder, its run folder `run`.
+    func rlConfig(_ algorithm: String, lora: Bool) throws -> String {
+        let yaml = """
+        run: {dir: run, iterations: 3, seed: 4}
+        model: {policy: "tiny:layers=1,width=32,seed=3"\(lora ? ", lora: {rank: 2}" : "")}
+        data: {prompts: \(examples)/prompts.jsonl, prompts_per_iteration: 4}
+        reward:
+          rules: [{type: keyword, value: "e", weight: 1}]
+        algorithm:
+          name: \(algorithm)
+          ppo: {epochs: 2, minibatch_size: 4, critic: head, learning_rate: 0.003}
+          rejection: {learning_rate: 0.003}
+        rollout: {samples_per_prompt: 2, max_new_tokens: 4}
+        """
+        let path = folder.appendingPathComponent("\(algorithm).yaml").path
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func rlDriver(_ config: String, _ start: RunStart) throws -> RLDriver {
+        try RLDriver(configPath: config, start: start, logger: logger,
+                     scorer: { c, tok, base, rates, _ in try c.makeScorer(tokenizer: tok, base: base, rates: rates) },
+                     source: { c, _, tok, _, _ in InProcessRollouts(settings: c.rolloutSettings(tokenizer: tok), runSeed: c.seed) })
+    }
+
+    /// The metrics lines without the fields that measure time.
+    func figures(_ metricsFile: URL) throws -> [[String: String]] {
+        try String(contentsOf: metricsFile, encoding: .utf8).split(separator: "\n").map { line in
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            return object.filter { !$0.key.hasSuffix("seconds") && $0.key != "time" }.mapValues { "\($0)" }
+        }
+    }
+
+    func checkStoppedAndResumedRunMatches(_ algorithm: String, lora: Bool) throws {
+        let config = try rlConfig(algorithm, lora: lora)
+        let run = folder.appendingPathComponent("run")
+        try rlDriver(config, .fresh).execute()
+        let whole = try Data(contentsOf: run.appendingPathComponent("policy/model.safetensors"))
+        let wholeFigures = try figures(run.appendingPathComponent("metrics.jsonl"))
+        XCTAssertEqual(wholeFigures.count, 3)
+
+        try rlDriver(config, .overwrite).execute(stopAt: 1)
+        XCTAssertEqual(try figures(run.appendingPathComponent("metrics.jsonl")).count, 1)
+        let resumed = try rlDriver(config, .resume)
+        XCTAssertEqual(resumed.run.iteration, 0, "the checkpoint is read when the run starts, not when it is built")
+        try resumed.execute()
+        XCTAssertEqual(resumed.run.iteration, 3)
+        XCTAssertEqual(try Data(contentsOf: run.appendingPathComponent("policy/model.safetensors")), whole, "\(algorithm): resumed weights differ")
+        XCTAssertEqual(try figures(run.appendingPathComponent("metrics.jsonl")), wholeFigures, "\(algorithm): resumed metrics differ")
+
+        // A finished run resumed again does nothing; a fresh start in its folder is refused.
+        try rlDriver(config, .resume).execute()
+        XCTAssertEqual(try figures(run.appendingPathComponent("metrics.jsonl")).count, 3)
+        XCTAssertThrowsError(try rlDriver(config, .fresh)) { error in
+            XCTAssertTrue("\(error)".contains("already holds a run"), "\(error)")
+        }
+    }
+
+    func testAStoppedPPORunResumesToTheSameWeightsAndMetrics() throws {
+        try checkStoppedAndResumedRunMatches("ppo", lora: false)
+    }
+
+    func testAStoppedRejectionSamplingRunWithLoRAResumesToTheSameWeightsAndMetrics() throws {
+        try checkStoppedAndResumedRunMatches("rejection", lora: true)
+    }
+
+    func sftDriver(_ out: String, _ start: RunStart, lora: Bool = false) throws -> SFTDriver {
+        var job = SFTJob(data: "\(examples)/sft-sample.jsonl", out: out, baseModel: "tiny:layers=1,width=32,seed=3")
+        job.settings.epochs = 2; job.settings.batchSize = 8; job.settings.learningRate = 3e-3
+        job.maxLength = 96
+        if lora { job.lora = LoRAConfig(rank: 2, alpha: nil, targets: [.q, .v]) }
+        return try SFTDriver(job: job, start: start, logger: logger) { try ModelLoader.load($0) }
+    }
+
+    func testAStoppedSFTRunResumesToTheSameWeights() throws {
+        for lora in [false, true] {
+            let whole = folder.appendingPathComponent("whole-\(lora)").path, stopped = folder.appendingPathComponent("stopped-\(lora)").path
+            try sftDriver(whole, .fresh, lora: lora).execute()
+            let first = try sftDriver(stopped, .fresh, lora: lora)
+            try first.execute(stopAt: first.run.stepsPerEpoch) // the end of epoch 1: its checkpoint
+            let resumed = try sftDriver(stopped, .resume, lora: lora)
+            XCTAssertEqual(resumed.run.batchesDone, first.run.stepsPerEpoch)
+            try resumed.execute()
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: stopped + "/model.safetensors")),
+                           try Data(contentsOf: URL(fileURLWithPath: whole + "/model.safetensors")), "lora \(lora): resumed weights differ")
+            let steps = { (out: String) in try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").count }
+            XCTAssertEqual(try steps(stopped), try steps(whole))
+        }
+    }
+
+    func testAnSFTJobWithBadSettingsIsRefusedBeforeAnythingIsWritten() throws {
+        var job = SFTJob(data: "\(examples)/sft-sample.jsonl", out: folder.appendingPathComponent("out").path, baseModel: "tiny:layers=1")
+        job.keep = 0
+        XCTAssertThrowsError(try SFTDriver(job: job, start: .fresh, logger: logger) { try ModelLoader.load($0) }) { error in
+            XCTAssertEqual("\(error)", "keep must be at least 1, found 0")
+        }
+        job.keep = 1; job.settings.epochs = 0
+        XCTAssertThrowsError(try SFTDriver(job: job, start: .fresh, logger: logger) { try ModelLoader.load($0) }) { error in
+            XCTAssertEqual("\(error)", "epochs must be at least 1, found 0")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: job.out))
+    }
+}
