@@ -52,12 +52,17 @@ public final class SFTRun {
     }
 
     /// Example indices of 0-based global step `step`.
-    public func batch(at step: Int) -> [Int] {
+    public func batch(at step: Int) -> [Int] { Self.batch(at: step, of: train.count, size: settings.batchSize, seed: settings.seed) }
+
+    /// Indices of step `step`'s batch of `size` among `count` examples: epoch e is a shuffle
+    /// seeded by (seed, e), so a run resumed at any step sees the batches the whole run would.
+    public static func batch(at step: Int, of count: Int, size: Int, seed: UInt64) -> [Int] {
+        let stepsPerEpoch = (count + size - 1) / size
         let epoch = step / stepsPerEpoch, within = step % stepsPerEpoch
-        var order = Array(train.indices)
-        var rng = SplitMix64(seed: SplitMix64.derive(settings.seed, UInt64(epoch)))
+        var order = Array(0..<count)
+        var rng = SplitMix64(seed: SplitMix64.derive(seed, UInt64(epoch)))
         order.shuffle(using: &rng)
-        return Array(order[within * settings.batchSize ..< min((within + 1) * settings.batchSize, order.count)])
+        return Array(order[within * size ..< min((within + 1) * size, count)])
     }
 
     /// Batches trained on so far; ahead of the optimizer's step count by the steps it skipped (a
@@ -85,5 +90,16 @@ public final class SFTRun {
             total += try trainer.evaluate(part) * Double(count)
         }
         return total / Double(max(targets, 1))
+    }
+}
+
+extension SFTRun: EpochRun {
+    public func trainStep() throws -> (report: StepReport, figures: [String: Any], text: String) {
+        let r = try step()
+        return (r, ["loss": r.loss.isFinite ? r.loss : "nan"], String(format: "loss %.4f", r.loss))
+    }
+
+    public func evaluate() throws -> (figures: [String: Any], text: String)? {
+        try heldOutLoss().map { (["eval_loss": $0], String(format: "held-out loss %.4f", $0)) }
     }
 }

@@ -42,14 +42,26 @@ struct SFTCommand: ParsableCommand {
 
     func run() throws {
         logging.bootstrap()
-        var job = SFTJob(data: data, out: out, baseModel: modelOptions.model)
-        job.settings.epochs = epochs; job.settings.learningRate = lr; job.settings.batchSize = batchSize
-        job.settings.microBatchSize = microBatchSize ?? batchSize; job.settings.weightDecay = weightDecay; job.settings.seed = seed
+        var settings = SFTSettings()
+        settings.epochs = epochs; settings.learningRate = lr; settings.batchSize = batchSize
+        settings.microBatchSize = microBatchSize ?? batchSize; settings.weightDecay = weightDecay; settings.seed = seed
+        try settings.validate() // before the folder is claimed (or, with --overwrite, emptied)
+        var job = TrainingJob(out: out, baseModel: modelOptions.model, data: data)
+        job.settings = try JSONEncoder().encode(settings)
+        job.settingsOptions = "--epochs, --lr, --batch-size, --micro-batch-size, --weight-decay and --seed"
         job.lora = try loraOptions.config()
-        job.maxLength = maxLen; job.heldOutFraction = evalFraction
-        job.storage = saveDtype.storage; job.optimizerState = !noOptimizerState; job.keep = keep
+        job.storage = saveDtype.storage; job.optimizerState = !noOptimizerState; job.keep = keep; job.seed = seed
         let logger = Logger(label: "sft")
-        let driver = try SFTDriver(job: job, start: try RunStart(resume: resume, overwrite: overwrite), logger: logger) { _ in try modelOptions.load() }
+        let driver = try EpochDriver(job: job, start: try RunStart(resume: resume, overwrite: overwrite), logger: logger,
+                                     load: { _ in try modelOptions.load() }) { model, adapters in
+            let loaded = try ChatData.load(URL(fileURLWithPath: data), tokenizer: model.tokenizer, maxLength: min(maxLen, model.config.contextLength))
+            if !loaded.truncatedAway.isEmpty {
+                logger.warning("skipped \(loaded.truncatedAway.count) conversations with no assistant token within --max-len (lines \(loaded.truncatedAway.prefix(10).map(String.init).joined(separator: ", ")))")
+            }
+            let (train, heldOut) = SFTRun.split(loaded.examples.map(\.sequence), heldOutFraction: evalFraction, seed: seed)
+            logger.info("\(train.count) training and \(heldOut.count) held-out conversations, \(BLAS.summary)")
+            return try SFTRun(weights: model.weights, lora: adapters, train: train, heldOut: heldOut, settings: settings)
+        }
         try driver.execute(progress: ProgressBar(logger: logger))
     }
 }

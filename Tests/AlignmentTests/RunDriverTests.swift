@@ -86,12 +86,17 @@ final class RunDriverTests: XCTestCase {
         try checkStoppedAndResumedRunMatches("rejection", lora: true)
     }
 
-    func sftDriver(_ out: String, _ start: RunStart, lora: Bool = false) throws -> SFTDriver {
-        var job = SFTJob(data: "\(examples)/sft-sample.jsonl", out: out, baseModel: "tiny:layers=1,width=32,seed=3")
-        job.settings.epochs = 2; job.settings.batchSize = 8; job.settings.learningRate = 3e-3
-        job.maxLength = 96
+    func sftDriver(_ out: String, _ start: RunStart, lora: Bool = false) throws -> EpochDriver {
+        var settings = SFTSettings()
+        settings.epochs = 2; settings.batchSize = 8; settings.learningRate = 3e-3
+        var job = TrainingJob(out: out, baseModel: "tiny:layers=1,width=32,seed=3", data: "\(examples)/sft-sample.jsonl")
+        job.settings = try JSONEncoder().encode(settings)
         if lora { job.lora = LoRAConfig(rank: 2, alpha: nil, targets: [.q, .v]) }
-        return try SFTDriver(job: job, start: start, logger: logger) { try ModelLoader.load($0) }
+        return try EpochDriver(job: job, start: start, logger: logger, load: { try ModelLoader.load($0) }) { model, adapters in
+            let data = try ChatData.load(URL(fileURLWithPath: job.data), tokenizer: model.tokenizer, maxLength: 96)
+            let (train, heldOut) = SFTRun.split(data.examples.map(\.sequence), heldOutFraction: 0.1, seed: 0)
+            return try SFTRun(weights: model.weights, lora: adapters, train: train, heldOut: heldOut, settings: settings)
+        }
     }
 
     func testAStoppedSFTRunResumesToTheSameWeights() throws {
@@ -110,16 +115,21 @@ final class RunDriverTests: XCTestCase {
         }
     }
 
-    func testAnSFTJobWithBadSettingsIsRefusedBeforeAnythingIsWritten() throws {
-        var job = SFTJob(data: "\(examples)/sft-sample.jsonl", out: folder.appendingPathComponent("out").path, baseModel: "tiny:layers=1")
+    func testAResumeWithOtherSettingsIsRefused() throws {
+        let out = folder.appendingPathComponent("sft").path
+        let first = try sftDriver(out, .fresh)
+        try first.execute(stopAt: first.run.stepsPerEpoch)
+        var job = first.job
+        var settings = SFTSettings()
+        settings.epochs = 2; settings.batchSize = 8; settings.learningRate = 1e-3
+        job.settings = try JSONEncoder().encode(settings)
+        job.settingsOptions = "--lr"
+        XCTAssertThrowsError(try EpochDriver(job: job, start: .resume, logger: logger, load: { try ModelLoader.load($0) }) { _, _ in first.run }) { error in
+            XCTAssertTrue("\(error)".contains("the options differ from the run in \(out); use the same --lr"), "\(error)")
+        }
         job.keep = 0
-        XCTAssertThrowsError(try SFTDriver(job: job, start: .fresh, logger: logger) { try ModelLoader.load($0) }) { error in
+        XCTAssertThrowsError(try EpochDriver(job: job, start: .resume, logger: logger, load: { try ModelLoader.load($0) }) { _, _ in first.run }) { error in
             XCTAssertEqual("\(error)", "keep must be at least 1, found 0")
         }
-        job.keep = 1; job.settings.epochs = 0
-        XCTAssertThrowsError(try SFTDriver(job: job, start: .fresh, logger: logger) { try ModelLoader.load($0) }) { error in
-            XCTAssertEqual("\(error)", "epochs must be at least 1, found 0")
-        }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: job.out))
     }
 }

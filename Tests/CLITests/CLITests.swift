@@ -783,3 +783,49 @@ extension CLITests {
         XCTAssertTrue(bad.err.contains("\"depth=3\" is not one of layers="), bad.err)
     }
 }
+
+extension CLITests {
+    /// `charter dpo` on soft-labelled pairs: the held-out margin grows, the folder loads, a finished
+    /// run resumed has nothing to do, and bad labels and settings are refused before anything is written.
+    func testDPOTrainsOnSoftLabelsAndRefusesBadInput() throws {
+        let (dir, tiny) = try tinyModelFolder("dpo")
+        let out = dir.appendingPathComponent("out").path
+        let args = ["dpo", "--model", tiny, "--pairs", "examples/polite-dpo.jsonl", "--out", out, "--epochs", "2", "--batch-size", "4",
+                    "--micro-batch-size", "2", "--lr", "3e-3", "--beta", "0.5", "--eval-fraction", "0.25"]
+        let r = try charter(args)
+        XCTAssertEqual(r.status, 0, r.err)
+        let metrics = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        let steps = metrics.filter { $0["loss"] != nil }, evals = metrics.filter { $0["eval_loss"] != nil }
+        XCTAssertEqual(steps.count, 10) // 18 training pairs in batches of 4, twice
+        XCTAssertEqual(evals.count, 2)
+        XCTAssertEqual(steps[0]["loss"] as! Double, log(2), accuracy: 1e-6, "the policy starts as its reference")
+        let margins = evals.map { $0["eval_margin"] as! Double }
+        XCTAssertGreaterThan(margins[1], margins[0], "the held-out margin grows: \(margins)")
+        XCTAssertEqual(try charter("generate", "--model", out, "--prompt", "Hi", "--max-tokens", "2").status, 0)
+        let again = try charter(args + ["--resume"])
+        XCTAssertEqual(again.status, 0, again.err)
+        XCTAssertTrue(again.err.contains("is complete (10 steps); nothing to do"), again.err)
+        // Stopped after epoch 1 and resumed: the same weights as the run left alone (the reference
+        // is --model again, not the checkpoint it resumes from).
+        let stopped = dir.appendingPathComponent("stopped").path
+        var resumed = args.map { $0 == out ? stopped : $0 }
+        XCTAssertEqual(try charter(resumed + ["--stop-after-epochs", "1"]).status, 0)
+        resumed.append("--resume")
+        let second = try charter(resumed)
+        XCTAssertEqual(second.status, 0, second.err)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: stopped + "/model.safetensors")),
+                       try Data(contentsOf: URL(fileURLWithPath: out + "/model.safetensors")))
+
+        let bad = dir.appendingPathComponent("bad.jsonl")
+        try Data("{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}\n{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\", \"p_chosen\": 2}\n".utf8).write(to: bad)
+        let never = dir.appendingPathComponent("never").path
+        let badLine = try charter("dpo", "--model", tiny, "--pairs", bad.path, "--out", never)
+        XCTAssertNotEqual(badLine.status, 0)
+        XCTAssertTrue(badLine.err.contains("line 2: \"p_chosen\" must be a number in [0, 1]"), badLine.err)
+        let badBeta = try charter("dpo", "--model", tiny, "--pairs", bad.path, "--out", never, "--beta", "0")
+        XCTAssertNotEqual(badBeta.status, 0)
+        XCTAssertTrue(badBeta.err.contains("beta must be a positive number"), badBeta.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: never))
+    }
+}
