@@ -41,7 +41,7 @@ struct DPOCommand: ParsableCommand {
         var settings = DPOSettings()
         settings.beta = beta; settings.labelSmoothing = labelSmoothing; settings.epochs = epochs; settings.learningRate = lr
         settings.batchSize = batchSize; settings.microBatchSize = microBatchSize ?? batchSize; settings.seed = seed
-        do { try settings.validate() } catch { throw ValidationError("\(error)") } // before the folder is claimed
+        try settings.validate() // before the folder is claimed (or, with --overwrite, emptied)
         var job = TrainingJob(out: out, baseModel: modelOptions.model, data: pairs)
         job.settings = try JSONEncoder().encode(settings)
         job.settingsOptions = "--beta, --label-smoothing, --epochs, --lr, --batch-size, --micro-batch-size and --seed"
