@@ -24,16 +24,19 @@ public enum ChatData {
         var report = LoadReport()
         for (lineNumber, object) in try JSONLines.read(url.path) {
             let (messages, trained) = try parse(object, line: lineNumber, path: url.path)
-            var sequence = try encode(messages, trained: trained, tokenizer: tokenizer, line: lineNumber, file: url.lastPathComponent)
-            if sequence.tokens.count > maxLength {
-                sequence.tokens.removeLast(sequence.tokens.count - maxLength)
-                sequence.lossMask.removeLast(sequence.lossMask.count - maxLength)
-            }
+            let sequence = cut(try encode(messages, trained: trained, tokenizer: tokenizer, line: lineNumber, file: url.lastPathComponent), to: maxLength)
             if !sequence.lossMask.contains(where: { $0 != 0 }) { report.truncatedAway.append(lineNumber); continue }
             report.examples.append(Example(line: lineNumber, sequence: sequence))
         }
         if report.examples.isEmpty { throw DataError("\(url.lastPathComponent): no usable examples") }
         return report
+    }
+
+    /// The sequence without its tokens beyond `maxLength` (the end of the conversation goes).
+    public static func cut(_ sequence: TrainingSequence, to maxLength: Int) -> TrainingSequence {
+        guard sequence.tokens.count > maxLength else { return sequence }
+        return TrainingSequence(tokens: Array(sequence.tokens.prefix(maxLength)), lossMask: Array(sequence.lossMask.prefix(maxLength)),
+                                weights: sequence.weights.map { Array($0.prefix(maxLength)) })
     }
 
     /// The messages, and per message whether the loss covers it.

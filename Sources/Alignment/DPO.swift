@@ -71,19 +71,12 @@ public struct DPOPair: Sendable {
         for (line, o) in try JSONLines.read(url.path) {
             func fail(_ s: String) -> DataError { JSONLines.error(url.path, line, s) }
             let (prompt, chosen, rejected) = try PairFormat.pair(o, fail)
-            var p: Float = 1
-            if let given = o["p_chosen"] {
-                guard let v = (given as? NSNumber)?.floatValue, (0...1).contains(v) else { throw fail("\"p_chosen\" must be a number in [0, 1]") }
-                p = v
-            }
             func sequence(_ answer: String) throws -> TrainingSequence {
                 let messages = prompt + [ChatMessage(role: "assistant", content: answer)]
-                var s = try ChatData.encode(messages, trained: messages.indices.map { $0 == prompt.count }, tokenizer: tokenizer,
-                                            line: line, file: url.lastPathComponent)
-                if s.tokens.count > maxLength { s.tokens.removeLast(s.tokens.count - maxLength); s.lossMask.removeLast(s.lossMask.count - maxLength) }
-                return s
+                return ChatData.cut(try ChatData.encode(messages, trained: messages.indices.map { $0 == prompt.count }, tokenizer: tokenizer,
+                                                        line: line, file: url.lastPathComponent), to: maxLength)
             }
-            let pair = DPOPair(chosen: try sequence(chosen), rejected: try sequence(rejected), pChosen: p)
+            let pair = DPOPair(chosen: try sequence(chosen), rejected: try sequence(rejected), pChosen: try PairFormat.pChosen(o, fail))
             if !pair.chosen.lossMask.contains(1) || !pair.rejected.lossMask.contains(1) { report.truncatedAway.append(line); continue }
             report.pairs.append(pair)
         }

@@ -23,6 +23,13 @@ public enum PairFormat {
         return (Array(a.dropLast()), a.last!.content, b.last!.content)
     }
 
+    /// The label's "p_chosen" (the probability that "chosen" is better), 1 when absent.
+    public static func pChosen(_ o: [String: Any], _ fail: (String) -> DataError) throws -> Float {
+        guard let given = o["p_chosen"] else { return 1 }
+        guard let p = (given as? NSNumber)?.floatValue, (0...1).contains(p) else { throw fail("\"p_chosen\" must be a number in [0, 1]") }
+        return p
+    }
+
     /// A prompt: a string (one user message) or a non-empty list of messages.
     public static func prompt(_ value: Any, _ fail: (String) -> DataError) throws -> [ChatMessage] {
         if let s = value as? String { return [ChatMessage(role: "user", content: s)] }

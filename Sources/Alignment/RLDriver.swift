@@ -23,6 +23,8 @@ public final class RLDriver {
     public let start: RunStart
     let model: LoadedModel
     let prompts: [Prompt]
+    /// Each prompt's text by id, for samples.jsonl.
+    let promptText: [Int: String]
     let logger: Logger
     /// Fields added to each metrics line (a coordinator's counters).
     public var extra: ((IterationMetrics) -> [String: Any])?
@@ -52,6 +54,7 @@ public final class RLDriver {
         folder = URL(fileURLWithPath: c.runDir)
         model = policy
         self.prompts = prompts
+        promptText = Dictionary(prompts.map { ($0.id, $0.text) }, uniquingKeysWith: { a, _ in a })
         self.start = start
         self.logger = logger
     }
@@ -138,7 +141,6 @@ public final class RLDriver {
 
     /// A few responses of the iteration to read, not only numbers.
     func writeSamples(of m: IterationMetrics, to log: RunLog) throws {
-        let promptText = Dictionary(prompts.map { ($0.id, $0.text) }, uniquingKeysWith: { a, _ in a })
         for s in run.lastSamples.prefix(4) {
             var sample: [String: Any] = ["iteration": m.iteration, "prompt": promptText[s.promptId] ?? "", "sample": s.index,
                                          "response": (try? model.tokenizer.decode(s.response)) ?? "", "reward": Double(s.reward.isFinite ? s.reward : 0),

@@ -98,10 +98,7 @@ public struct PreferencePair: Sendable {
             let (prompt, chosen, rejected) = try PairFormat.pair(o, fail)
             var pair = PreferencePair(chosen: [], rejected: [])
             if let m = o["margin"] { guard let m = (m as? NSNumber)?.floatValue else { throw fail("\"margin\" must be a number") }; pair.margin = m }
-            if let p = o["p_chosen"] {
-                guard let p = (p as? NSNumber)?.floatValue, (0...1).contains(p) else { throw fail("\"p_chosen\" must be a number in [0, 1]") }
-                pair.pChosen = p
-            }
+            pair.pChosen = try PairFormat.pChosen(o, fail)
             do {
                 pair.chosen = Array(try rm.tokens(conversation: prompt, response: chosen).prefix(maxLength))
                 pair.rejected = Array(try rm.tokens(conversation: prompt, response: rejected).prefix(maxLength))
