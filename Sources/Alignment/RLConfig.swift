@@ -57,13 +57,15 @@ public struct RLConfig {
     public var reviseHelpful: String?
     public var constitution: String?
     public var revision = RevisionSettings()
+    // recipe (charter train)
+    public var recipe: Recipe?
 
     public init() {}
 
     /// Every key the parser takes, by section ("" is the top level; "reward.rules" is each rule).
     /// docs/config.md documents exactly these (a test compares the two).
     public static let keys: [String: [String]] = [
-        "": ["run", "model", "data", "reward", "algorithm", "rollout", "revise"],
+        "": ["run", "model", "data", "reward", "algorithm", "rollout", "revise", "recipe"],
         "run": ["dir", "iterations", "seed", "checkpoint_every"],
         "model": ["policy", "reference", "feedback", "lora"],
         "model.lora": ["rank", "alpha", "targets"],
@@ -77,7 +79,7 @@ public struct RLConfig {
         "algorithm.rejection": ["keep", "k", "threshold", "epochs", "batch_size", "learning_rate"],
         "rollout": ["samples_per_prompt", "max_new_tokens", "temperature", "top_k", "top_p"],
         "revise": ["prompts", "helpful", "helpful_ratio", "constitution", "revisions", "direct", "sft"],
-    ]
+    ].merging(Recipe.keys) { a, _ in a }
 
     /// `forRun`: the configuration drives a run (rl, coordinator, local), which needs prompts and a
     /// reward; a stage takes its items from its own file and may need neither.
@@ -258,6 +260,7 @@ public struct RLConfig {
                 c.revision.sft = v
             }
         }
+        c.recipe = try top.section("recipe").map(Recipe.parse)
         c.ppo.temperature = c.rollout.temperature
         c.ppo.seed = c.seed
         c.rejection.seed = c.seed

@@ -32,8 +32,14 @@ public final class RLDriver {
     public var checkpointFolder: URL { folder.appendingPathComponent("checkpoint") }
     public var policyFolder: URL { folder.appendingPathComponent("policy") }
 
-    public init(configPath: String, start: RunStart, logger: Logger, scorer makeScorer: ScorerMaker, source: Source) throws {
-        let c = try RLConfig.load(configPath)
+    public convenience init(configPath: String, start: RunStart, logger: Logger, scorer makeScorer: ScorerMaker, source: Source) throws {
+        try self.init(config: try RLConfig.load(configPath), configText: try String(contentsOfFile: configPath, encoding: .utf8), name: configPath,
+                      start: start, logger: logger, scorer: makeScorer, source: source)
+    }
+
+    /// A run of a configuration made in code (a stage of `charter train`); `configText` is what
+    /// the folder keeps and a resumed run must match, `name` what errors call it.
+    public init(config c: RLConfig, configText: String, name configPath: String, start: RunStart, logger: Logger, scorer makeScorer: ScorerMaker, source: Source) throws {
         let policy = try ModelLoader.load(c.policy)
         let tok = policy.tokenizer
         let prompts = try PromptData.load(c.prompts, tokenizer: tok, chat: c.chat, system: c.system, maxTokens: c.maxPromptTokens)
@@ -50,7 +56,7 @@ public final class RLDriver {
         run = try RLRun(prompts: prompts, promptsPerIteration: c.promptsPerIteration, rollouts: rollouts, scorer: scorer,
                         learner: try Self.learner(c, policy: policy.weights, lora: lora), seed: c.seed)
         config = c
-        configText = try String(contentsOfFile: configPath, encoding: .utf8)
+        self.configText = configText
         folder = URL(fileURLWithPath: c.runDir)
         model = policy
         self.prompts = prompts

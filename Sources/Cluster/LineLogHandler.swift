@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// The one log handler of every Charter process: a line per event on standard error, written with
 /// one unbuffered write as it happens (so a log file under Slurm or Kubernetes, or one cut short by
@@ -57,10 +58,17 @@ public struct LineLogHandler: LogHandler {
         }
     }
 
-    /// Makes every Logger of this process a LineLogHandler at `level`. Once per process.
+    /// Makes every Logger of this process a LineLogHandler at `level`. The first call decides:
+    /// `charter train` runs other commands in its process, and each of them calls this.
     public static func bootstrap(level: Logger.Level) {
-        LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: level) }
+        bootstrapped.withLock { done in
+            if done { return }
+            done = true
+            LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: level) }
+        }
     }
+
+    static let bootstrapped = Mutex(false)
 }
 
 extension Logger {

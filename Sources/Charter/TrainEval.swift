@@ -1,0 +1,92 @@
+import Alignment
+import Engine
+import Foundation
+import Tokenizer
+
+/// A round's evaluation on held-out prompts: the round's policy, the starting policy and the
+/// previous round's answer each prompt with the same seed; the run's judge compares the policy's
+/// answer with each other's in both orders, per principle group, giving win rates with 95%
+/// intervals; and each policy's answers are measured (length, refusals, cut off, reward-model
+/// scores). Everything goes to eval/summary.json.
+struct TrainEval {
+    let run: TrainRun
+    let step: TrainRun.Step
+
+    var folder: String { run.path(step) }
+
+    func run(policy: String, roundStart: String) throws -> [String: Any] {
+        let c = run.config
+        let prompts = try PromptSet.load(run.recipe.evalPrompts!, system: c.system)
+        let items: [[String: Any]] = prompts.map { e in
+            ["id": e.id, "messages": TrainRun.json(e.messages), "seed": Int(SplitMix64.derive(c.seed, 0xE7A1, StageInput.fnv1a(e.id.utf8)) >> 1)]
+        }
+        // The start always; the round's start when it is another model (after sl_cai or a round before).
+        let opponents = [("start", c.policy)] + (roundStart != c.policy && roundStart != policy ? [("previous", roundStart)] : [])
+        var answers: [String: [String: [String: Any]]] = [:]
+        for (name, model) in [("policy", policy)] + opponents {
+            _ = try run.generate(items, name: "answers-\(name)", in: folder, policy: model)
+            answers[name] = Dictionary(try JSONLines.read("\(folder)/answers-\(name).jsonl").compactMap { _, o in (o["id"] as? String).map { ($0, o) } }) { a, _ in a }
+        }
+        var winRates: [String: Any] = [:], headline: [String] = []
+        for (name, _) in opponents {
+            let pairsPath = "\(folder)/vs-\(name).jsonl"
+            let lines: [[String: Any]] = prompts.compactMap { e in
+                guard let a = answers["policy"]?[e.id]?["text"] as? String, let b = answers[name]?[e.id]?["text"] as? String else { return nil }
+                return ["id": e.id, "prompt": TrainRun.json(e.messages), "a": Self.shown(a), "b": Self.shown(b)]
+            }
+            try writeJSONL(lines, to: pairsPath)
+            var groups: [String: Any] = [:]
+            for group in run.groups {
+                let out = "\(folder)/vs-\(name)-\(group).jsonl"
+                try run.labelPairs(pairsPath, out: out, group: group)
+                let p = try JSONLines.read(out).compactMap { $0.object["p_a"] as? Double }
+                let w = WinRate(probabilities: p)
+                groups[group] = w.dictionary
+                headline.append(String(format: "%@ vs %@ %.2f [%.2f, %.2f]", group, name, w.rate, w.low, w.high))
+            }
+            winRates[name] = groups
+        }
+        var measures: [String: Any] = [:]
+        for (name, model) in [("policy", policy)] + opponents {
+            measures[name] = try measure(Array(answers[name, default: [:]].values), prompts: prompts, model: model)
+        }
+        let samples: [[String: Any]] = prompts.prefix(3).map { e in
+            var s: [String: Any] = ["prompt": e.messages.last?.content ?? ""]
+            for (name, answer) in answers { s[name] = answer[e.id]?["text"] ?? "" }
+            return s
+        }
+        let summary: [String: Any] = ["round": step.round, "prompts": prompts.count, "win_rates": winRates, "policies": measures, "samples": samples]
+        try Data(JSONLine.encode(summary) + [10]).write(to: URL(fileURLWithPath: "\(folder)/summary.json"), options: .atomic)
+        run.logger.info("round \(step.round) eval on \(prompts.count) held-out prompts: \(headline.joined(separator: "; "))")
+        return ["win_rates": winRates]
+    }
+
+    /// An empty answer (the stop token first) as the judge is shown it.
+    static func shown(_ answer: String) -> String { answer.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? "(no answer)" : answer }
+
+    /// A policy's answers: mean length in tokens, the shares refused and cut off, and the mean score
+    /// of each reward model this round trained.
+    func measure(_ answers: [[String: Any]], prompts: [PromptSet.Entry], model: String) throws -> [String: Any] {
+        let texts = answers.compactMap { $0["text"] as? String }
+        let n = Double(max(texts.count, 1))
+        var m: [String: Any] = [
+            "model": model, "answers": texts.count,
+            "mean_tokens": Double(answers.compactMap { $0["text_tokens"] as? Int }.reduce(0, +)) / n,
+            "refusals": Double(texts.filter(Refusal.isRefusal).count) / n,
+            "truncated": Double(answers.filter { $0["truncated"] as? Bool == true }.count) / n,
+        ]
+        let conversations = Dictionary(prompts.map { ($0.id, $0.messages) }) { a, _ in a }
+        for group in run.groups {
+            let folder = "\(run.folder)/round-\(step.round)/reward_models/\(group)"
+            guard run.recipe.runs(.rewardModels), FileManager.default.fileExists(atPath: folder) else { continue }
+            let rm = try RewardModel.load(folder)
+            let sequences = try answers.compactMap { a -> [Int32]? in
+                guard let id = a["id"] as? String, let text = a["text"] as? String, let conversation = conversations[id] else { return nil }
+                return try rm.tokens(conversation: conversation, response: text)
+            }
+            let scores = try rm.scores(sequences)
+            m["reward_\(group)"] = Double(scores.reduce(0, +)) / Double(max(scores.count, 1))
+        }
+        return m
+    }
+}
