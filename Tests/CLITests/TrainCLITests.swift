@@ -1,0 +1,107 @@
+import Foundation
+import XCTest
+
+/// `charter train`: the recipe in rounds on the tiny model, in process and on workers, stopped and resumed.
+extension CLITests {
+    /// A folder with copies of examples/ and constitutions/, and examples/cai-tiny.yaml writing its run
+    /// to RUN (with `edit` applied to the configuration's text).
+    func trainFolder(_ label: String, edit: (String) -> String = { $0 }) throws -> (dir: URL, config: String) {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-train-\(label)-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        for folder in ["examples", "constitutions"] {
+            try FileManager.default.copyItem(at: Self.root.appendingPathComponent(folder), to: dir.appendingPathComponent(folder))
+        }
+        let config = dir.appendingPathComponent("examples/cai-tiny.yaml").path
+        try edit(try file(config)).write(toFile: config, atomically: true, encoding: .utf8)
+        return (dir, config)
+    }
+
+    func json(_ path: String) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
+    }
+
+    /// Every stage of examples/cai-tiny.yaml, two rounds, in process; then on 2 workers, stopped
+    /// after 5 stages and resumed: the same policy, bit for bit, and the same evaluation.
+    func testTrainRunsTheTinyRecipeAndResumesToTheSameOutputs() throws {
+        let (dir, config) = try trainFolder("tiny")
+        let run = dir.appendingPathComponent("runs/cai-tiny").path
+        let first = try charter(["train", "--config", config, "--in-process"])
+        XCTAssertEqual(first.status, 0, first.err)
+        XCTAssertEqual(try json(run + "/final.json")["policy"] as? String, run + "/round-2/ppo/policy")
+        let stages = try file(run + "/stages.jsonl").split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(stages.map { "\($0["round"]!) \($0["stage"]!)" },
+                       ["0 sl_cai"] + [1, 2].flatMap { k in ["pairs", "label", "reward_models", "rejection", "ppo", "eval"].map { "\(k) \($0)" } })
+        XCTAssertEqual(stages[0]["policy_unchanged"] as? Bool, true, "a random model's revisions are all cut off")
+        for group in ["helpful", "harmless"] {
+            XCTAssertEqual(try file(run + "/round-1/label/\(group).jsonl").split(separator: "\n").count, 8, "8 pairs a round")
+            XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/round-2/reward_models/\(group)/score_head.safetensors"))
+        }
+        let summary = try json(run + "/round-2/eval/summary.json")
+        let wins = try XCTUnwrap(summary["win_rates"] as? [String: [String: [String: Any]]])
+        XCTAssertEqual(Set(wins.keys), ["start", "previous"], "round 2 meets the start and round 1")
+        for (_, groups) in wins {
+            XCTAssertEqual(Set(groups.keys), ["helpful", "harmless"])
+            for (_, w) in groups {
+                let rate = w["win_rate"] as! Double, low = w["low"] as! Double, high = w["high"] as! Double
+                XCTAssertTrue(0 <= low && low <= rate && rate <= high && high <= 1, "\(w)")
+                XCTAssertEqual(w["prompts"] as? Int, 16)
+            }
+        }
+        // The win rate is the labels' own: recomputed from the judge's p_a of each held-out prompt.
+        let p = try file(run + "/round-2/eval/vs-start-harmless.jsonl").split(separator: "\n")
+            .map { (try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["p_a"] as! Double }
+        XCTAssertEqual(wins["start"]!["harmless"]!["win_rate"] as! Double, Double(p.filter { $0 > 0.5 }.count) / 16 + Double(p.filter { $0 == 0.5 }.count) / 32, accuracy: 1e-12)
+        let policies = try XCTUnwrap(summary["policies"] as? [String: [String: Any]])
+        XCTAssertEqual(policies["policy"]?["mean_tokens"] as? Double, 8, "a random model fills max_new_tokens")
+        XCTAssertNotNil(policies["start"]?["reward_harmless"] as? Double)
+
+        // On workers, stopped after 5 stages (inside round 1) and resumed.
+        let other = dir.appendingPathComponent("runs/other").path
+        let moved = config.replacingOccurrences(of: "cai-tiny.yaml", with: "cai-other.yaml")
+        try file(config).replacingOccurrences(of: "../runs/cai-tiny", with: "../runs/other").write(toFile: moved, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try charter(["train", "--config", moved, "--workers", "2", "--stop-after-stages", "5"]).status, 3)
+        let refused = try charter(["train", "--config", moved, "--workers", "2"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.err.contains("already holds a run: pass --resume"), refused.err)
+        let resumed = try charter(["train", "--config", moved, "--workers", "2", "--resume"])
+        XCTAssertEqual(resumed.status, 0, resumed.err)
+        XCTAssertEqual(resumed.err.components(separatedBy: "done before").count - 1, 5, resumed.err)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: other + "/round-2/ppo/policy/model.safetensors")),
+                       try Data(contentsOf: URL(fileURLWithPath: run + "/round-2/ppo/policy/model.safetensors")))
+        XCTAssertEqual(try file(other + "/round-2/eval/vs-previous-helpful.jsonl"), try file(run + "/round-2/eval/vs-previous-helpful.jsonl"))
+        // A finished run resumed does nothing; a changed configuration is refused.
+        let again = try charter(["train", "--config", moved, "--in-process", "--resume"])
+        XCTAssertEqual(again.status, 0, again.err)
+        XCTAssertEqual(again.err.components(separatedBy: "done before").count - 1, 13)
+        try (try file(moved) + "\n# changed\n").write(toFile: moved, atomically: true, encoding: .utf8)
+        let changed = try charter(["train", "--config", moved, "--in-process", "--resume"])
+        XCTAssertNotEqual(changed.status, 0)
+        XCTAssertTrue(changed.err.contains("config.yaml differs from"), changed.err)
+    }
+
+    /// DPO instead of reward models and RL: one round, and the policy it leaves is DPO's.
+    func testTrainWithDPOAndBadRecipes() throws {
+        let (dir, config) = try trainFolder("dpo") {
+            $0.replacingOccurrences(of: "stages: [sl_cai, pairs, label, reward_models, rejection, ppo, eval]", with: "stages: [pairs, label, dpo, eval]")
+                .replacingOccurrences(of: "rounds: 2", with: "rounds: 1")
+        }
+        let run = dir.appendingPathComponent("runs/cai-tiny").path
+        let r = try charter(["train", "--config", config, "--in-process"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(try json(run + "/final.json")["policy"] as? String, run + "/round-1/dpo/policy")
+        XCTAssertEqual(try file(run + "/round-1/dpo/pairs.jsonl").split(separator: "\n").count, 16, "both label sets")
+        XCTAssertNotNil(try json(run + "/round-1/eval/summary.json")["win_rates"])
+
+        let bad = config.replacingOccurrences(of: "cai-tiny.yaml", with: "bad.yaml")
+        for (text, message) in [("run: {dir: x}\n", "bad.yaml: no \"recipe\" section"),
+                                ("run: {dir: x}\ndata: {prompts: prompts.jsonl}\nrecipe: {stages: [pairs, ppo]}\n", "ppo needs a reward: the reward_models stage"),
+                                ("recipe: {stages: [sl_cai]}\n", "sl_cai needs red-team prompts in revise.prompts")] {
+            try text.write(toFile: bad, atomically: true, encoding: .utf8)
+            let refused = try charter(["train", "--config", bad, "--in-process"], in: dir)
+            XCTAssertNotEqual(refused.status, 0)
+            XCTAssertTrue(refused.err.contains(message), refused.err)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("examples/x").path))
+        }
+    }
+}
