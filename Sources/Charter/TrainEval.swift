@@ -24,8 +24,7 @@ struct TrainEval {
         let opponents = [("start", c.policy)] + (roundStart != c.policy && roundStart != policy ? [("previous", roundStart)] : [])
         var answers: [String: [String: [String: Any]]] = [:]
         for (name, model) in [("policy", policy)] + opponents {
-            _ = try run.generate(items, name: "answers-\(name)", in: folder, policy: model)
-            answers[name] = Dictionary(try JSONLines.read("\(folder)/answers-\(name).jsonl").compactMap { _, o in (o["id"] as? String).map { ($0, o) } }) { a, _ in a }
+            answers[name] = try run.generate(items, name: "answers-\(name)", in: folder, policy: model)
         }
         var winRates: [String: Any] = [:], headline: [String] = []
         for (name, _) in opponents {
@@ -46,9 +45,14 @@ struct TrainEval {
             }
             winRates[name] = groups
         }
+        let rewardModels = try run.groups.compactMap { group -> (String, RewardModel)? in
+            let folder = "\(run.folder)/round-\(step.round)/reward_models/\(group)"
+            guard run.recipe.runs(.rewardModels), FileManager.default.fileExists(atPath: folder) else { return nil }
+            return (group, try RewardModel.load(folder))
+        }
         var measures: [String: Any] = [:]
         for (name, model) in [("policy", policy)] + opponents {
-            measures[name] = try measure(Array(answers[name, default: [:]].values), prompts: prompts, model: model)
+            measures[name] = try measure(Array(answers[name, default: [:]].values), prompts: prompts, model: model, rewardModels: rewardModels)
         }
         let samples: [[String: Any]] = prompts.prefix(3).map { e in
             var s: [String: Any] = ["prompt": e.messages.last?.content ?? ""]
@@ -66,7 +70,7 @@ struct TrainEval {
 
     /// A policy's answers: mean length in tokens, the shares refused and cut off, and the mean score
     /// of each reward model this round trained.
-    func measure(_ answers: [[String: Any]], prompts: [PromptSet.Entry], model: String) throws -> [String: Any] {
+    func measure(_ answers: [[String: Any]], prompts: [PromptSet.Entry], model: String, rewardModels: [(String, RewardModel)]) throws -> [String: Any] {
         let texts = answers.compactMap { $0["text"] as? String }
         let n = Double(max(texts.count, 1))
         var m: [String: Any] = [
@@ -76,10 +80,7 @@ struct TrainEval {
             "truncated": Double(answers.filter { $0["truncated"] as? Bool == true }.count) / n,
         ]
         let conversations = Dictionary(prompts.map { ($0.id, $0.messages) }) { a, _ in a }
-        for group in run.groups {
-            let folder = "\(run.folder)/round-\(step.round)/reward_models/\(group)"
-            guard run.recipe.runs(.rewardModels), FileManager.default.fileExists(atPath: folder) else { continue }
-            let rm = try RewardModel.load(folder)
+        for (group, rm) in rewardModels {
             let sequences = try answers.compactMap { a -> [Int32]? in
                 guard let id = a["id"] as? String, let text = a["text"] as? String, let conversation = conversations[id] else { return nil }
                 return try rm.tokens(conversation: conversation, response: text)

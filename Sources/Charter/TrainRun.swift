@@ -94,8 +94,6 @@ struct TrainRun {
             case .dpo: notes = try dpo(step, policy: policy)
             case .eval: notes = try TrainEval(run: self, step: step).run(policy: policy, roundStart: roundStart)
             }
-            // sl_cai without usable revisions leaves the policy as it was: its marker says so.
-            if notes["policy_unchanged"] as? Bool == true { try? FileManager.default.removeItem(atPath: "\(path(step))/policy") }
             let seconds = Date().timeIntervalSince(began)
             let line = notes.merging(["round": step.round, "stage": step.stage.rawValue, "seconds": seconds]) { _, new in new }
             try Data(JSONLine.encode(line) + [10]).write(to: URL(fileURLWithPath: marker), options: .atomic)
@@ -142,7 +140,7 @@ struct TrainRun {
         let answers = try generate(items, name: "generate", in: f, policy: policy)
         var lines: [[String: Any]] = [], skipped = 0
         for e in chosen {
-            guard let a = answers["\(e.id)/0"], let b = answers["\(e.id)/1"], a != b, !a.isEmpty, !b.isEmpty else { skipped += 1; continue }
+            guard let a = answers["\(e.id)/0"]?["text"] as? String, let b = answers["\(e.id)/1"]?["text"] as? String, a != b, !a.isEmpty, !b.isEmpty else { skipped += 1; continue }
             lines.append(["id": e.id, "prompt": Self.json(e.messages), "a": a, "b": b])
         }
         guard !lines.isEmpty else { throw CLIError("round \(step.round) pairs: no prompt got two different answers; nothing to label") }
@@ -245,17 +243,15 @@ struct TrainRun {
         return path
     }
 
-    /// Generates one answer per item (a `generate` stage NAME in `folder`) with `policy`: answers by id.
-    func generate(_ items: [[String: Any]], name: String, in folder: String, policy: String) throws -> [String: String] {
+    /// Generates one answer per item (a `generate` stage NAME in `folder`) with `policy`: the stage's output lines by id.
+    func generate(_ items: [[String: Any]], name: String, in folder: String, policy: String) throws -> [String: [String: Any]] {
         let itemsPath = "\(folder)/\(name)-items.jsonl"
         try writeJSONL(items, to: itemsPath)
         var c = config
         c.policy = policy
         let runner = StageRunner(kind: .generate, name: name, config: c, configText: StageRunner.workerConfig(c), out: folder, placement: placement)
         try runner.run(try StageInput.load(itemsPath, kind: .generate, runSeed: c.seed, chat: c.chat, system: c.system), itemsFile: itemsPath, start: .resume)
-        return Dictionary(try JSONLines.read("\(folder)/\(name).jsonl").compactMap { _, o in
-            (o["id"] as? String).flatMap { id in (o["text"] as? String).map { (id, $0) } }
-        }) { a, _ in a }
+        return Dictionary(try JSONLines.read("\(folder)/\(name).jsonl").compactMap { _, o in (o["id"] as? String).map { ($0, o) } }) { a, _ in a }
     }
 
     /// The prompts of a round: all, or `perRound` of them, the next share of one seeded order each
