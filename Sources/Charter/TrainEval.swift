@@ -52,7 +52,9 @@ struct TrainEval {
         }
         var measures: [String: Any] = [:]
         for (name, model) in [("policy", policy)] + opponents {
-            measures[name] = try measure(Array(answers[name, default: [:]].values), prompts: prompts, model: model, rewardModels: rewardModels)
+            // In prompt order, so the mean scores come out the same to the last digit every run.
+            let inOrder = prompts.compactMap { answers[name]?[$0.id] }
+            measures[name] = try measure(inOrder, prompts: prompts, model: model, rewardModels: rewardModels)
         }
         let samples: [[String: Any]] = prompts.prefix(3).map { e in
             var s: [String: Any] = ["prompt": e.messages.last?.content ?? ""]
