@@ -56,6 +56,8 @@ extension CLITests {
         XCTAssertEqual(policies["policy"]?["mean_tokens"] as? Double, 8, "a random model fills max_new_tokens")
         XCTAssertNotNil(policies["start"]?["reward_harmless"] as? Double)
 
+        try checkReport(run, stages: stages, summary: summary)
+
         // On workers, stopped after 5 stages (inside round 1) and resumed.
         let other = dir.appendingPathComponent("runs/other").path
         let moved = config.replacingOccurrences(of: "cai-tiny.yaml", with: "cai-other.yaml")
@@ -103,5 +105,52 @@ extension CLITests {
             XCTAssertTrue(refused.err.contains(message), refused.err)
             XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("examples/x").path))
         }
+    }
+
+    /// The exact value of the page's number cell `id`.
+    func cell(_ page: String, _ id: String) -> Double? {
+        guard let start = page.range(of: "id=\"\(id)\" data-value=\"") else { return nil }
+        return Double(page[start.upperBound...].prefix { $0 != "\"" })
+    }
+
+    /// `charter report` on the tiny run: its numbers are those of the stages' files.
+    func checkReport(_ run: String, stages: [[String: Any]], summary: [String: Any]) throws {
+        let r = try charter(["report", run])
+        XCTAssertEqual(r.status, 0, r.err)
+        let page = try file(run + "/report.html")
+        // Self-contained: no script, nothing fetched (text on the page has its quotes escaped).
+        XCTAssertFalse(page.contains("<script") || page.contains("src=\"") || page.contains("href=\""))
+        for s in stages {
+            XCTAssertEqual(cell(page, "time-r\(s["round"]!)-\(s["stage"]!)"), s["seconds"] as? Double, "\(s)")
+        }
+        let wins = summary["win_rates"] as! [String: [String: [String: Any]]]
+        for against in ["start", "previous"] { for group in ["helpful", "harmless"] { for key in ["win_rate", "low", "high"] {
+            let id = ["win_rate": "win", "low": "low", "high": "high"][key]! + "-r2-\(against)-\(group)"
+            XCTAssertEqual(cell(page, id), wins[against]![group]![key] as? Double, id)
+        } } }
+        XCTAssertEqual(cell(page, "eval-r2-policy-mean_tokens"), 8)
+        // The labeler's position bias, from the label file's orders: a shown first, then b shown first.
+        let labels = try file(run + "/round-1/label/harmless.jsonl").split(separator: "\n")
+            .map { (try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["p_a_orders"] as! [Double] }
+        let first = labels.flatMap { [$0[0], 1 - $0[1]] }.reduce(0, +) / Double(2 * labels.count)
+        XCTAssertEqual(try XCTUnwrap(cell(page, "label-r1-harmless-first")), first, accuracy: 1e-12)
+        // PPO's KL curve carries the metrics file's values.
+        let kl = try file(run + "/round-1/ppo/metrics.jsonl").split(separator: "\n")
+            .map { (try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["kl"] as! Double }
+        let chart = try XCTUnwrap(page.range(of: "id=\"chart-r1-ppo-kl\""))
+        let values = try XCTUnwrap(page[chart.upperBound...].range(of: "data-y=\"")).upperBound
+        XCTAssertEqual(page[values...].prefix { $0 != "\"" }.split(separator: " ").map { Double($0)! }, kl)
+        XCTAssertTrue(page.contains("Sample answers, round 2"))
+
+        // Bad input: not a run folder; a damaged metrics file, named with its stage.
+        let notRun = try charter(["report", run + "/round-1"])
+        XCTAssertNotEqual(notRun.status, 0)
+        XCTAssertTrue(notRun.err.contains("round-1: not a charter train run folder"), notRun.err)
+        let metrics = run + "/round-1/ppo/metrics.jsonl", kept = try file(metrics)
+        try (kept + "{broken\n").write(toFile: metrics, atomically: true, encoding: .utf8)
+        let damaged = try charter(["report", run])
+        XCTAssertNotEqual(damaged.status, 0)
+        XCTAssertTrue(damaged.err.contains("round-1/ppo/metrics.jsonl line 3: not valid JSON"), damaged.err) // 2 iterations, then the broken line
+        try kept.write(toFile: metrics, atomically: true, encoding: .utf8)
     }
 }
