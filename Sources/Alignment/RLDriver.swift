@@ -91,8 +91,11 @@ public final class RLDriver {
             }
             logger.info("resuming at iteration \(run.iteration) from \(checkpointFolder.path)")
         } else if start == .resume {
-            // Starting over would rewrite metrics.jsonl: a history without a checkpoint is not resumable.
-            if let history = try? String(contentsOf: folder.appendingPathComponent("metrics.jsonl"), encoding: .utf8), !history.isEmpty {
+            // Starting over rewrites metrics.jsonl. That loses nothing when the run was stopped before
+            // its first checkpoint (those iterations are redone the same), but a longer history
+            // without a checkpoint means the checkpoint went missing: not resumable.
+            let history = (try? String(contentsOf: folder.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? ""
+            if history.split(separator: "\n").count > c.checkpointEvery { // checkpoint_every 0: never one
                 throw DataError("\(c.runDir) has metrics of an earlier run but no checkpoint (\(checkpointFolder.path)/state.json) to resume from; use --overwrite to start again")
             }
             logger.info("no checkpoint in \(checkpointFolder.path); starting from the beginning")

@@ -688,7 +688,8 @@ extension CLITests {
     }
 
     /// A damaged checkpoint is refused with one line instead of finishing at once or dying later,
-    /// and `--resume` without a checkpoint does not rewrite a run's history.
+    /// and `--resume` without a checkpoint does not rewrite a run's history (unless the run stopped
+    /// before its first checkpoint).
     func testResumeRefusesADamagedOrMissingCheckpoint() throws {
         let (dir, tiny) = try tinyModelFolder("resume-damaged")
         let (path, _) = try runConfig(dir, model: tiny, iterations: 2, seed: 2, prompts: 2, samples: 1, tokens: 3)
@@ -710,6 +711,16 @@ extension CLITests {
         XCTAssertNotEqual(missing.status, 0)
         XCTAssertTrue(missing.err.contains("has metrics of an earlier run but no checkpoint"), missing.err)
         XCTAssertEqual(try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8), metrics, "the history is left as it was")
+
+        // Killed after the first iteration's metrics line but before its checkpoint: nothing is
+        // lost by starting over, so --resume does, and reaches the same policy.
+        let policy = try Data(contentsOf: URL(fileURLWithPath: dir.path + "/run/policy/model.safetensors"))
+        try (String(metrics.split(separator: "\n")[0]) + "\n").write(toFile: dir.path + "/run/metrics.jsonl", atomically: true, encoding: .utf8)
+        let restarted = try charter("rl", "--config", path, "--resume")
+        XCTAssertEqual(restarted.status, 0, restarted.err)
+        XCTAssertTrue(restarted.err.contains("starting from the beginning"), restarted.err)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir.path + "/run/policy/model.safetensors")), policy)
+        XCTAssertEqual(try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n").count, 2)
     }
 
     /// With LoRA on, only the adapters travel: a few KB per version instead of the whole model.
