@@ -90,7 +90,7 @@ struct RunReport {
 
     func evaluation(_ evals: [(round: Int, summary: [String: Any])]) -> String {
         guard !evals.isEmpty else { return "" }
-        let keys = ["mean_tokens", "refusals", "truncated", "reward_helpful", "reward_harmless"]
+        let keys = ["mean_tokens", "refusals", "truncated", "reward_helpful", "reward_harmless", "kl_to_reference"]
         var rows: [[String]] = []
         for (k, summary) in evals {
             let policies = summary["policies"] as? [String: [String: Any]] ?? [:]
@@ -101,8 +101,9 @@ struct RunReport {
             }
         }
         return "<h2>Answers on the held-out prompts</h2>\n<p class=\"note\">Mean response tokens, share of refusals and of answers cut off "
-            + "at max_new_tokens (checks on evasiveness and reward hacking), mean reward-model scores.</p>\n"
-            + HTML.table(["round", "policy", "model", "mean tokens", "refusals", "truncated", "reward helpful", "reward harmless"], rows)
+            + "at max_new_tokens (checks on evasiveness and reward hacking), mean reward-model scores, and KL to the reference "
+            + "(per answer, the sum over its tokens of log p_policy - log p_reference, as PPO measures it).</p>\n"
+            + HTML.table(["round", "policy", "model", "mean tokens", "refusals", "truncated", "reward helpful", "reward harmless", "KL to reference"], rows)
     }
 
     func trainingCurves(_ done: [[String: Any]]) throws -> String {

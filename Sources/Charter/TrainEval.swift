@@ -1,5 +1,6 @@
 import Alignment
 import Engine
+import Formats
 import Foundation
 import Tokenizer
 
@@ -7,7 +8,7 @@ import Tokenizer
 /// previous round's answer each prompt with the same seed; the run's judge compares the policy's
 /// answer with each other's in both orders, per principle group, giving win rates with 95%
 /// intervals; and each policy's answers are measured (length, refusals, cut off, reward-model
-/// scores). Everything goes to eval/summary.json.
+/// scores, KL to the reference). Everything goes to eval/summary.json.
 struct TrainEval {
     let run: TrainRun
     let step: TrainRun.Step
@@ -50,11 +51,12 @@ struct TrainEval {
             guard run.recipe.runs(.rewardModels), FileManager.default.fileExists(atPath: folder) else { return nil }
             return (group, try RewardModel.load(folder))
         }
+        let reference = try klReference()
         var measures: [String: Any] = [:]
         for (name, model) in [("policy", policy)] + opponents {
             // In prompt order, so the mean scores come out the same to the last digit every run.
             let inOrder = prompts.compactMap { answers[name]?[$0.id] }
-            measures[name] = try measure(inOrder, prompts: prompts, model: model, rewardModels: rewardModels)
+            measures[name] = try measure(inOrder, prompts: prompts, model: model, rewardModels: rewardModels, reference: reference)
         }
         let samples: [[String: Any]] = prompts.prefix(3).map { e in
             var s: [String: Any] = ["prompt": e.messages.last?.content ?? ""]
@@ -72,7 +74,8 @@ struct TrainEval {
 
     /// A policy's answers: mean length in tokens, the shares refused and cut off, and the mean score
     /// of each reward model this round trained.
-    func measure(_ answers: [[String: Any]], prompts: [PromptSet.Entry], model: String, rewardModels: [(String, RewardModel)]) throws -> [String: Any] {
+    func measure(_ answers: [[String: Any]], prompts: [PromptSet.Entry], model: String, rewardModels: [(String, RewardModel)],
+                 reference: (model: Transformer, tokenizer: BPETokenizer)?) throws -> [String: Any] {
         let texts = answers.compactMap { $0["text"] as? String }
         let n = Double(max(texts.count, 1))
         var m: [String: Any] = [
@@ -90,6 +93,32 @@ struct TrainEval {
             let scores = try rm.scores(sequences)
             m["reward_\(group)"] = Double(scores.reduce(0, +)) / Double(max(scores.count, 1))
         }
+        if let reference, let kl = try meanKL(answers, conversations: conversations, reference: reference) { m["kl_to_reference"] = kl }
         return m
+    }
+
+    /// The run's reference (model.reference, else the starting policy), when the answers' log-probs
+    /// are of the full distribution at a temperature (no top_k or top_p), as PPO's KL needs.
+    func klReference() throws -> (model: Transformer, tokenizer: BPETokenizer)? {
+        let r = run.config.rollout
+        guard r.temperature > 0, r.topK == 0, r.topP >= 1 else { return nil }
+        let loaded = try ModelLoader.load(run.config.reference ?? run.config.policy)
+        return (try Transformer(weights: loaded.weights), loaded.tokenizer)
+    }
+
+    /// KL to the reference on the held-out answers, as PPO measures it during training: per answer,
+    /// the sum over its tokens of log p_policy - log p_reference at the sampled tokens (both at the
+    /// sampling temperature), averaged over answers.
+    func meanKL(_ answers: [[String: Any]], conversations: [String: [ChatMessage]], reference: (model: Transformer, tokenizer: BPETokenizer)) throws -> Double? {
+        let samples = try answers.enumerated().compactMap { i, a -> Sample? in
+            guard let id = a["id"] as? String, let conversation = conversations[id], let tokens = (a["tokens"] as? [NSNumber])?.map(\.int32Value),
+                  let logprobs = (a["logprobs"] as? [NSNumber])?.map(\.floatValue), !tokens.isEmpty else { return nil }
+            guard tokens.count == logprobs.count else { throw DataError("\(folder): answer \(id) has \(tokens.count) tokens but \(logprobs.count) log-probs") }
+            let prompt = try reference.tokenizer.encode(try ChatTemplate.render(conversation))
+            return Sample(promptId: i, index: 0, prompt: prompt, response: tokens, logprobs: logprobs, policyVersion: 0, seed: 0)
+        }
+        let referenceLogprobs = try ReferenceLogprobs.compute(reference.model, samples: samples, temperature: run.config.rollout.temperature)
+        let kl = zip(samples, referenceLogprobs).map { s, r in zip(s.logprobs, r).reduce(0.0) { $0 + Double($1.0 - $1.1) } }
+        return kl.isEmpty ? nil : kl.reduce(0, +) / Double(kl.count)
     }
 }

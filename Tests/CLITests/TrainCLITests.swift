@@ -22,7 +22,8 @@ extension CLITests {
     }
 
     /// Every stage of examples/cai-tiny.yaml, two rounds, in process; then on 2 workers, stopped
-    /// after 5 stages and resumed: the same policy, bit for bit, and the same evaluation.
+    /// after 5 stages, resumed and killed inside PPO, resumed again: the same policy, bit for bit,
+    /// and the same evaluation.
     func testTrainRunsTheTinyRecipeAndResumesToTheSameOutputs() throws {
         let (dir, config) = try trainFolder("tiny")
         let run = dir.appendingPathComponent("runs/cai-tiny").path
@@ -55,6 +56,10 @@ extension CLITests {
         let policies = try XCTUnwrap(summary["policies"] as? [String: [String: Any]])
         XCTAssertEqual(policies["policy"]?["mean_tokens"] as? Double, 8, "a random model fills max_new_tokens")
         XCTAssertNotNil(policies["start"]?["reward_harmless"] as? Double)
+        // KL to the reference (the start): the start's own answers score 0 up to float rounding,
+        // generation's log-probs against a fresh forward pass of the same model.
+        XCTAssertEqual(try XCTUnwrap(policies["start"]?["kl_to_reference"] as? Double), 0, accuracy: 1e-3)
+        XCTAssertNotNil(policies["policy"]?["kl_to_reference"] as? Double)
 
         try checkReport(run, stages: stages, summary: summary)
 
@@ -66,6 +71,15 @@ extension CLITests {
         let refused = try charter(["train", "--config", moved, "--workers", "2"])
         XCTAssertNotEqual(refused.status, 0)
         XCTAssertTrue(refused.err.contains("already holds a run: pass --resume"), refused.err)
+        // Resumed, then killed (kill -9) inside round 1's PPO once its first iteration is logged.
+        let killed = try start(["train", "--config", moved, "--workers", "2", "--resume"], log: dir.path + "/killed.log")
+        addTeardownBlock { if killed.isRunning { kill(killed.processIdentifier, SIGKILL) } }
+        let ppoMetrics = other + "/round-1/ppo/metrics.jsonl", deadline = Date().addingTimeInterval(300)
+        while killed.isRunning && Date() < deadline && ((try? file(ppoMetrics))?.split(separator: "\n").count ?? 0) < 1 { usleep(10_000) }
+        kill(killed.processIdentifier, SIGKILL)
+        killed.waitUntilExit()
+        XCTAssertEqual(killed.terminationReason, .uncaughtSignal)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: other + "/round-1/ppo/done.json"), "killed inside the stage")
         let resumed = try charter(["train", "--config", moved, "--workers", "2", "--resume"])
         XCTAssertEqual(resumed.status, 0, resumed.err)
         XCTAssertEqual(resumed.err.components(separatedBy: "done before").count - 1, 5, resumed.err)
