@@ -4,6 +4,7 @@ import Cluster
 import Engine
 import Foundation
 import Logging
+import Tokenizer
 
 struct CoordinatorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -161,17 +162,7 @@ enum ClusterRun {
         let runId = "run-\((try? RLConfig.load(config))?.seed ?? 0)-\(getpid())-\(Int(Date().timeIntervalSince1970))"
         var logger = Logger(label: "coordinator")
         logger[metadataKey: "run"] = .string(runId)
-        try RLCommand.execute(config: config, start: start, logger: logger, extra: { m in
-            guard let c = coordinator else { return [:] }
-            // Time split: waiting for rollouts (the broadcast of the version included), the broadcast alone, training.
-            let split = ["waitingSeconds": m.generationSeconds, "broadcastSeconds": c.broadcastSeconds,
-                         "trainingSeconds": m.scoringSeconds + m.referenceSeconds + m.valueSeconds + m.updateSeconds]
-            return ["workersAlive": c.scheduler.aliveWorkers.count, "redispatched": c.scheduler.counters.redispatched,
-                    "duplicatesDropped": c.scheduler.counters.duplicates, "staleDropped": c.scheduler.counters.stale,
-                    "malformedDropped": c.counters.malformed + c.counters.unknownMessage, "versionMismatches": c.counters.versionMismatch,
-                    "mismatchedResults": c.counters.mismatchedResults,
-                    "bytesBroadcast": c.counters.bytesBroadcast, "curveRefused": c.counters.curveRefused].merging(split) { a, _ in a }
-        }) { c, _, tok, prompts, lora in
+        try RLCommand.execute(config: config, start: start, logger: logger, extra: { m in coordinator.map { metrics($0, m) } ?? [:] }) { c, _, tok, prompts, lora in
             var settings = Coordinator.Settings()
             settings.bind = bind
             settings.chunkBind = chunkBind
@@ -179,19 +170,38 @@ enum ClusterRun {
             settings.expectedWorkers = expectedWorkers
             settings.curveSecretKey = curve?.secret
             settings.allowedKeys = curve?.allowed ?? []
-            let text = try String(contentsOfFile: config, encoding: .utf8)
-            let server = try Coordinator(settings: settings, configText: text, rollout: c.rolloutSettings(tokenizer: tok),
-                                         runId: runId, logger: logger)
-            server.configFolder = RLConfig.folder(of: config)
-            server.promptsById = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-            server.runSeed = c.seed
-            server.adapters = lora
+            let server = try rolloutCoordinator(c, tokenizer: tok, prompts: prompts, lora: lora, configText: try String(contentsOfFile: config, encoding: .utf8),
+                                                configFolder: RLConfig.folder(of: config), settings: settings, runId: runId, logger: logger)
             coordinator = server
-            server.logger.info("control \(server.controlEndpoint), chunks \(server.chunkEndpoint)")
             try started(server.controlEndpoint)
             return server
         }
         coordinator?.finish()
+    }
+
+    /// The coordinator an RL run's rollouts come from: workers load `configText` (relative paths
+    /// read against `configFolder`) and get the run's prompts, seed and LoRA adapters from it.
+    static func rolloutCoordinator(_ c: RLConfig, tokenizer: BPETokenizer, prompts: [Prompt], lora: LoRAAdapters?, configText: String, configFolder: String,
+                                   settings: Coordinator.Settings, runId: String, logger: Logger) throws -> Coordinator {
+        let server = try Coordinator(settings: settings, configText: configText, rollout: c.rolloutSettings(tokenizer: tokenizer), runId: runId, logger: logger)
+        server.configFolder = configFolder
+        server.promptsById = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        server.runSeed = c.seed
+        server.adapters = lora
+        server.logger.info("control \(server.controlEndpoint), chunks \(server.chunkEndpoint)")
+        return server
+    }
+
+    /// What a coordinator adds to each metrics line: its counters, and the iteration's time split
+    /// (waiting for rollouts, the version's broadcast included; the broadcast alone; training).
+    static func metrics(_ c: Coordinator, _ m: IterationMetrics) -> [String: Any] {
+        let split = ["waitingSeconds": m.generationSeconds, "broadcastSeconds": c.broadcastSeconds,
+                     "trainingSeconds": m.scoringSeconds + m.referenceSeconds + m.valueSeconds + m.updateSeconds]
+        return ["workersAlive": c.scheduler.aliveWorkers.count, "redispatched": c.scheduler.counters.redispatched,
+                "duplicatesDropped": c.scheduler.counters.duplicates, "staleDropped": c.scheduler.counters.stale,
+                "malformedDropped": c.counters.malformed + c.counters.unknownMessage, "versionMismatches": c.counters.versionMismatch,
+                "mismatchedResults": c.counters.mismatchedResults,
+                "bytesBroadcast": c.counters.bytesBroadcast, "curveRefused": c.counters.curveRefused].merging(split) { a, _ in a }
     }
 
     static func wait(_ processes: [Process], seconds: Double) {

@@ -11,12 +11,11 @@ struct TrainCommand: ParsableCommand {
 
     @Option(help: "The run configuration (YAML) with a recipe section.") var config: String
     @OptionGroup var placement: StagePlacement
-    @Option(help: .hidden) var stopAfterStages: Int? // tests: end as if killed after this many stages
 
     func run() throws {
         placement.logging.bootstrap()
         let c = try RLConfig.load(config, forRun: false)
         let train = try TrainRun(configPath: config, config: c, placement: placement)
-        try train.execute(start: try placement.start(), stopAfterStages: stopAfterStages)
+        try train.execute(start: try placement.start())
     }
 }

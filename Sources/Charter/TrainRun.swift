@@ -1,5 +1,6 @@
 import Alignment
 import ArgumentParser
+import Cluster
 import Engine
 import Foundation
 import Logging
@@ -61,7 +62,7 @@ struct TrainRun {
         return [.slCAI, .rejection, .ppo, .dpo].contains(step.stage) && FileManager.default.fileExists(atPath: out) ? out : nil
     }
 
-    func execute(start: RunStart, stopAfterStages: Int?) throws {
+    func execute(start: RunStart) throws {
         try start.claim(folder)
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         // A resumed run must be the same run: the configuration is kept and compared.
@@ -71,7 +72,7 @@ struct TrainRun {
             throw CLIError("\(kept) differs from \(configPath): a resumed run continues under the configuration it started with; use another run.dir or --overwrite")
         }
         try Data(text.utf8).write(to: URL(fileURLWithPath: kept))
-        var policy = config.policy, roundStart = policy, round = 0, ran = 0
+        var policy = config.policy, roundStart = policy, round = 0
         logger.info("\(steps.count) stages (\(recipe.stages.map(\.rawValue).joined(separator: ", ")); \(recipe.rounds) round\(recipe.rounds == 1 ? "" : "s")) in \(folder)")
         for step in steps {
             if step.round != round { round = step.round; roundStart = policy }
@@ -99,8 +100,6 @@ struct TrainRun {
             try Data(JSONLine.encode(line) + [10]).write(to: URL(fileURLWithPath: marker), options: .atomic)
             logger.info("round \(step.round) \(step.stage.rawValue): done in \(String(format: "%.1f", seconds)) s")
             policy = trainedPolicy(step) ?? policy
-            ran += 1
-            if ran == stopAfterStages { throw ExitCode(3) }
         }
         // Every stage's marker in one file, for reading and for the report.
         try writeJSONL(try steps.map { s in try JSONLines.read("\(path(s))/done.json")[0].object }, to: "\(folder)/stages.jsonl")
@@ -170,7 +169,8 @@ struct TrainRun {
     }
 
     /// Rejection sampling or PPO from the current policy, scored by the round's reward models when
-    /// it trained them; PPO's leash is to the policy the round started with.
+    /// it trained them; PPO's leash is to the policy the round started with. Rollouts come from
+    /// workers unless --in-process; the learner runs here.
     func reinforce(_ step: Step, policy: String, roundStart: String) throws {
         var c = config
         c.policy = policy
@@ -189,14 +189,44 @@ struct TrainRun {
             # reward.helpfulness_model \(c.helpfulnessModel ?? "-"), reward.safety_model \(c.safetyModel ?? "-")
 
             """
-        if placement.workers > 0 && !placement.inProcess {
-            logger.info("round \(step.round) \(step.stage.rawValue): rollouts in this process (charter train does not send RL rollouts to workers yet)")
-        }
         let log = Logger(label: step.stage.rawValue)
-        let driver = try RLDriver(config: c, configText: text, name: configPath, start: .resume, logger: log, scorer: { c, tok, base, rates, cache in
-            try c.makeScorer(tokenizer: tok, base: base, rates: rates, judgeCache: cache)
-        }) { c, _, tok, _, _ in InProcessRollouts(settings: c.rolloutSettings(tokenizer: tok), runSeed: c.seed) }
+        let scorer: RLDriver.ScorerMaker = { c, tok, base, rates, cache in try c.makeScorer(tokenizer: tok, base: base, rates: rates, judgeCache: cache) }
+        if placement.inProcess {
+            let driver = try RLDriver(config: c, configText: text, name: configPath, start: .resume, logger: log, scorer: scorer) { c, _, tok, _, _ in
+                InProcessRollouts(settings: c.rolloutSettings(tokenizer: tok), runSeed: c.seed)
+            }
+            try driver.execute(progress: ProgressBar(logger: log))
+        } else {
+            try reinforceOnWorkers(c, text: text, step: step, scorer: scorer, logger: log)
+        }
+    }
+
+    /// An RL stage with a coordinator's workers as its rollout source. They load the run's
+    /// configuration with this stage's models, by absolute path.
+    func reinforceOnWorkers(_ c: RLConfig, text: String, step: Step, scorer: RLDriver.ScorerMaker, logger log: Logger) throws {
+        func absolute(_ path: String) -> String { FileManager.default.fileExists(atPath: path) ? URL(fileURLWithPath: path).standardized.path : path }
+        let workerText = try RLConfig.rewrite(try String(contentsOfFile: configPath, encoding: .utf8), name: configPath, setting: [
+            "model.policy": absolute(c.policy), "model.reference": c.reference.map(absolute),
+            "reward.helpfulness_model": c.helpfulnessModel.map(absolute), "reward.safety_model": c.safetyModel.map(absolute)])
+        var settings = Coordinator.Settings()
+        settings.bind = placement.bind
+        settings.expectedWorkers = placement.workers
+        settings.promptsPerTask = placement.itemsPerTask
+        var coordinator: Coordinator?, children: [Process] = []
+        defer { ClusterRun.stop(children) }
+        ClusterRun.stopChildrenOnSignals()
+        let runId = "train-\(config.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))"
+        let driver = try RLDriver(config: c, configText: text, name: configPath, start: .resume, logger: log, scorer: scorer) { c, _, tok, prompts, lora in
+            let server = try ClusterRun.rolloutCoordinator(c, tokenizer: tok, prompts: prompts, lora: lora, configText: workerText, configFolder: RLConfig.folder(of: configPath),
+                                                           settings: settings, runId: runId, logger: Logger(label: "coordinator"))
+            coordinator = server
+            children = try ClusterRun.startWorkers(placement.workers, connect: server.controlEndpoint, role: step.stage.rawValue, logLevel: placement.logging.logLevel)
+            return server
+        }
+        driver.extra = { m in coordinator.map { ClusterRun.metrics($0, m) } ?? [:] }
         try driver.execute(progress: ProgressBar(logger: log))
+        coordinator?.finish()
+        ClusterRun.wait(children, seconds: 10)
     }
 
     /// DPO on every label set's pairs, with their soft labels.

@@ -21,9 +21,9 @@ extension CLITests {
         try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
     }
 
-    /// Every stage of examples/cai-tiny.yaml, two rounds, in process; then on 2 workers, stopped
-    /// after 5 stages, resumed and killed inside PPO, resumed again: the same policy, bit for bit,
-    /// and the same evaluation.
+    /// Every stage of examples/cai-tiny.yaml, two rounds, in process; then on 2 workers, killed
+    /// (kill -9) inside each stage in turn and resumed: the same policy, bit for bit, the same
+    /// evaluation, and every label once.
     func testTrainRunsTheTinyRecipeAndResumesToTheSameOutputs() throws {
         let (dir, config) = try trainFolder("tiny")
         let run = dir.appendingPathComponent("runs/cai-tiny").path
@@ -63,29 +63,41 @@ extension CLITests {
 
         try checkReport(run, stages: stages, summary: summary)
 
-        // On workers, stopped after 5 stages (inside round 1) and resumed.
+        // On workers, killed (kill -9) inside each stage in turn and resumed each time.
         let other = dir.appendingPathComponent("runs/other").path
         let moved = config.replacingOccurrences(of: "cai-tiny.yaml", with: "cai-other.yaml")
         try file(config).replacingOccurrences(of: "../runs/cai-tiny", with: "../runs/other").write(toFile: moved, atomically: true, encoding: .utf8)
-        XCTAssertEqual(try charter(["train", "--config", moved, "--workers", "2", "--stop-after-stages", "5"]).status, 3)
-        let refused = try charter(["train", "--config", moved, "--workers", "2"])
-        XCTAssertNotEqual(refused.status, 0)
-        XCTAssertTrue(refused.err.contains("already holds a run: pass --resume"), refused.err)
-        // Resumed, then killed (kill -9) inside round 1's PPO once its first iteration is logged.
-        let killed = try start(["train", "--config", moved, "--workers", "2", "--resume"], log: dir.path + "/killed.log")
-        addTeardownBlock { if killed.isRunning { kill(killed.processIdentifier, SIGKILL) } }
-        let ppoMetrics = other + "/round-1/ppo/metrics.jsonl", deadline = Date().addingTimeInterval(300)
-        while killed.isRunning && Date() < deadline && ((try? file(ppoMetrics))?.split(separator: "\n").count ?? 0) < 1 { usleep(10_000) }
-        kill(killed.processIdentifier, SIGKILL)
-        killed.waitUntilExit()
-        XCTAssertEqual(killed.terminationReason, .uncaughtSignal)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: other + "/round-1/ppo/done.json"), "killed inside the stage")
+        let steps = stages.map { "round-\($0["round"]!)/\($0["stage"]!)" }
+        var killedInside: [String] = [], starts = 0
+        for step in steps where !FileManager.default.fileExists(atPath: "\(other)/\(step)/done.json") {
+            let began = Date()
+            let p = try start(["train", "--config", moved, "--workers", "2"] + (starts > 0 ? ["--resume"] : []), log: "\(dir.path)/killed-\(starts).log")
+            addTeardownBlock { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+            starts += 1
+            // Inside the stage: once it has written a file (an RL stage: once an iteration is logged).
+            let rl = step.hasSuffix("ppo") || step.hasSuffix("rejection"), deadline = Date().addingTimeInterval(300)
+            while p.isRunning && Date() < deadline && !wrote("\(other)/\(step)", since: began, only: rl ? "metrics.jsonl" : nil) { usleep(5_000) }
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            XCTAssertEqual(p.terminationReason, .uncaughtSignal, "killed in \(step)")
+            if !FileManager.default.fileExists(atPath: "\(other)/\(step)/done.json") { killedInside.append(step) }
+            if starts == 1 {
+                let refused = try charter(["train", "--config", moved, "--workers", "2"])
+                XCTAssertNotEqual(refused.status, 0)
+                XCTAssertTrue(refused.err.contains("already holds a run: pass --resume"), refused.err)
+            }
+        }
+        XCTAssertTrue(killedInside.contains("round-1/ppo") && killedInside.contains("round-1/label"), "\(killedInside)")
         let resumed = try charter(["train", "--config", moved, "--workers", "2", "--resume"])
         XCTAssertEqual(resumed.status, 0, resumed.err)
-        XCTAssertEqual(resumed.err.components(separatedBy: "done before").count - 1, 5, resumed.err)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: other + "/round-2/ppo/policy/model.safetensors")),
                        try Data(contentsOf: URL(fileURLWithPath: run + "/round-2/ppo/policy/model.safetensors")))
         XCTAssertEqual(try file(other + "/round-2/eval/vs-previous-helpful.jsonl"), try file(run + "/round-2/eval/vs-previous-helpful.jsonl"))
+        // Every label once: the same lines as the uninterrupted run's, none twice (workers append in arrival order).
+        for labels in ["round-1/label/harmless.jsonl", "round-2/label/helpful.jsonl"] {
+            let lines = try file("\(other)/\(labels)").split(separator: "\n")
+            XCTAssertEqual(lines.sorted(), try file("\(run)/\(labels)").split(separator: "\n").sorted(), labels)
+        }
         // A finished run resumed does nothing; a changed configuration is refused.
         let again = try charter(["train", "--config", moved, "--in-process", "--resume"])
         XCTAssertEqual(again.status, 0, again.err)
@@ -118,6 +130,18 @@ extension CLITests {
             XCTAssertNotEqual(refused.status, 0)
             XCTAssertTrue(refused.err.contains(message), refused.err)
             XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("examples/x").path))
+        }
+    }
+
+    /// Whether a file under `folder` (named `only`, if given) was written since `date`.
+    func wrote(_ folder: String, since date: Date, only name: String? = nil) -> Bool {
+        guard let files = FileManager.default.enumerator(atPath: folder) else { return false }
+        return files.contains { f in
+            let path = "\(folder)/\(f)"
+            guard name.map({ (f as! String).hasSuffix($0) }) ?? true,
+                  let a = try? FileManager.default.attributesOfItem(atPath: path), a[.type] as? FileAttributeType == .typeRegular,
+                  (a[.size] as? Int ?? 0) > 0, let m = a[.modificationDate] as? Date else { return false }
+            return m >= date
         }
     }
 
