@@ -139,6 +139,26 @@ final class RLConfigTests: XCTestCase {
         XCTAssertEqual(RLConfig.folder(of: "/work/cfg/../cfg/c.yaml"), "/work/cfg")
         XCTAssertEqual(RLConfig.folder(of: "../c.yaml"), URL(fileURLWithPath: FileManager.default.currentDirectoryPath).deletingLastPathComponent().path)
     }
+
+    /// What workers of a `charter train` RL stage load: the file with some keys set or removed,
+    /// everything else as written; a file that is not a mapping is refused by name.
+    func testRewriteSetsAndRemovesKeysAndKeepsTheRest() throws {
+        let text = try RLConfig.rewrite(valid, name: "c.yaml", setting: ["model.policy": "/runs/r/policy", "model.lora": nil,
+                                                                      "reward.safety_model": "/runs/r/rm", "data.prompts": nil])
+        let c = try RLConfig.parse(text, name: "rewritten", forRun: false)
+        XCTAssertEqual(c.policy, "/runs/r/policy"); XCTAssertNil(c.lora)
+        XCTAssertEqual(c.safetyModel, "/runs/r/rm"); XCTAssertEqual(c.prompts, "")
+        let before = try RLConfig.parse(valid, name: "c.yaml")
+        XCTAssertEqual(c.rules.map(\.kind), before.rules.map(\.kind)); XCTAssertEqual(c.rollout, before.rollout); XCTAssertEqual(c.seed, 7)
+        let added = try RLConfig.parse(try RLConfig.rewrite("model: {policy: m}\n", name: "c.yaml", setting: ["reward.helpfulness_model": "/rm"]), name: "r", forRun: false)
+        XCTAssertEqual(added.helpfulnessModel, "/rm", "a missing section is created")
+        XCTAssertThrowsError(try RLConfig.rewrite("- a\n- b\n", name: "list.yaml", setting: [:])) { e in
+            XCTAssertEqual("\(e)", "list.yaml: the configuration is not a mapping of sections")
+        }
+        XCTAssertThrowsError(try RLConfig.rewrite("model: [a]\n", name: "c.yaml", setting: ["model.policy": "p"])) { e in
+            XCTAssertEqual("\(e)", "c.yaml: section model is not a mapping")
+        }
+    }
 }
 
 final class ConfigReferenceTests: XCTestCase {
