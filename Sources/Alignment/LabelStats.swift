@@ -13,9 +13,13 @@ public struct LabelStats {
     public var orderDisagreement = Double.nan
     /// Mean binary entropy of the labels' p_a, in bits: 1 is a coin flip, 0 a sure label.
     public var meanEntropyBits = Double.nan
+    /// Over the pairs asked under several principles: the share of two-principle combinations
+    /// that pick the same answer (a tie is a side of its own). NaN when no pair had two.
+    public var principleAgreement = Double.nan
+
 
     public init(lines: [[String: Any]]) {
-        var firstShown: [Double] = [], disagree = 0, bothOrders = 0, entropy: [Double] = []
+        var firstShown: [Double] = [], disagree = 0, bothOrders = 0, entropy: [Double] = [], combinations = 0, agreeing = 0
         for line in lines {
             pairs += 1
             guard line["error"] == nil, let pa = (line["p_a"] as? NSNumber)?.doubleValue,
@@ -28,7 +32,10 @@ public struct LabelStats {
                 if (orders[0] > 0.5) != (orders[1] > 0.5) { disagree += 1 }
             }
             entropy.append(Self.entropyBits(pa))
+            let sides = ((line["p_a_principles"] as? [NSNumber]) ?? []).map { p in p.doubleValue > 0.5 ? 1 : p.doubleValue < 0.5 ? -1 : 0 }
+            for i in sides.indices { for j in sides.indices where j > i { combinations += 1; agreeing += sides[i] == sides[j] ? 1 : 0 } }
         }
+        if combinations > 0 { principleAgreement = Double(agreeing) / Double(combinations) }
         if !firstShown.isEmpty { meanPFirstShown = PairwiseLabel.mean(firstShown) }
         if bothOrders > 0 { orderDisagreement = Double(disagree) / Double(bothOrders) }
         if !entropy.isEmpty { meanEntropyBits = PairwiseLabel.mean(entropy) }

@@ -245,6 +245,7 @@ public struct LabelOutcome {
             let orders = perOrder[0].count
             line["p_a"] = pa
             line["p_a_orders"] = (0..<orders).map { o in PairwiseLabel.mean(perOrder.map { $0[o] }) }
+            line["p_a_principles"] = perOrder.map(PairwiseLabel.mean)
             let aWins = pa >= 0.5
             line["chosen"] = aWins ? pair.a : pair.b
             line["rejected"] = aWins ? pair.b : pair.a

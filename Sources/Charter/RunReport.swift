@@ -141,7 +141,8 @@ struct RunReport {
                 let s = LabelStats(lines: labels), id = "label-r\(k)-\(group)"
                 rows.append([HTML.number(Double(k), digits: 0), HTML.text(group), HTML.number(Double(s.pairs), digits: 0), HTML.number(Double(s.errors), digits: 0),
                              HTML.number(s.meanPFirstShown, id: "\(id)-first"), HTML.number(s.orderDisagreement.isNaN ? s.meanPFirstShown : 0.5),
-                             HTML.number(s.orderDisagreement, id: "\(id)-disagree"), HTML.number(s.meanEntropyBits, id: "\(id)-entropy")])
+                             HTML.number(s.orderDisagreement, id: "\(id)-disagree"), HTML.number(s.meanEntropyBits, id: "\(id)-entropy"),
+                             HTML.number(s.principleAgreement, id: "\(id)-principles")])
             }
             if let a = sets["helpful"], let b = sets["harmless"] {
                 let (pairs, share) = LabelStats.agreement(a, b)
@@ -151,8 +152,9 @@ struct RunReport {
         guard !rows.isEmpty else { return "" }
         return "<h2>The labeler</h2>\n<p class=\"note\">P(first shown): how much the judge prefers whichever answer it sees first, as asked "
             + "and after averaging the two orders (0.5 is no position bias); orders disagree: pairs whose two orders pick different answers; "
-            + "entropy: of each label's P(a), in bits (1 is a coin flip).</p>\n"
-            + HTML.table(["round", "group", "pairs", "errors", "P(first shown), asked", "after averaging orders", "orders disagree", "entropy (bits)"], rows)
+            + "entropy: of each label's P(a), in bits (1 is a coin flip); principles agree: of two principles asked about one pair, "
+            + "how often they pick the same answer (with recipe.label.principles of 2 or more).</p>\n"
+            + HTML.table(["round", "group", "pairs", "errors", "P(first shown), asked", "after averaging orders", "orders disagree", "entropy (bits)", "principles agree"], rows)
             + (agreement.isEmpty ? "" : "<p>Agreement between the helpful and the harmless principles (same answer chosen):</p>\n"
                 + HTML.table(["round", "pairs", "agreement"], agreement))
     }

@@ -27,6 +27,18 @@ final class LabelStatsTests: XCTestCase {
         XCTAssertTrue(one.orderDisagreement.isNaN)
     }
 
+    /// Principles of one pair: three give three combinations; a tie agrees only with a tie.
+    func testAgreementBetweenPrinciplesByHand() {
+        let s = LabelStats(lines: [
+            ["id": "1", "p_a": 0.6, "p_a_orders": [0.6], "p_a_principles": [0.7, 0.9, 0.2]], // 1 of 3 agree
+            ["id": "2", "p_a": 0.5, "p_a_orders": [0.5], "p_a_principles": [0.5, 0.5]],      // 1 of 1
+            ["id": "3", "p_a": 0.5, "p_a_orders": [0.5], "p_a_principles": [0.5, 0.6]],      // 0 of 1
+            ["id": "4", "p_a": 0.8, "p_a_orders": [0.8], "p_a_principles": [0.8]],           // none
+        ])
+        XCTAssertEqual(s.principleAgreement, 2.0 / 5, accuracy: 1e-12)
+        XCTAssertTrue(LabelStats(lines: [["id": "4", "p_a": 0.8, "p_a_orders": [0.8], "p_a_principles": [0.8]]]).principleAgreement.isNaN)
+    }
+
     func testAgreementCountsPairsBothSetsLabelled() {
         let helpful: [[String: Any]] = [["id": "1", "chosen": "x"], ["id": "2", "chosen": "y"], ["id": "3", "error": "e"]]
         let harmless: [[String: Any]] = [["id": "1", "chosen": "x"], ["id": "2", "chosen": "z"], ["id": "3", "chosen": "w"], ["id": "4", "chosen": "v"]]

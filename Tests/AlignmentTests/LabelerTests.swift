@@ -67,6 +67,7 @@ final class LabelerTests: XCTestCase {
             XCTAssertEqual(line["p_a"] as? Double, 0.5, "pair \(p): the position preference leaks into the label")
             let orders = line["p_a_orders"] as! [Double]
             XCTAssertNotEqual(orders[0], orders[1], "each order alone follows the position")
+            XCTAssertEqual(line["p_a_principles"] as? [Double], [0.5, 0.5, 0.5], "each principle's orders cancel too")
         }
         XCTAssertNotEqual(outcome.meanPFirstShown, 0.5)
         // One order only: the label is the position preference.
