@@ -52,7 +52,9 @@ struct WorkerCommand: ParsableCommand {
     var curveSecretKey: String?
     @Option(help: .hidden) var stallAfterTasks: Int?
     @Option(help: .hidden) var pauseAfterTasks: Int?
-    @Flag(help: .hidden) var exitWithParent = false
+    // The starting process's pid, given rather than read: a parent killed before this process reads
+    // getppid() would otherwise leave it waiting for a coordinator forever.
+    @Option(help: .hidden) var exitWithParent: Int32?
     @Option(help: "Simulate this many workers in this process: no model, made-up samples at once (for `bench dispatch`).")
     var synthetic: Int?
 
@@ -73,7 +75,7 @@ struct WorkerCommand: ParsableCommand {
         options.faults.stallAfterTasks = stallAfterTasks
         options.faults.pauseAfterTasks = pauseAfterTasks
         options.giveUpAfter = giveUpAfter
-        if exitWithParent { options.parent = getppid() }
+        options.parent = exitWithParent
         options.chunkBind = chunkBind == "none" ? nil : chunkBind
         switch (curveServerKey, curveSecretKey) {
         case (nil, nil): break
@@ -134,7 +136,7 @@ enum ClusterRun {
         try (0..<count).map { i in
             let p = Process()
             p.executableURL = binary
-            p.arguments = ["worker", "--connect", connect, "--id", "local-\(i)", "--exit-with-parent", "--log-level", logLevel.rawValue]
+            p.arguments = ["worker", "--connect", connect, "--id", "local-\(i)", "--exit-with-parent", String(getpid()), "--log-level", logLevel.rawValue]
             try p.run()
             Logger(label: role).info("worker local-\(i) is process \(p.processIdentifier)")
             children.append(p.processIdentifier)
