@@ -48,10 +48,16 @@ public struct ModelRewards {
     public init(helpfulness: RewardModel?, safety: RewardModel?) { self.helpfulness = helpfulness; self.safety = safety }
 
     /// Each model's raw score of prompt + response; a sample's score does not depend on the others
-    /// (the reward models run on the batch-invariant inference engine).
-    public func raw(_ samples: [Sample]) throws -> (helpfulness: [Float]?, safety: [Float]?) {
-        let sequences = samples.map { $0.prompt + $0.response }
-        return (try helpfulness?.scores(sequences), try safety?.scores(sequences))
+    /// (the reward models run on the batch-invariant inference engine). `between` runs after each
+    /// `group` of samples: a worker heartbeats there, as a whole task's pass can outlast its timeout.
+    public func raw(_ samples: [Sample], group: Int = 4, between: () -> Void = {}) throws -> (helpfulness: [Float]?, safety: [Float]?) {
+        var h: [Float] = [], v: [Float] = []
+        for start in stride(from: 0, to: samples.count, by: group) {
+            let sequences = samples[start ..< min(start + group, samples.count)].map { $0.prompt + $0.response }
+            if let helpfulness { h += try helpfulness.scores(sequences); between() }
+            if let safety { v += try safety.scores(sequences); between() }
+        }
+        return (helpfulness == nil ? nil : h, safety == nil ? nil : v)
     }
 
     /// The combined reward of every sample of an iteration from their raw scores. Whitening makes
@@ -91,7 +97,7 @@ public struct RewardScorer {
     /// Each sample's raw scores: reward-model outputs, the judge's rating and the rules' weighted
     /// sum. `conversations`: by prompt id, what the judge reads before the response.
     public func raw(_ samples: [Sample], conversations: [Int: [ChatMessage]] = [:], between: () -> Void = {}) throws -> [RawScores] {
-        let model = try models?.raw(samples)
+        let model = try models?.raw(samples, between: between)
         let ratings = try judge.map { judge in
             try judge.expectedRatings(try samples.map { s in
                 guard let conversation = conversations[s.promptId] else { throw DataError("the judge has no conversation for prompt \(s.promptId)") }
