@@ -68,7 +68,7 @@ extension CLITests {
         let moved = config.replacingOccurrences(of: "cai-tiny.yaml", with: "cai-other.yaml")
         try file(config).replacingOccurrences(of: "../runs/cai-tiny", with: "../runs/other").write(toFile: moved, atomically: true, encoding: .utf8)
         let steps = stages.map { "round-\($0["round"]!)/\($0["stage"]!)" }
-        var killedInside: [String] = [], starts = 0
+        var killedInside: [String] = [], killedPids: [Int32] = [], starts = 0
         for step in steps where !FileManager.default.fileExists(atPath: "\(other)/\(step)/done.json") {
             let began = Date()
             let p = try start(["train", "--config", moved, "--workers", "2"] + (starts > 0 ? ["--resume"] : []), log: "\(dir.path)/killed-\(starts).log")
@@ -79,6 +79,7 @@ extension CLITests {
             while p.isRunning && Date() < deadline && !wrote("\(other)/\(step)", since: began, only: rl ? "metrics.jsonl" : nil) { usleep(5_000) }
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
+            killedPids.append(p.processIdentifier)
             XCTAssertEqual(p.terminationReason, .uncaughtSignal, "killed in \(step)")
             if !FileManager.default.fileExists(atPath: "\(other)/\(step)/done.json") { killedInside.append(step) }
             if starts == 1 {
@@ -88,6 +89,10 @@ extension CLITests {
             }
         }
         XCTAssertTrue(killedInside.contains("round-1/ppo") && killedInside.contains("round-1/label"), "\(killedInside)")
+        // The killed runs' workers end by themselves, however early their parent died.
+        let orphansGone = Date().addingTimeInterval(20)
+        while !workers(of: killedPids).isEmpty && Date() < orphansGone { usleep(50_000) }
+        XCTAssertEqual(workers(of: killedPids), [], "workers outlived the killed train process")
         let resumed = try charter(["train", "--config", moved, "--workers", "2", "--resume"])
         XCTAssertEqual(resumed.status, 0, resumed.err)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: other + "/round-2/ppo/policy/model.safetensors")),
@@ -131,6 +136,17 @@ extension CLITests {
             XCTAssertTrue(refused.err.contains(message), refused.err)
             XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("examples/x").path))
         }
+    }
+
+    /// The pids of live worker processes started by one of `parents` (their --exit-with-parent).
+    func workers(of parents: [Int32]) -> [Int32] {
+        let wanted = Set(parents.map(String.init))
+        return ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }.filter { pid in
+            guard let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            let args = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard let i = args.firstIndex(of: "--exit-with-parent"), i + 1 < args.count else { return false }
+            return wanted.contains(args[i + 1])
+        }.sorted()
     }
 
     /// Whether a file under `folder` (named `only`, if given) was written since `date`.
