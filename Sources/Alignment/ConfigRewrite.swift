@@ -11,11 +11,9 @@ extension RLConfig {
         for (key, value) in values.sorted(by: { $0.key < $1.key }) {
             let parts = key.split(separator: ".", maxSplits: 1).map(String.init)
             precondition(parts.count == 2, "section.key expected")
-            var section = root[parts[0]] ?? Node([(Node, Node)]())
-            guard var mapping = section.mapping else { throw DataError("\(name): section \(parts[0]) is not a mapping") }
+            guard var mapping = (root[parts[0]] ?? Node([(Node, Node)]())).mapping else { throw DataError("\(name): section \(parts[0]) is not a mapping") }
             mapping[parts[1]] = value.map { Node($0) }
-            section = .mapping(mapping)
-            root[parts[0]] = section
+            root[parts[0]] = .mapping(mapping)
         }
         return try Yams.serialize(node: root)
     }

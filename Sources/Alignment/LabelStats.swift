@@ -17,7 +17,6 @@ public struct LabelStats {
     /// that pick the same answer (a tie is a side of its own). NaN when no pair had two.
     public var principleAgreement = Double.nan
 
-
     public init(lines: [[String: Any]]) {
         var firstShown: [Double] = [], disagree = 0, bothOrders = 0, entropy: [Double] = [], combinations = 0, agreeing = 0
         for line in lines {

@@ -25,15 +25,18 @@ struct RLCommand: ParsableCommand {
     /// workers (`coordinator`, `local`), with a progress bar and the note Ctrl-C leaves.
     static func execute(config: String, start: RunStart, logger: Logger, extra: ((IterationMetrics) -> [String: Any])? = nil,
                         source: RLDriver.Source) throws {
-        let driver = try RLDriver(configPath: config, start: start, logger: logger, scorer: { c, tok, base, rates, cache in
-            try c.makeScorer(tokenizer: tok, base: base, rates: rates, judgeCache: cache)
-        }, source: source)
+        let driver = try RLDriver(configPath: config, start: start, logger: logger, scorer: scorer, source: source)
         driver.extra = extra
         ClusterRun.stopChildrenOnSignals()
         ClusterRun.onInterrupt(say: driver.config.checkpointEvery > 0
             ? "interrupted; continue from the last checkpoint (\(driver.checkpointFolder.path)) with: \(Self.resumeCommand())"
             : "interrupted; this run writes no checkpoints (run.checkpoint_every: 0), so it cannot be continued")
         try driver.execute(progress: ProgressBar(logger: logger))
+    }
+
+    /// The run's reward, the endpoint judge included (RLDriver.ScorerMaker).
+    static func scorer(_ c: RLConfig, _ tok: BPETokenizer, _ base: ModelWeights, rates: Bool, judgeCache: String) throws -> RewardScorer {
+        try c.makeScorer(tokenizer: tok, base: base, rates: rates, judgeCache: judgeCache)
     }
 
     /// This process's command line with --resume (and without --overwrite): what continues the run.

@@ -190,20 +190,19 @@ struct TrainRun {
 
             """
         let log = Logger(label: step.stage.rawValue)
-        let scorer: RLDriver.ScorerMaker = { c, tok, base, rates, cache in try c.makeScorer(tokenizer: tok, base: base, rates: rates, judgeCache: cache) }
         if placement.inProcess {
-            let driver = try RLDriver(config: c, configText: text, name: configPath, start: .resume, logger: log, scorer: scorer) { c, _, tok, _, _ in
+            let driver = try RLDriver(config: c, configText: text, name: configPath, start: .resume, logger: log, scorer: RLCommand.scorer) { c, _, tok, _, _ in
                 InProcessRollouts(settings: c.rolloutSettings(tokenizer: tok), runSeed: c.seed)
             }
             try driver.execute(progress: ProgressBar(logger: log))
         } else {
-            try reinforceOnWorkers(c, text: text, step: step, scorer: scorer, logger: log)
+            try reinforceOnWorkers(c, text: text, step: step, logger: log)
         }
     }
 
     /// An RL stage with a coordinator's workers as its rollout source. They load the run's
     /// configuration with this stage's models, by absolute path.
-    func reinforceOnWorkers(_ c: RLConfig, text: String, step: Step, scorer: RLDriver.ScorerMaker, logger log: Logger) throws {
+    func reinforceOnWorkers(_ c: RLConfig, text: String, step: Step, logger log: Logger) throws {
         func absolute(_ path: String) -> String { FileManager.default.fileExists(atPath: path) ? URL(fileURLWithPath: path).standardized.path : path }
         let workerText = try RLConfig.rewrite(try String(contentsOfFile: configPath, encoding: .utf8), name: configPath, setting: [
             "model.policy": absolute(c.policy), "model.reference": c.reference.map(absolute),
@@ -216,7 +215,7 @@ struct TrainRun {
         defer { ClusterRun.stop(children) }
         ClusterRun.stopChildrenOnSignals()
         let runId = "train-\(config.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))"
-        let driver = try RLDriver(config: c, configText: text, name: configPath, start: .resume, logger: log, scorer: scorer) { c, _, tok, prompts, lora in
+        let driver = try RLDriver(config: c, configText: text, name: configPath, start: .resume, logger: log, scorer: RLCommand.scorer) { c, _, tok, prompts, lora in
             let server = try ClusterRun.rolloutCoordinator(c, tokenizer: tok, prompts: prompts, lora: lora, configText: workerText, configFolder: RLConfig.folder(of: configPath),
                                                            settings: settings, runId: runId, logger: Logger(label: "coordinator"))
             coordinator = server
