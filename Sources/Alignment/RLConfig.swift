@@ -50,6 +50,9 @@ public struct RLConfig {
     public var targetKL: Float?
     public var klHorizon: Float = 10_000
     public var rejection = RejectionSettings()
+    /// kept.jsonl files of earlier rejection runs whose answers are candidates again (RejectionPool);
+    /// charter train sets it from recipe.rejection.pool.
+    public var rejectionPool: [String] = []
     // rollout
     public var rollout = RolloutSettings()
     // revise (charter revise; its command-line options override these)

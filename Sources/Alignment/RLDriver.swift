@@ -51,10 +51,13 @@ public final class RLDriver {
         try start.claim(c.runDir) // before anything is written there, workers included
         let lora = c.lora.map { LoRAAdapters(config: $0, model: policy.config) }
         lora?.initialize(seed: SplitMix64.derive(c.seed, 0x107A))
+        let pool = try RejectionPool.load(c.rejectionPool, vocab: policy.config.vocab, maxNewTokens: rollout.maxNewTokens)
         let rollouts = try source(c, policy, tok, prompts, lora)
-        let scorer = try makeScorer(c, tok, policy.weights, !rollouts.scoresSamples, "\(c.runDir)/judge-cache.jsonl")
+        // Pooled answers are scored here, so the judge rates here too when there are any.
+        let scorer = try makeScorer(c, tok, policy.weights, !rollouts.scoresSamples || pool.count > 0, "\(c.runDir)/judge-cache.jsonl")
         run = try RLRun(prompts: prompts, promptsPerIteration: c.promptsPerIteration, rollouts: rollouts, scorer: scorer,
                         learner: try Self.learner(c, policy: policy.weights, lora: lora), seed: c.seed)
+        run.pool = pool
         config = c
         self.configText = configText
         folder = URL(fileURLWithPath: c.runDir)
@@ -103,6 +106,8 @@ public final class RLDriver {
         try Data(configText.utf8).write(to: folder.appendingPathComponent("config.yaml"))
         let metricsLog = try RunLog(folder.appendingPathComponent("metrics.jsonl"), keepBefore: run.iteration)
         let samplesLog = try RunLog(folder.appendingPathComponent("samples.jsonl"), keepBefore: run.iteration)
+        let rejection = run.learner as? RejectionSampler
+        let keptLog = rejection == nil ? nil : try RunLog(folder.appendingPathComponent("kept.jsonl"), keepBefore: run.iteration)
         let rollout = c.rolloutSettings(tokenizer: model.tokenizer)
         logger.info("\(c.algorithm), \(prompts.count) prompts, \(c.iterations) iterations of \(c.promptsPerIteration) prompts x \(rollout.samplesPerPrompt) samples, \(BLAS.summary)")
         var policySaved = false
@@ -112,6 +117,7 @@ public final class RLDriver {
             let m = try run.runIteration()
             try metricsLog.write(metricsLine(m))
             try writeSamples(of: m, to: samplesLog)
+            if let rejection, let keptLog { try writeKept(rejection.lastKept, iteration: m.iteration, to: keptLog) }
             // After the metrics line: a crash between the two rewrites that line on resume.
             if c.checkpointEvery > 0 && (run.iteration % c.checkpointEvery == 0 || run.iteration == c.iterations) {
                 try RLCheckpoint.save(run, configuration: configText, to: checkpointFolder)
@@ -158,6 +164,18 @@ public final class RLDriver {
             if let v = s.scores?.safety { sample["safetyScore"] = Double(v) }
             if let j = s.scores?.judgeRating { sample["judgeRating"] = Double(j) }
             try log.write(sample)
+        }
+    }
+
+    /// What rejection sampling fine-tuned on, every answer with its tokens: a later run's pool.
+    func writeKept(_ kept: [Sample], iteration: Int, to log: RunLog) throws {
+        let prompts = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        for s in kept {
+            var line: [String: Any] = ["iteration": iteration, "prompt": prompts[s.promptId]?.text ?? "", "prompt_tokens": s.prompt.map(Int.init),
+                                       "response": (try? model.tokenizer.decode(s.response)) ?? "", "response_tokens": s.response.map(Int.init),
+                                       "reward": Double(s.reward.isFinite ? s.reward : 0), "truncated": s.finishReason == .length]
+            if let file = s.pooledFrom { line["pooled_from"] = file }
+            try log.write(line)
         }
     }
 

@@ -8,6 +8,8 @@ public struct IterationMetrics: Sendable, Codable {
     public var kl: Float = 0, beta: Float = 0
     public var policyLoss: Float?, valueLoss: Float?, entropy: Float?, approxKL: Float?, clipFraction: Float?, explainedVariance: Float?
     public var ppoEpochs: Int?, ppoMinibatches: Int?, earlyStopped: Bool?, kept: Int?
+    /// Rejection sampling: earlier runs' answers that were candidates with the fresh samples (RejectionPool).
+    public var pooled: Int?
     public var responseTokensMean: Float = 0
     /// The reward models' raw scores, the judge's expected rating (1 to 10) and the rule rewards,
     /// before any combination or whitening.
@@ -55,8 +57,10 @@ public final class RLRun {
     public internal(set) var policyVersion = 0
     /// Prompts handed out so far: the data cursor.
     public internal(set) var cursor = 0
-    /// The last iteration's scored samples, in its prompt order.
+    /// The last iteration's scored samples, in its prompt order, then its pooled candidates.
     public private(set) var lastSamples: [Sample] = []
+    /// Rejection sampling's earlier answers, candidates again for their prompts.
+    public var pool = RejectionPool()
 
     public init(prompts: [Prompt], promptsPerIteration: Int, rollouts: RolloutSource, scorer: RewardScorer,
                 learner: RLLearner, seed: UInt64) throws {
@@ -112,18 +116,23 @@ public final class RLRun {
         var clock = began
         func lap() -> Double { let now = ContinuousClock.now; defer { clock = now }; return (now - clock).seconds }
         let batch = nextPrompts()
-        var samples = try rollouts.rollouts(iteration: iteration, prompts: batch, policy: learner.generatingPolicy, policyVersion: policyVersion)
+        let fresh = try rollouts.rollouts(iteration: iteration, prompts: batch, policy: learner.generatingPolicy, policyVersion: policyVersion)
         m.generationSeconds = lap()
+        let pooled = pool.candidates(for: batch, after: fresh)
+        var samples = fresh + pooled
         let byId = Dictionary(batch.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        if !rollouts.scoresSamples {
-            for (i, r) in try scorer.raw(samples, conversations: byId.mapValues(\.conversation)).enumerated() { samples[i].scores = r }
+        // Pooled answers are always scored here; fresh ones here unless the workers scored them.
+        let unscored = rollouts.scoresSamples ? fresh.count..<samples.count : 0..<samples.count
+        for (i, r) in try scorer.raw(Array(samples[unscored]), conversations: byId.mapValues(\.conversation)).enumerated() {
+            samples[unscored.lowerBound + i].scores = r
         }
         // Combined over the whole iteration (whitening), however its samples were cut into tasks.
         for (i, r) in scorer.combine(samples, prompts: byId).enumerated() { samples[i].reward = r }
         m.scoringSeconds = lap()
 
-        m.iteration = iteration; m.policyVersion = policyVersion; m.prompts = batch.count; m.samples = samples.count
-        m.record(samples)
+        m.iteration = iteration; m.policyVersion = policyVersion; m.prompts = batch.count; m.samples = fresh.count
+        m.record(Array(samples.prefix(fresh.count)))
+        if !pool.answers.isEmpty { m.pooled = pooled.count }
         try learner.learn(from: samples, into: &m)
         _ = lap()
         lastSamples = samples

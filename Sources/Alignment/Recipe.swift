@@ -31,13 +31,16 @@ public struct Recipe: Sendable {
     public var dpoLabelSmoothing: Float = 0
     /// Held-out prompts of the evaluation, which no stage trains on.
     public var evalPrompts: String?
+    /// Rejection sampling in round k also weighs the answers it kept in rounds 1..k-1 (RejectionPool).
+    public var poolRejection = false
 
     public static let keys: [String: [String]] = [
-        "recipe": ["stages", "rounds", "sft", "pairs", "label", "reward_models", "dpo", "eval"],
+        "recipe": ["stages", "rounds", "sft", "pairs", "label", "reward_models", "rejection", "dpo", "eval"],
         "recipe.sft": ["epochs", "learning_rate", "batch_size"],
         "recipe.pairs": ["prompts", "per_round"],
         "recipe.label": ["principles"],
         "recipe.reward_models": ["epochs", "learning_rate", "batch_size", "eval_fraction"],
+        "recipe.rejection": ["pool"],
         "recipe.dpo": ["epochs", "learning_rate", "batch_size", "beta", "label_smoothing"],
         "recipe.eval": ["prompts"],
     ]
@@ -87,6 +90,11 @@ public struct Recipe: Sendable {
         if let eval = try s.section("eval") {
             try eval.only(keys["recipe.eval"]!)
             r.evalPrompts = try eval.filePath("prompts")
+        }
+        if let rejection = try s.section("rejection") {
+            try rejection.only(keys["recipe.rejection"]!)
+            r.poolRejection = try rejection.bool("pool") ?? r.poolRejection
+            if r.poolRejection && !r.runs(.rejection) { throw rejection.error("pool", "needs the rejection stage in stages") }
         }
         if r.runs(.eval) && r.evalPrompts == nil { throw s.error("eval", "needs \"prompts\": held-out prompts no stage trains on") }
         for (stage, needs) in [(Stage.label, Stage.pairs), (.rewardModels, .label), (.dpo, .label)] where r.runs(stage) && !r.runs(needs) {

@@ -24,6 +24,8 @@ public final class RejectionSampler {
     public let settings: RejectionSettings
     public let trainer: Trainer
     var rng: SplitMix64
+    /// The samples the last update fine-tuned on.
+    public private(set) var lastKept: [Sample] = []
 
     public init(policy: ModelWeights, lora: LoRAAdapters? = nil, settings: RejectionSettings) throws {
         self.settings = settings
@@ -52,6 +54,7 @@ public final class RejectionSampler {
         stats.meanBestReward = byPrompt.values.reduce(0) { $0 + $1.map(\.reward).max()! } / Float(max(byPrompt.count, 1))
         let chosen = Self.select(samples, keep: settings.keep).filter { !$0.response.isEmpty }
         stats.kept = chosen.count
+        lastKept = chosen
         var losses: [Double] = []
         for _ in 0..<settings.epochs where !chosen.isEmpty {
             var order = Array(chosen.indices)

@@ -43,6 +43,9 @@ public struct Sample: Sendable, Equatable {
     public var reward: Float = 0
     /// Log-probs of the response under the frozen reference (same temperature), when the rollout source computed them.
     public var referenceLogprobs: [Float]?
+    /// nil: generated this iteration. Otherwise an answer rejection sampling kept in an earlier run,
+    /// a candidate again (RejectionPool), and the file it came from.
+    public var pooledFrom: String?
 
     public init(promptId: Int, index: Int, prompt: [Int32], response: [Int32], logprobs: [Float], policyVersion: Int, seed: UInt64,
                 finishReason: FinishReason = .stop) {

@@ -182,11 +182,15 @@ struct TrainRun {
             c.helpfulnessModel = groups.contains("helpful") ? "\(models)/helpful" : nil
             c.safetyModel = groups.contains("harmless") ? "\(models)/harmless" : nil
         }
+        if step.stage == .rejection && recipe.poolRejection {
+            c.rejectionPool = (1..<step.round).map { "\(folder)/round-\($0)/rejection/kept.jsonl" }
+        }
         let text = try String(contentsOfFile: configPath, encoding: .utf8) + """
 
             # charter train, round \(step.round), stage \(step.stage.rawValue): algorithm.name \(c.algorithm), run.dir \(c.runDir),
             # model.policy \(c.policy), model.reference \(c.reference ?? "the policy's start"),
-            # reward.helpfulness_model \(c.helpfulnessModel ?? "-"), reward.safety_model \(c.safetyModel ?? "-")
+            # reward.helpfulness_model \(c.helpfulnessModel ?? "-"), reward.safety_model \(c.safetyModel ?? "-"),
+            # pooled answers from \(c.rejectionPool.isEmpty ? "-" : c.rejectionPool.joined(separator: ", "))
 
             """
         let log = Logger(label: step.stage.rawValue)

@@ -25,6 +25,8 @@ final class RecipeTests: XCTestCase {
         XCTAssertEqual(r.dpoLabelSmoothing, 0.1)
         XCTAssertEqual(r.evalPrompts, "e.jsonl")
         XCTAssertNil(try parse("  stages: [pairs]\n").recipe?.evalPrompts)
+        XCTAssertEqual(try parse("  stages: [pairs, label, reward_models, rejection]\n  rejection: {pool: true}\n").recipe?.poolRejection, true)
+        XCTAssertEqual(try parse("  stages: [pairs]\n").recipe?.poolRejection, false)
     }
 
     func testBadRecipesAreOneLineNamingTheProblem() {
@@ -40,6 +42,7 @@ final class RecipeTests: XCTestCase {
             ("  stages: [pairs]\n  rounds: 0\n", "\"recipe.rounds\" must be at least 1, found 0"),
             ("  stages: [pairs]\n  dpo: {label_smoothing: 0.5}\n", "\"recipe.dpo.label_smoothing\" must be in [0, 0.5), found 0.5"),
             ("  stages: [pairs]\n  sft: {lr: 1}\n", "unknown key \"recipe.sft.lr\""),
+            ("  stages: [pairs, label, reward_models, ppo]\n  rejection: {pool: true}\n", "\"recipe.rejection.pool\" needs the rejection stage in stages"),
         ]
         for (text, message) in cases {
             XCTAssertThrowsError(try parse(text), text) { error in

@@ -10,14 +10,15 @@ import XCTest
 final class TinyRLTests: XCTestCase {
     let config = ModelConfig(layers: 2, width: 32, heads: 4, kvHeads: 2, ffnWidth: 64, vocab: 16, ropeTheta: 10000, contextLength: 64)
 
-    func makeRun(_ learner: (ModelWeights) throws -> RLLearner) throws -> RLRun {
+    func makeRun(missingEOSPenalty: Float = 0, _ learner: (ModelWeights) throws -> RLLearner) throws -> RLRun {
         let policy = ModelWeights.random(config: config, seed: 11, std: 0.1)
         var rng = SplitMix64(seed: 3)
         let prompts = (0..<16).map { Prompt(id: $0, text: "", tokens: (0..<3).map { _ in Int32(6 + rng.next() % 10) }) }
         var settings = RolloutSettings()
         settings.samplesPerPrompt = 4
         settings.maxNewTokens = 4
-        let scorer = RewardScorer(models: nil, rules: [(.containsToken(5), 1)], decode: { _ in "" })
+        var scorer = RewardScorer(models: nil, rules: [(.containsToken(5), 1)], decode: { _ in "" })
+        scorer.missingEOSPenalty = missingEOSPenalty
         return try RLRun(prompts: prompts, promptsPerIteration: 8, rollouts: InProcessRollouts(settings: settings, runSeed: 1),
                          scorer: scorer, learner: try learner(policy), seed: 2)
     }
@@ -69,6 +70,72 @@ final class TinyRLTests: XCTestCase {
         print("tiny rejection sampling: mean \(metrics.map(\.rewardMean)), best \(metrics.map(\.rewardBestMean))")
         XCTAssertGreaterThan(end, start + 0.3)
         XCTAssertTrue(metrics.allSatisfy { $0.rewardBestMean >= $0.rewardMean })
+    }
+
+    /// Earlier answers pooled for rejection sampling: scored with the run's reward beside the fresh
+    /// samples, kept where they win, left out of the fresh samples' metrics, and pooled once when
+    /// two files hold them. The fresh samples never stop (this vocabulary has no stop token), so a
+    /// missing-stop penalty of 2 puts each below a pooled answer that ended with its stop token.
+    func testPooledAnswersCompeteWithTheFreshSamples() throws {
+        let run = try makeRun(missingEOSPenalty: 2) { try RejectionSampler(policy: $0, settings: RejectionSettings()) }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("charter-pool-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // Answers for the even prompts only: one that stopped, one cut off (penalised like the fresh ones).
+        let lines = run.prompts.filter { $0.id % 2 == 0 }.flatMap { p in
+            ["{\"prompt_tokens\": \(p.tokens), \"response_tokens\": [5, 5], \"truncated\": false}",
+             "{\"prompt_tokens\": \(p.tokens), \"response_tokens\": [6, 5, 6, 7], \"truncated\": true}"]
+        }.joined(separator: "\n")
+        let files = ["a", "b"].map { dir.appendingPathComponent("\($0).jsonl").path }
+        for f in files { try lines.write(toFile: f, atomically: true, encoding: .utf8) }
+        run.pool = try RejectionPool.load(files, vocab: 16, maxNewTokens: 4)
+        XCTAssertEqual(run.pool.count, 16, "the second file repeats the first")
+
+        let m = try run.runIteration()
+        let batch = Set(run.lastSamples.map(\.promptId)), even = batch.filter { $0 % 2 == 0 }
+        XCTAssertEqual(m.samples, 32)
+        XCTAssertEqual(m.pooled, 2 * even.count)
+        let fresh = run.lastSamples.filter { $0.pooledFrom == nil }, pooled = run.lastSamples.filter { $0.pooledFrom != nil }
+        XCTAssertEqual(fresh.count, 32)
+        XCTAssertTrue(fresh.allSatisfy { $0.finishReason == .length && $0.reward <= -1 })
+        XCTAssertEqual(pooled.map(\.reward), [Float](repeating: 1, count: even.count).flatMap { [$0, -1] }, "[5, 5]: 1; [6, 5, 6, 7] cut off: 1 - 2")
+        XCTAssertTrue(pooled.allSatisfy { $0.pooledFrom == files[0] && $0.index >= 4 })
+        XCTAssertEqual(m.rewardMean, fresh.map(\.reward).reduce(0, +) / 32, accuracy: 1e-6, "the metrics are the fresh samples'")
+        let kept = (run.learner as! RejectionSampler).lastKept
+        XCTAssertEqual(kept.count, 8)
+        for s in kept {
+            if s.promptId % 2 == 0 {
+                XCTAssertEqual(s.response, [5, 5], "prompt \(s.promptId): the pooled answer that stopped wins")
+                XCTAssertEqual(s.pooledFrom, files[0])
+            } else {
+                XCTAssertNil(s.pooledFrom, "prompt \(s.promptId) has no pooled answer")
+                XCTAssertEqual(s.reward, fresh.filter { $0.promptId == s.promptId }.map(\.reward).max())
+            }
+        }
+        XCTAssertFalse(even.isEmpty || even.count == batch.count, "the batch has prompts with and without pooled answers")
+    }
+
+    func testBadPoolFilesAreOneLineNamingTheLine() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("charter-pool-\(UUID()).jsonl").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let cases: [(String, String)] = [
+            ("{\"prompt_tokens\": [1], \"response_tokens\": [2]}\n{broken", "line 2: not valid JSON"),
+            ("{\"response_tokens\": [2]}", "line 1: \"prompt_tokens\" must be a list of token ids below the vocabulary size 16"),
+            ("{\"prompt_tokens\": [1], \"response_tokens\": [16]}", "\"response_tokens\" must be a list of token ids below the vocabulary size 16"),
+            ("{\"prompt_tokens\": [1], \"response_tokens\": [\"a\"]}", "\"response_tokens\" must be a list"),
+            ("{\"prompt_tokens\": [1], \"response_tokens\": []}", "line 1: empty prompt_tokens or response_tokens"),
+            ("{\"prompt_tokens\": [1], \"response_tokens\": [1, 2, 3, 4, 5]}", "the response has 5 tokens, more than rollout.max_new_tokens (4)"),
+        ]
+        for (text, message) in cases {
+            try text.write(toFile: file, atomically: true, encoding: .utf8)
+            XCTAssertThrowsError(try RejectionPool.load([file], vocab: 16, maxNewTokens: 4), text) { error in
+                XCTAssertTrue("\(error)".contains(message), "\(text): \(error)")
+                XCTAssertFalse("\(error)".contains("\n"), "one line: \(error)")
+            }
+        }
+        XCTAssertThrowsError(try RejectionPool.load(["/nonexistent/kept.jsonl"], vocab: 16, maxNewTokens: 4)) { error in
+            XCTAssertTrue("\(error)".contains("/nonexistent/kept.jsonl: cannot read"), "\(error)")
+        }
     }
 
     /// Samples drawn at temperature T carry log-probs of softmax(logits / T); the reference pass and

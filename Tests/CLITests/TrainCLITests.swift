@@ -38,6 +38,14 @@ extension CLITests {
             XCTAssertEqual(try file(run + "/round-1/label/\(group).jsonl").split(separator: "\n").count, 8, "8 pairs a round")
             XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/round-2/reward_models/\(group)/score_head.safetensors"))
         }
+        // Round 2's rejection sampling also weighs the 16 answers round 1 kept (8 prompts an iteration, the same prompts).
+        let kept1 = try jsonLines(run + "/round-1/rejection/kept.jsonl"), kept2 = try jsonLines(run + "/round-2/rejection/kept.jsonl")
+        XCTAssertEqual(kept1.count, 16)
+        XCTAssertTrue(kept1.allSatisfy { $0["pooled_from"] == nil && ($0["response_tokens"] as? [Int])?.count == 8 })
+        XCTAssertEqual(kept2.count, 16)
+        XCTAssertTrue(kept2.allSatisfy { ($0["pooled_from"] as? String ?? run + "/round-1/rejection/kept.jsonl") == run + "/round-1/rejection/kept.jsonl" })
+        XCTAssertEqual(try jsonLines(run + "/round-2/rejection/metrics.jsonl").map { $0["pooled"] as? Int }, [8, 8])
+        XCTAssertNil(try jsonLines(run + "/round-1/rejection/metrics.jsonl")[0]["pooled"], "round 1 has nothing to pool")
         let summary = try json(run + "/round-2/eval/summary.json")
         let wins = try XCTUnwrap(summary["win_rates"] as? [String: [String: [String: Any]]])
         XCTAssertEqual(Set(wins.keys), ["start", "previous"], "round 2 meets the start and round 1")
@@ -98,6 +106,9 @@ extension CLITests {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: other + "/round-2/ppo/policy/model.safetensors")),
                        try Data(contentsOf: URL(fileURLWithPath: run + "/round-2/ppo/policy/model.safetensors")))
         XCTAssertEqual(try file(other + "/round-2/eval/vs-previous-helpful.jsonl"), try file(run + "/round-2/eval/vs-previous-helpful.jsonl"))
+        func escaped(_ path: String) -> String { path.replacingOccurrences(of: "/", with: "\\/") } // as JSON writes it
+        XCTAssertEqual(try file(other + "/round-2/rejection/kept.jsonl").replacingOccurrences(of: escaped(other), with: escaped(run)),
+                       try file(run + "/round-2/rejection/kept.jsonl"), "the same answers kept, pooled from the same round")
         // Every label once: the same lines as the uninterrupted run's, none twice (workers append in arrival order).
         for labels in ["round-1/label/harmless.jsonl", "round-2/label/helpful.jsonl"] {
             let lines = try file("\(other)/\(labels)").split(separator: "\n")
@@ -117,7 +128,7 @@ extension CLITests {
     func testTrainWithDPOAndBadRecipes() throws {
         let (dir, config) = try trainFolder("dpo") {
             $0.replacingOccurrences(of: "stages: [sl_cai, pairs, label, reward_models, rejection, ppo, eval]", with: "stages: [pairs, label, dpo, eval]")
-                .replacingOccurrences(of: "rounds: 2", with: "rounds: 1")
+                .replacingOccurrences(of: "rounds: 2", with: "rounds: 1").replacingOccurrences(of: "  rejection: {pool: true}\n", with: "")
         }
         let run = dir.appendingPathComponent("runs/cai-tiny").path
         let r = try charter(["train", "--config", config, "--in-process"])
