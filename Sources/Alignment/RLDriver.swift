@@ -196,8 +196,10 @@ public final class RLDriver {
 /// of iterations before its checkpoint and writes the others again. Keys are written in snake_case.
 final class RunLog {
     let handle: FileHandle
+    let url: URL
 
     init(_ url: URL, keepBefore iteration: Int) throws {
+        self.url = url
         let kept = ((try? String(contentsOf: url, encoding: .utf8)) ?? "").split(separator: "\n").filter { line in
             let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
             return (object?["iteration"] as? Int ?? .max) < iteration
@@ -208,7 +210,9 @@ final class RunLog {
     }
 
     func write(_ object: [String: Any]) throws {
-        handle.write(try JSONSerialization.data(withJSONObject: SnakeCase.keys(object), options: [.sortedKeys]) + Data("\n".utf8))
+        let line = try JSONSerialization.data(withJSONObject: SnakeCase.keys(object), options: [.sortedKeys]) + Data("\n".utf8)
+        // A full disk is an error that names the file (a partial line is dropped on resume).
+        do { try handle.write(contentsOf: line) } catch { throw DataError("\(url.path): cannot write (\(error.localizedDescription))") }
     }
 
     deinit { try? handle.close() }

@@ -190,6 +190,7 @@ enum ClusterRun {
         server.promptsById = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         server.runSeed = c.seed
         server.adapters = lora
+        server.sampleCheck = SampleCheck(c)
         server.logger.info("control \(server.controlEndpoint), chunks \(server.chunkEndpoint)")
         return server
     }
@@ -202,7 +203,8 @@ enum ClusterRun {
         return ["workersAlive": c.scheduler.aliveWorkers.count, "redispatched": c.scheduler.counters.redispatched,
                 "duplicatesDropped": c.scheduler.counters.duplicates, "staleDropped": c.scheduler.counters.stale,
                 "malformedDropped": c.counters.malformed + c.counters.unknownMessage, "versionMismatches": c.counters.versionMismatch,
-                "mismatchedResults": c.counters.mismatchedResults,
+                "mismatchedResults": c.counters.mismatchedResults, "invalidResults": c.counters.invalidResults,
+                "workersQuarantined": c.scheduler.quarantined.count,
                 "bytesBroadcast": c.counters.bytesBroadcast, "curveRefused": c.counters.curveRefused].merging(split) { a, _ in a }
     }
 

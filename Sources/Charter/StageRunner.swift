@@ -133,6 +133,7 @@ struct StageRunner {
         let s = coordinator.scheduler.counters
         return ["itemsDispatched": s.itemsDispatched, "redispatched": s.redispatched, "duplicatesDropped": s.duplicates,
                 "unknownDropped": s.unknown, "mismatchedResults": coordinator.counters.mismatchedResults,
+                "invalidResults": coordinator.counters.invalidResults, "workersQuarantined": coordinator.scheduler.quarantined.count,
                 "malformedDropped": coordinator.counters.malformed + coordinator.counters.unknownMessage,
                 "bytesBroadcast": coordinator.counters.bytesBroadcast]
     }

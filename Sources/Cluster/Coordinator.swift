@@ -33,6 +33,8 @@ public final class Coordinator: RolloutSource {
         public var malformed = 0, versionMismatch = 0, unknownMessage = 0, bytesBroadcast = 0, curveRefused = 0
         /// Results whose samples were not exactly their task's (prompt, sample index) pairs.
         public var mismatchedResults = 0
+        /// Results with a sample no honest worker sends (SampleCheck); their workers are quarantined.
+        public var invalidResults = 0
     }
 
     public let settings: Settings
@@ -68,6 +70,9 @@ public final class Coordinator: RolloutSource {
     var chunkEndpoints: [String: String] = [:]    // worker -> where it serves chunks to peers
     /// The policy's version.
     var version: Int { published[ModelName.policy]?.version ?? 0 }
+    /// What a rollout sample must hold under the run's configuration; nil: unchecked (the dispatch
+    /// benchmark's synthetic workers send made-up tokens).
+    public var sampleCheck: SampleCheck?
     /// While a stage runs: builds its tasks (else tasks are rollouts).
     var stageTask: ((Scheduler.TaskSpec) -> Charter_V1_Task)?
 
@@ -149,6 +154,11 @@ public final class Coordinator: RolloutSource {
                         return
                     }
                 }
+                if let check = self.sampleCheck, let (r, problem) = result.samples.lazy
+                    .compactMap({ r in check.problem(r, vocab: policy.config.vocab, rollout: self.rollout).map { (r, $0) } }).first {
+                    self.refuse(result, from: worker, because: "sample \(r.promptID)/\(r.index): \(problem)")
+                    return
+                }
                 guard self.scheduler.complete(result.taskID, from: worker, policyVersion: Int(result.policyVersion)) == .accepted else { return }
                 for r in result.samples {
                     guard let prompt = byId[Int(r.promptID)] else { continue }
@@ -167,6 +177,17 @@ public final class Coordinator: RolloutSource {
         // the same samples in the same order, however many workers there were.
         let position = Dictionary(prompts.enumerated().map { ($1.id, $0) }, uniquingKeysWith: { a, _ in a })
         return samples.sorted { (position[$0.promptId]!, $0.index) < (position[$1.promptId]!, $1.index) }
+    }
+
+    /// Drops a result no honest worker sends and quarantines its worker; the task goes to another.
+    func refuse(_ result: Charter_V1_TaskResult, from worker: String, because problem: String) {
+        counts.invalidResults += 1
+        scheduler.quarantine(worker)
+        scheduler.requeue(result.taskID)
+        logger.warning("result for task \(result.taskID) from \(worker) refused, \(problem); the worker gets no more tasks")
+        if scheduler.aliveWorkers.allSatisfy(scheduler.quarantined.contains) {
+            logger.error("every live worker is quarantined; the iteration waits for another worker")
+        }
     }
 
     /// Cuts the policy's new version (the model's weights, or only the LoRA adapters) into chunks

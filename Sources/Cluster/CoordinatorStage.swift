@@ -50,8 +50,13 @@ extension Coordinator {
                     self.scheduler.requeue(result.taskID)
                     return
                 }
+                let results = result.items.map(StageItemResult.init(wire:))
+                if let bad = results.lazy.compactMap({ r in items[r.id].flatMap { r.problem(for: $0, kind: stage.kind, maxNewTokens: stage.sampling.maxNewTokens) }.map { (r.id, $0) } }).first {
+                    self.refuse(result, from: worker, because: "item \(bad.0): \(bad.1)")
+                    return
+                }
                 guard self.scheduler.complete(result.taskID, from: worker, policyVersion: Int(result.policyVersion)) == .accepted else { return }
-                do { try accept(result.items.map(StageItemResult.init(wire:))) } catch { failure = error; return }
+                do { try accept(results) } catch { failure = error; return }
                 finished += result.items.count
                 progress(finished, stage.items.count)
             }

@@ -33,6 +33,8 @@ public final class Scheduler {
     private var queue = TaskQueue()                  // task ids waiting, front first
     private var leasedTo: [String: String] = [:]     // task id -> worker id
     private var done: Set<String> = []
+    /// Workers that sent an invalid result: still registered, never given a task again.
+    public private(set) var quarantined: Set<String> = []
 
     public init(heartbeatTimeout: Double) { self.heartbeatTimeout = heartbeatTimeout }
 
@@ -68,6 +70,13 @@ public final class Scheduler {
         if let holder = leasedTo.removeValue(forKey: taskId) { workers[holder]?.leases.remove(taskId) }
         queue.pushFront(taskId)
         counters.redispatched += 1
+    }
+
+    /// A worker sent what no honest worker sends: its leases go back to the queue, and it gets no
+    /// more tasks (it could otherwise take the same task again and again).
+    public func quarantine(_ worker: String) {
+        quarantined.insert(worker)
+        for id in workers[worker]?.leases ?? [] { requeue(id) }
     }
 
     /// Workers silent for longer than the timeout are removed; returns them.
@@ -114,7 +123,7 @@ public final class Scheduler {
 
     /// The next task for a worker that asked for one, or nil when nothing waits.
     public func nextTask(for worker: String, now: Double) -> TaskSpec? {
-        guard workers[worker] != nil, let id = queue.popFront() else { return nil }
+        guard workers[worker] != nil, !quarantined.contains(worker), let id = queue.popFront() else { return nil }
         leasedTo[id] = worker
         workers[worker]!.leases.insert(id)
         workers[worker]!.lastSeen = now

@@ -1,4 +1,4 @@
-import Alignment
+@testable import Alignment
 import Engine
 import Formats
 import Foundation
@@ -76,6 +76,26 @@ final class RunDriverTests: XCTestCase {
         XCTAssertThrowsError(try rlDriver(config, .fresh)) { error in
             XCTAssertTrue("\(error)".contains("already holds a run"), "\(error)")
         }
+    }
+
+    /// A full disk under a run's log is an error naming the file, not a crash; a line cut off by it
+    /// is dropped when the log is opened again (resume).
+    func testAFullDiskIsAnErrorNamingTheLogAndACutLineIsDropped() throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("charter-runlog-\(UUID()).jsonl")
+        defer { try? FileManager.default.removeItem(at: url) }
+        let log = try RunLog(url, keepBefore: 0)
+        try log.write(["iteration": 0, "reward": 1])
+        let full = open("/dev/full", O_WRONLY)
+        XCTAssertGreaterThanOrEqual(full, 0)
+        dup2(full, log.handle.fileDescriptor) // writes now fail as on a full disk (ENOSPC)
+        close(full)
+        XCTAssertThrowsError(try log.write(["iteration": 1, "reward": 2])) { error in
+            XCTAssertTrue("\(error)".contains("\(url.path): cannot write ("), "\(error)")
+            XCTAssertFalse("\(error)".contains("\n"))
+        }
+        try Data("{\"iteration\": 0}\n{\"iteration\": 1, \"rew".utf8).write(to: url)
+        _ = try RunLog(url, keepBefore: 2)
+        XCTAssertEqual(try String(contentsOf: url, encoding: .utf8), "{\"iteration\": 0}\n", "the cut line is gone, the whole one kept")
     }
 
     func testAStoppedPPORunResumesToTheSameWeightsAndMetrics() throws {

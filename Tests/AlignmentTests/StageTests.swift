@@ -218,3 +218,47 @@ final class StageWorkTests: XCTestCase {
         XCTAssertNil(generated[1].error, "the other items go on")
     }
 }
+
+/// The shape a worker's stage result must have: honest ones pass, each forgery is named.
+final class StageResultCheckTests: XCTestCase {
+    func testHonestResultsPassAndForgeriesAreNamed() {
+        var item = StageItem(id: "i")
+        item.steps = ["critique", "revise"]
+        item.options = [" A", " B"]
+        var generated = StageItemResult(id: "i")
+        generated.texts = ["hi"]; generated.truncated = [false]; generated.textTokens = [2]; generated.tokens = [5, 2]; generated.logprobs = [-0.1, 0]
+        var revised = StageItemResult(id: "i")
+        revised.texts = ["a", "b", "c"]; revised.truncated = [false, true, false]; revised.textTokens = [3, 4, 1]
+        var judged = StageItemResult(id: "i")
+        judged.optionLogprobs = [-0.2, -3]; judged.optionTokens = [1, 1]
+        var scored = StageItemResult(id: "i")
+        scored.scores = RawScores(safety: -2, judgeRating: 7, rules: 1)
+        var failed = StageItemResult(id: "i")
+        failed.error = "the prompt does not fit the context"
+        for (result, kind) in [(generated, StageKind.generate), (revised, .revise), (judged, .options), (scored, .score), (failed, .generate)] {
+            XCTAssertNil(result.problem(for: item, kind: kind, maxNewTokens: 4), "\(kind)")
+        }
+        let cases: [(StageItemResult, StageKind, (inout StageItemResult) -> Void, String)] = [
+            (generated, .generate, { $0.texts = [] }, "0 answers, 1 truncated flags and 1 token counts for 1 turns"),
+            (generated, .generate, { $0.textTokens = [5]; $0.tokens = [1, 1, 1, 1, 1]; $0.logprobs = [0, 0, 0, 0, 0] }, "an answer of 5 tokens (1 to max_new_tokens 4)"),
+            (generated, .generate, { $0.logprobs = [0] }, "2 tokens and 1 log-probs for an answer of 2 tokens"),
+            (generated, .generate, { $0.tokens[0] = -3 }, "a negative token id"),
+            (generated, .generate, { $0.logprobs[0] = .infinity }, "log-probs must be finite and at most 0"),
+            (revised, .revise, { $0.texts.removeLast() }, "2 answers, 3 truncated flags and 3 token counts for 3 turns"),
+            (revised, .revise, { $0.textTokens[1] = 0 }, "an answer of 0 tokens"),
+            (judged, .options, { $0.optionLogprobs = [-1] }, "1 log-probs and 2 token counts for 2 options"),
+            (judged, .options, { $0.optionLogprobs[1] = 2 }, "option log-probs must be finite and at most 0"),
+            (judged, .options, { $0.optionTokens[0] = 0 }, "an option of no tokens"),
+            (scored, .score, { $0.scores = nil }, "no scores"),
+            (scored, .score, { $0.scores?.safety = -1e30 }, "safety score -1e+30 is not within +-10000"),
+            (scored, .score, { $0.scores?.judgeRating = 0 }, "judge rating 0.0 is not within 1 to 10"),
+            (scored, .score, { $0.scores?.rules = .nan }, "rule reward nan is not finite"),
+        ]
+        for (honest, kind, forge, message) in cases {
+            var r = honest
+            forge(&r)
+            let problem = r.problem(for: item, kind: kind, maxNewTokens: 4)
+            XCTAssertTrue(problem?.contains(message) == true, "\(message): \(problem ?? "passed")")
+        }
+    }
+}

@@ -17,6 +17,28 @@ final class SchedulerTests: XCTestCase {
         XCTAssertTrue(s.isIterationComplete)
     }
 
+    /// A quarantined worker's tasks go to the others at once, and it is given none again, in this
+    /// iteration or the next, while it stays registered.
+    func testAQuarantinedWorkerLosesItsTasksAndGetsNoMore() {
+        let s = Scheduler(heartbeatTimeout: 3)
+        s.register("bad", now: 0); s.register("good", now: 0)
+        s.startIteration(0, policyVersion: 0, promptIds: Array(0..<4), promptsPerTask: 1)
+        let held = [s.nextTask(for: "bad", now: 0)!.id, s.nextTask(for: "bad", now: 0)!.id]
+        s.quarantine("bad")
+        XCTAssertEqual(s.counters.redispatched, 2)
+        XCTAssertNil(s.nextTask(for: "bad", now: 1))
+        var done: [String] = []
+        while let t = s.nextTask(for: "good", now: 1) {
+            XCTAssertEqual(s.complete(t.id, from: "good", policyVersion: 0), .accepted)
+            done.append(t.id)
+        }
+        XCTAssertTrue(s.isIterationComplete)
+        XCTAssertEqual(done.prefix(2).sorted(), held.sorted(), "the quarantined worker's tasks first")
+        s.startIteration(1, policyVersion: 1, promptIds: [0], promptsPerTask: 1)
+        XCTAssertNil(s.nextTask(for: "bad", now: 2))
+        XCTAssertEqual(s.aliveWorkers, ["bad", "good"])
+    }
+
     /// A worker that stops heartbeating loses its tasks to the queue; every prompt is answered once.
     func testASilentWorkersTasksAreRedispatchedAndEveryPromptIsAnsweredOnce() {
         let s = Scheduler(heartbeatTimeout: 3)
