@@ -27,7 +27,7 @@ extension StageItemResult {
             if !optionLogprobs.allSatisfy(logprob) { return "option log-probs must be finite and at most 0" }
             if optionTokens.contains(where: { $0 < 1 }) { return "an option of no tokens" }
         case .score:
-            guard let s = scores else { return "no scores" }
+            let s = scores ?? RawScores() // none on the wire: no model and a rule reward of 0
             for (name, value) in [("helpfulness", s.helpfulness), ("safety", s.safety)] {
                 if let v = value, !(abs(v) <= RawScores.limit) { return "\(name) score \(v) is not within +-\(RawScores.limit)" }
             }

@@ -141,6 +141,7 @@ public final class Coordinator: RolloutSource {
         let byId = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         var samples: [Sample] = []
         while !scheduler.isIterationComplete {
+            if let problem = noHonestWorker { throw DataError(problem) }
             try serve(timeoutMilliseconds: ProtocolTiming.coordinatorPollMilliseconds) { worker, result in
                 // A result must hold each (prompt, sample) of its task once: one cut differently (by an
                 // earlier coordinator process, say) is dropped and counted, and the task is queued again.
@@ -186,9 +187,12 @@ public final class Coordinator: RolloutSource {
         scheduler.requeue(result.taskID)
         logger.warning("result for task \(result.taskID) from \(worker) refused, \(problem); the worker gets no more tasks")
         if scheduler.aliveWorkers.allSatisfy(scheduler.quarantined.contains) {
-            logger.error("every live worker is quarantined; the iteration waits for another worker")
+            noHonestWorker = "every live worker sent results no honest worker sends (the last: \(problem)); see the coordinator's log"
         }
     }
+
+    /// Set when every live worker is quarantined: the work cannot go on, and waiting would hang.
+    var noHonestWorker: String?
 
     /// Cuts the policy's new version (the model's weights, or only the LoRA adapters) into chunks
     /// and tells every worker.

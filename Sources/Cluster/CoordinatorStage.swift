@@ -43,6 +43,7 @@ extension Coordinator {
         var finished = 0
         var failure: Error?
         while !scheduler.isIterationComplete && failure == nil {
+            if let problem = noHonestWorker { throw DataError(problem) }
             try serve(timeoutMilliseconds: ProtocolTiming.coordinatorPollMilliseconds) { worker, result in
                 if let spec = self.scheduler.task(result.taskID), result.items.map(\.itemID) != spec.itemIds {
                     self.counts.mismatchedResults += 1

@@ -235,7 +235,9 @@ final class StageResultCheckTests: XCTestCase {
         scored.scores = RawScores(safety: -2, judgeRating: 7, rules: 1)
         var failed = StageItemResult(id: "i")
         failed.error = "the prompt does not fit the context"
-        for (result, kind) in [(generated, StageKind.generate), (revised, .revise), (judged, .options), (scored, .score), (failed, .generate)] {
+        var unscored = scored
+        unscored.scores = nil // what the wire gives with no reward model and a rule reward of 0
+        for (result, kind) in [(generated, StageKind.generate), (revised, .revise), (judged, .options), (scored, .score), (unscored, .score), (failed, .generate)] {
             XCTAssertNil(result.problem(for: item, kind: kind, maxNewTokens: 4), "\(kind)")
         }
         let cases: [(StageItemResult, StageKind, (inout StageItemResult) -> Void, String)] = [
@@ -249,7 +251,6 @@ final class StageResultCheckTests: XCTestCase {
             (judged, .options, { $0.optionLogprobs = [-1] }, "1 log-probs and 2 token counts for 2 options"),
             (judged, .options, { $0.optionLogprobs[1] = 2 }, "option log-probs must be finite and at most 0"),
             (judged, .options, { $0.optionTokens[0] = 0 }, "an option of no tokens"),
-            (scored, .score, { $0.scores = nil }, "no scores"),
             (scored, .score, { $0.scores?.safety = -1e30 }, "safety score -1e+30 is not within +-10000"),
             (scored, .score, { $0.scores?.judgeRating = 0 }, "judge rating 0.0 is not within 1 to 10"),
             (scored, .score, { $0.scores?.rules = .nan }, "rule reward nan is not finite"),

@@ -572,67 +572,88 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try reply(to: [.data(Wire.header(.heartbeat(Charter_V1_Heartbeat())))])?.code, .notRegistered)
         intruder.close()
 
-        let line = try finishWithAnHonestWorker(coordinator, endpoint: endpoint, run: dir.appendingPathComponent("run"))
-        XCTAssertEqual(line["version_mismatches"] as? Int, 1)
-        XCTAssertEqual(line["malformed_dropped"] as? Int, 2) // the garbage frame and the envelope without a body
-        XCTAssertEqual(line["samples"] as? Int, 2)
-    }
-
-    /// A worker that does the (one-iteration) run to its end; the run's metrics line.
-    func finishWithAnHonestWorker(_ coordinator: Process, endpoint: String, run: URL) throws -> [String: Any] {
         let worker = try charter("worker", "--connect", endpoint, "--id", "honest")
         XCTAssertEqual(worker.status, 0, worker.err)
         let deadline = Date().addingTimeInterval(60)
         while coordinator.isRunning && Date() < deadline { usleep(50_000) }
         XCTAssertEqual(coordinator.terminationStatus, 0)
-        return try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("metrics.jsonl"))) as! [String: Any]
+        let line = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("run/metrics.jsonl"))) as! [String: Any]
+        XCTAssertEqual(line["version_mismatches"] as? Int, 1)
+        XCTAssertEqual(line["malformed_dropped"] as? Int, 2) // the garbage frame and the envelope without a body
+        XCTAssertEqual(line["samples"] as? Int, 2)
     }
 
-    /// A registered peer that answers its task with a token id outside the vocabulary: the result
-    /// is refused and counted, the peer gets no more tasks, and an honest worker finishes the run
-    /// with every sample once.
+    /// A peer that registers, takes a task and answers it with a token id outside the vocabulary.
+    final class Forger {
+        let context = ZMQContext(), socket: ZMQSocket
+        var task: Charter_V1_Task?
+
+        init(_ endpoint: String) throws {
+            socket = try ZMQSocket(context, .dealer)
+            try socket.set(.routingId("forger"))
+            try socket.connect(endpoint)
+            var register = Charter_V1_Register()
+            register.workerID = "forger"
+            guard case .welcome? = try ask(.register(register)) else { throw CocoaError(.featureUnsupported) }
+            let deadline = Date().addingTimeInterval(60)
+            while task == nil && Date() < deadline {
+                if case .task(let t)? = try ask(.taskRequest(Charter_V1_TaskRequest())) { task = t } else { usleep(50_000) }
+            }
+        }
+
+        func ask(_ body: Message) throws -> Message? {
+            try socket.send([.data(Wire.header(body))])
+            guard try ZMQPoll.readable([socket], timeoutMilliseconds: 20_000) == [true], let got = try socket.receive() else { return nil }
+            return try Wire.decode(got).message
+        }
+
+        func answerForged() throws {
+            guard let t = task else { return }
+            var result = Charter_V1_TaskResult()
+            result.taskID = t.taskID; result.iteration = t.iteration; result.policyVersion = t.policyVersion
+            result.samples = t.prompts.map { p in
+                var r = Charter_V1_SampleRecord()
+                r.promptID = p.promptID; r.index = 0; r.truncated = true
+                r.response = [1_000_000]; r.logprobs = [-1]; r.referenceLogprobs = [-1]; r.ruleReward = 1
+                return r
+            }
+            try socket.send([.data(Wire.header(.taskResult(result)))])
+        }
+    }
+
+    /// A forged result is refused and counted, its worker gets no more tasks, and an honest worker
+    /// finishes the run with every sample once. A forger alone stops the coordinator with one line
+    /// rather than leaving it waiting for ever.
     func testAForgedResultIsRefusedAndItsWorkerQuarantined() throws {
         let (dir, tiny) = try tinyModelFolder("forged")
         let (path, _) = try runConfig(dir, model: tiny, iterations: 1, seed: 3, prompts: 2, samples: 1, tokens: 3)
         let (coordinator, endpoint) = try startCoordinator(["--config", path], log: dir.path + "/c.log")
-
-        let context = ZMQContext()
-        let forger = try ZMQSocket(context, .dealer)
-        try forger.set(.routingId("forger"))
-        try forger.connect(endpoint)
-        func ask(_ body: Message) throws -> Message? {
-            try forger.send([.data(Wire.header(body))])
-            guard try ZMQPoll.readable([forger], timeoutMilliseconds: 20_000) == [true], let got = try forger.receive() else { return nil }
-            return try Wire.decode(got).message
-        }
-        var register = Charter_V1_Register()
-        register.workerID = "forger"
-        guard case .welcome? = try ask(.register(register)) else { return XCTFail("no welcome") }
-        var task: Charter_V1_Task?
-        let deadline = Date().addingTimeInterval(60)
-        while task == nil && Date() < deadline {
-            if case .task(let t)? = try ask(.taskRequest(Charter_V1_TaskRequest())) { task = t } else { usleep(50_000) }
-        }
-        let t = try XCTUnwrap(task, "the forger got no task")
-        var result = Charter_V1_TaskResult()
-        result.taskID = t.taskID; result.iteration = t.iteration; result.policyVersion = t.policyVersion
-        result.samples = t.prompts.map { p in
-            var r = Charter_V1_SampleRecord()
-            r.promptID = p.promptID; r.index = 0; r.truncated = true
-            r.response = [1_000_000]; r.logprobs = [-1]; r.referenceLogprobs = [-1]; r.ruleReward = 1
-            return r
-        }
-        try forger.send([.data(Wire.header(.taskResult(result)))])
-        // Quarantined: no task for it, though the iteration's work still waits.
-        guard case .noTask? = try ask(.taskRequest(Charter_V1_TaskRequest())) else { return XCTFail("a quarantined worker got work") }
-        forger.close()
-
-        let line = try finishWithAnHonestWorker(coordinator, endpoint: endpoint, run: dir.appendingPathComponent("run"))
+        let forger = try Forger(endpoint)
+        let task = try XCTUnwrap(forger.task, "the forger got no task")
+        let honest = try start(["worker", "--connect", endpoint, "--id", "honest"], log: dir.path + "/w.log")
+        addTeardownBlock { if honest.isRunning { kill(honest.processIdentifier, SIGKILL) } }
+        let registered = Date().addingTimeInterval(60)
+        while !(try file(dir.path + "/c.log")).contains("worker honest registered") && Date() < registered { usleep(20_000) }
+        try forger.answerForged()
+        // Quarantined: no task for it, though its task still waits to be done.
+        guard case .noTask? = try forger.ask(.taskRequest(Charter_V1_TaskRequest())) else { return XCTFail("a quarantined worker got work") }
+        let done = Date().addingTimeInterval(60)
+        while (coordinator.isRunning || honest.isRunning) && Date() < done { usleep(50_000) }
+        XCTAssertEqual(coordinator.terminationStatus, 0)
+        let line = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("run/metrics.jsonl"))) as! [String: Any]
         XCTAssertEqual(line["invalid_results"] as? Int, 1)
         XCTAssertEqual(line["workers_quarantined"] as? Int, 1)
         XCTAssertEqual(line["samples"] as? Int, 2)
-        let log = try file(dir.path + "/c.log")
-        XCTAssertTrue(log.contains("from forger refused, sample \(t.prompts[0].promptID)/0: token id 1000000 outside the vocabulary"), log)
+        XCTAssertTrue(try file(dir.path + "/c.log").contains("from forger refused, sample \(task.prompts[0].promptID)/0: token id 1000000 outside the vocabulary"))
+
+        let (alonePath, _) = try runConfig(dir, name: "alone", run: "alone", model: tiny, iterations: 1, seed: 3, prompts: 2, samples: 1, tokens: 3)
+        let (alone, aloneEndpoint) = try startCoordinator(["--config", alonePath], log: dir.path + "/alone.log")
+        try Forger(aloneEndpoint).answerForged()
+        let stopped = Date().addingTimeInterval(60)
+        while alone.isRunning && Date() < stopped { usleep(50_000) }
+        XCTAssertNotEqual(alone.terminationStatus, 0)
+        let aloneLog = try file(dir.path + "/alone.log")
+        XCTAssertTrue(aloneLog.contains("every live worker sent results no honest worker sends (the last: sample "), aloneLog)
     }
 
     /// A worker that joins after the first update receives the current weights first, then takes
