@@ -9,9 +9,13 @@ extension StageItemResult {
         switch kind {
         case .generate, .revise:
             let turns = kind == .generate ? 1 : item.steps.count + 1
-            if texts.count != turns || truncated.count != turns || textTokens.count != turns {
-                return "\(texts.count) answers, \(truncated.count) truncated flags and \(textTokens.count) token counts for \(turns) turns"
+            if texts.count != turns || truncated.count != turns {
+                return "\(texts.count) answers and \(truncated.count) truncated flags for \(turns) turns"
             }
+            // A worker without the model's tokenizer (the Python worker's synthetic answers) sends
+            // text only: no token counts, ids or log-probs. Anything it does send must add up.
+            if textTokens.isEmpty && tokens.isEmpty && logprobs.isEmpty { return nil }
+            if textTokens.count != turns { return "\(textTokens.count) token counts for \(turns) turns" }
             if let n = textTokens.first(where: { !(1...maxNewTokens).contains($0) }) { return "an answer of \(n) tokens (1 to max_new_tokens \(maxNewTokens))" }
             if kind == .generate {
                 if tokens.count != textTokens[0] || logprobs.count != tokens.count {

@@ -237,16 +237,21 @@ final class StageResultCheckTests: XCTestCase {
         failed.error = "the prompt does not fit the context"
         var unscored = scored
         unscored.scores = nil // what the wire gives with no reward model and a rule reward of 0
-        for (result, kind) in [(generated, StageKind.generate), (revised, .revise), (judged, .options), (scored, .score), (unscored, .score), (failed, .generate)] {
+        var textOnly = StageItemResult(id: "i")
+        textOnly.texts = ["hi"]; textOnly.truncated = [false] // a worker without the tokenizer
+        for (result, kind) in [(generated, StageKind.generate), (textOnly, .generate), (revised, .revise), (judged, .options), (scored, .score), (unscored, .score), (failed, .generate)] {
             XCTAssertNil(result.problem(for: item, kind: kind, maxNewTokens: 4), "\(kind)")
         }
         let cases: [(StageItemResult, StageKind, (inout StageItemResult) -> Void, String)] = [
-            (generated, .generate, { $0.texts = [] }, "0 answers, 1 truncated flags and 1 token counts for 1 turns"),
+            (generated, .generate, { $0.texts = [] }, "0 answers and 1 truncated flags for 1 turns"),
+            (generated, .generate, { $0.textTokens = [] }, "0 token counts for 1 turns"),
+            (generated, .generate, { $0.textTokens = []; $0.tokens = [] }, "0 token counts for 1 turns"), // log-probs alone
             (generated, .generate, { $0.textTokens = [5]; $0.tokens = [1, 1, 1, 1, 1]; $0.logprobs = [0, 0, 0, 0, 0] }, "an answer of 5 tokens (1 to max_new_tokens 4)"),
             (generated, .generate, { $0.logprobs = [0] }, "2 tokens and 1 log-probs for an answer of 2 tokens"),
             (generated, .generate, { $0.tokens[0] = -3 }, "a negative token id"),
             (generated, .generate, { $0.logprobs[0] = .infinity }, "log-probs must be finite and at most 0"),
-            (revised, .revise, { $0.texts.removeLast() }, "2 answers, 3 truncated flags and 3 token counts for 3 turns"),
+            (revised, .revise, { $0.texts.removeLast() }, "2 answers and 3 truncated flags for 3 turns"),
+            (revised, .revise, { $0.textTokens.removeLast() }, "2 token counts for 3 turns"),
             (revised, .revise, { $0.textTokens[1] = 0 }, "an answer of 0 tokens"),
             (judged, .options, { $0.optionLogprobs = [-1] }, "1 log-probs and 2 token counts for 2 options"),
             (judged, .options, { $0.optionLogprobs[1] = 2 }, "option log-probs must be finite and at most 0"),

@@ -177,6 +177,7 @@ extension CLITests {
             defer { for p in [stage, worker] where p.isRunning { p.terminate() } }
             let deadline = Date().addingTimeInterval(60)
             while (stage.isRunning || worker.isRunning) && Date() < deadline { usleep(20_000) }
+            for p in [stage, worker] where p.isRunning { p.terminate(); p.waitUntilExit() } // a hang fails below, not by a trap
             let logs = [workerLog, "\(dir.path)/\(kind).log"].map { (try? String(contentsOfFile: $0, encoding: .utf8)) ?? "" }.joined(separator: "\n")
             XCTAssertEqual(stage.terminationStatus, 0, logs)
             XCTAssertEqual(worker.terminationStatus, 0, logs)
