@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Release builds are what we time; keep the hot loops free of overflow and bounds traps there.
-// The engine's kernels are written for AVX2 + FMA (any x86-64 CPU since 2013 or so).
+// The engine's Swift kernels are written for AVX2 + FMA (any x86-64 CPU since 2013 or so).
 let fast: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
     .unsafeFlags(["-target-cpu", "haswell"]),
@@ -32,7 +32,10 @@ let package = Package(
         .target(name: "CCRC32C"),
         // The protocol in code: generated message headers (scripts/gen-protocol.sh) and frame layout.
         .target(name: "Wire", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
-        .target(name: "Engine", swiftSettings: fast, linkerSettings: [.linkedLibrary("dl")]),
+        // The AVX-512 projection kernel, in C because Swift cannot compile one function for a CPU
+        // the rest of the binary may not have; Engine/Kernel.swift picks it at run time.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "Engine", dependencies: ["CKernels"], swiftSettings: fast, linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "Tokenizer", swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: fast),
         .target(name: "Alignment", dependencies: ["Engine", "Tokenizer", "Formats", "Yams", .product(name: "Logging", package: "swift-log")],

@@ -18,5 +18,9 @@ echo "# $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores: $(grep -m1 'model name' /
 for b in $batches; do
     "$venv/bin/python" scripts/bench_llamacpp.py --model "$f32" --batches "$b" --new-tokens 128 | tail -n 1
     "$venv/bin/python" scripts/bench_llamacpp.py --model "$model" --batches "$b" --new-tokens 128 | tail -n 1
-    .build/release/charter bench generate --batches "$b" --new-tokens 128 | tail -n 1
+    # Each projection kernel this CPU runs (charter --version names the one it picks).
+    for kernel in avx2 $(grep -qw avx512f /proc/cpuinfo && echo avx512); do
+        echo -n "kernel $kernel: "
+        CHARTER_KERNEL=$kernel .build/release/charter bench generate --batches "$b" --new-tokens 128 | tail -n 1
+    done
 done

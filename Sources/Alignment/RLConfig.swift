@@ -16,6 +16,8 @@ public struct RLConfig {
     public var checkpointEvery = 1
     public var iterations = 10
     public var seed: UInt64 = 0
+    /// Admit workers whose projection kernel differs from the coordinator's (Engine/Kernel.swift).
+    public var mixedKernels = false
     // model
     public var policy = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
     public var reference: String?
@@ -69,7 +71,7 @@ public struct RLConfig {
     /// docs/config.md documents exactly these (a test compares the two).
     public static let keys: [String: [String]] = [
         "": ["run", "model", "data", "reward", "algorithm", "rollout", "revise", "recipe"],
-        "run": ["dir", "iterations", "seed", "checkpoint_every"],
+        "run": ["dir", "iterations", "seed", "checkpoint_every", "mixed_kernels"],
         "model": ["policy", "reference", "feedback", "lora"],
         "model.lora": ["rank", "alpha", "targets"],
         "data": ["prompts", "prompts_per_iteration", "chat", "system", "max_prompt_tokens"],
@@ -110,6 +112,7 @@ public struct RLConfig {
         if let run = try top.section("run") {
             try run.only(Self.keys["run"]!)
             c.checkpointEvery = try run.int("checkpoint_every", min: 0) ?? c.checkpointEvery
+            c.mixedKernels = try run.bool("mixed_kernels") ?? c.mixedKernels
             c.runDir = try run.filePath("dir") ?? c.runDir
             c.iterations = try run.int("iterations", min: 1) ?? c.iterations
             c.seed = UInt64(try run.int("seed", min: 0) ?? 0)

@@ -170,6 +170,7 @@ enum ClusterRun {
             settings.chunkBind = chunkBind
             settings.promptsPerTask = promptsPerTask
             settings.expectedWorkers = expectedWorkers
+            settings.mixedKernels = c.mixedKernels
             settings.curveSecretKey = curve?.secret
             settings.allowedKeys = curve?.allowed ?? []
             let server = try rolloutCoordinator(c, tokenizer: tok, prompts: prompts, lora: lora, configText: try String(contentsOfFile: config, encoding: .utf8),
@@ -202,7 +203,7 @@ enum ClusterRun {
                      "trainingSeconds": m.scoringSeconds + m.referenceSeconds + m.valueSeconds + m.updateSeconds]
         return ["workersAlive": c.scheduler.aliveWorkers.count, "redispatched": c.scheduler.counters.redispatched,
                 "duplicatesDropped": c.scheduler.counters.duplicates, "staleDropped": c.scheduler.counters.stale,
-                "malformedDropped": c.counters.malformed + c.counters.unknownMessage, "versionMismatches": c.counters.versionMismatch,
+                "malformedDropped": c.counters.malformed + c.counters.unknownMessage, "versionMismatches": c.counters.versionMismatch, "kernelMismatches": c.counters.kernelMismatch,
                 "mismatchedResults": c.counters.mismatchedResults, "invalidResults": c.counters.invalidResults,
                 "workersQuarantined": c.scheduler.quarantined.count,
                 "bytesBroadcast": c.counters.bytesBroadcast, "curveRefused": c.counters.curveRefused].merging(split) { a, _ in a }

@@ -109,6 +109,7 @@ struct StageRunner {
         var settings = Coordinator.Settings()
         settings.bind = placement.bind
         settings.expectedWorkers = workers
+        settings.mixedKernels = c.mixedKernels
         let coordinator = try Coordinator(settings: settings, configText: configText, rollout: c.rollout,
                                           runId: "stage-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))", logger: Logger(label: "coordinator"))
         coordinator.configFolder = configFolder
@@ -133,7 +134,7 @@ struct StageRunner {
         let s = coordinator.scheduler.counters
         return ["itemsDispatched": s.itemsDispatched, "redispatched": s.redispatched, "duplicatesDropped": s.duplicates,
                 "unknownDropped": s.unknown, "mismatchedResults": coordinator.counters.mismatchedResults,
-                "invalidResults": coordinator.counters.invalidResults, "workersQuarantined": coordinator.scheduler.quarantined.count,
+                "invalidResults": coordinator.counters.invalidResults, "kernelMismatches": coordinator.counters.kernelMismatch, "workersQuarantined": coordinator.scheduler.quarantined.count,
                 "malformedDropped": coordinator.counters.malformed + coordinator.counters.unknownMessage,
                 "bytesBroadcast": coordinator.counters.bytesBroadcast]
     }

@@ -214,6 +214,7 @@ struct TrainRun {
         var settings = Coordinator.Settings()
         settings.bind = placement.bind
         settings.expectedWorkers = placement.workers
+        settings.mixedKernels = c.mixedKernels
         settings.promptsPerTask = placement.itemsPerTask
         var coordinator: Coordinator?, children: [Process] = []
         defer { ClusterRun.stop(children) }

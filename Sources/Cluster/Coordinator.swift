@@ -26,11 +26,14 @@ public final class Coordinator: RolloutSource {
         /// CURVE: the coordinator's secret key and the workers' public keys it admits.
         public var curveSecretKey: String?
         public var allowedKeys: [String] = []
+        /// run.mixed_kernels: admit workers whose projection kernel is not the coordinator's
+        /// (results then differ in the last bits from worker to worker).
+        public var mixedKernels = false
         public init() {}
     }
 
     public struct Counters: Sendable, Codable {
-        public var malformed = 0, versionMismatch = 0, unknownMessage = 0, bytesBroadcast = 0, curveRefused = 0
+        public var malformed = 0, versionMismatch = 0, kernelMismatch = 0, unknownMessage = 0, bytesBroadcast = 0, curveRefused = 0
         /// Results whose samples were not exactly their task's (prompt, sample index) pairs.
         public var mismatchedResults = 0
         /// Results with a sample no honest worker sends (SampleCheck); their workers are quarantined.
@@ -293,6 +296,13 @@ public final class Coordinator: RolloutSource {
             // still queued on a connection the same worker replaced (the ROUTER renames those).
             counts.malformed += 1
             var e = Charter_V1_Error(); e.code = .malformed; e.message = "routing id must be the worker id \"\(r.workerID)\""
+            send(.error(e))
+        case .register(let r) where !settings.mixedKernels && !r.kernel.isEmpty && r.kernel != Kernel.active.rawValue:
+            counts.kernelMismatch += 1
+            let why = "worker \(worker) runs the \(r.kernel) projection kernel and this run \(Kernel.active.rawValue): results would differ in the last bits"
+                + " from worker to worker; start it with CHARTER_KERNEL=\(Kernel.active.rawValue), or set run.mixed_kernels: true"
+            logger.warning("\(why)")
+            var e = Charter_V1_Error(); e.code = .kernelMismatch; e.message = why
             send(.error(e))
         case .register(let r):
             scheduler.register(worker, now: now)

@@ -134,6 +134,7 @@ public final class Worker {
         r.capabilities = ["generate", "score", "reference"]
         r.policyVersionHeld = UInt64(version)
         r.chunkEndpoint = chunkServerEndpoint
+        r.kernel = Kernel.active.rawValue
         try send(.register(r))
     }
 
@@ -275,7 +276,7 @@ public final class Worker {
             logger.info("coordinator said goodbye (\(g.reason)); \(tasksDone) tasks done")
             return false
         case .error(let e):
-            if e.code == .versionMismatch { throw WorkerError("coordinator refused us: \(e.message)") }
+            if e.code == .versionMismatch || e.code == .kernelMismatch { throw WorkerError("coordinator refused us: \(e.message)") }
             if e.code == .notRegistered {
                 // Every message sent before the Register in flight gets this answer too (in order,
                 // before the Welcome): register once, not once per answer.

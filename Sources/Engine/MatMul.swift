@@ -1,4 +1,5 @@
-/// The inference projection: out (M, N) = x (M, K) * W (N, K)^T, optionally added to out.
+/// The inference projection: out (M, N) = x (M, K) * W (N, K)^T, optionally added to out, with
+/// the kernel chosen at start (Kernel.swift): the AVX2 one below or CKernels' AVX-512 one.
 ///
 /// Why not BLAS here: OpenBLAS packs the weight matrix on every call (a full copy of the model per
 /// decode step) and its M = 1 path runs at a tenth of memory speed. This kernel streams W once per
@@ -7,6 +8,8 @@
 /// sequence of float operations (8-lane FMAs over K in order, a fixed horizontal sum, a scalar
 /// tail) whatever M is and wherever the row sits, so a sequence's logits are bitwise the same
 /// alone or in any batch.
+import CKernels
+
 public enum MatMul {
     typealias V8 = SIMD8<Float>
 
@@ -15,10 +18,14 @@ public enum MatMul {
     static let rowsPerTask = 48
 
     public static func linear(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, m: Int,
-                              w: UnsafePointer<Float>, n: Int, k: Int, accumulate: Bool = false) {
+                              w: UnsafePointer<Float>, n: Int, k: Int, accumulate: Bool = false, kernel: Kernel = .active) {
         let tasks = (n + rowsPerTask - 1) / rowsPerTask
         Parallel.forEach(tasks) { t in
             let n0 = t * rowsPerTask, n1 = min(n, n0 + rowsPerTask)
+            if kernel == .avx512 {
+                charter_linear_avx512(out, x, m, w, n0, n1, n, k, accumulate ? 1 : 0)
+                return
+            }
             let whole = n0 + (n1 - n0) / 3 * 3
             // Four rows of x stay in L1 while the task's rows of W come from L2.
             var i = 0

@@ -236,6 +236,9 @@ public nonisolated struct Charter_V1_Register: Sendable {
   /// 0: none
   public var policyVersionHeld: UInt64 = 0
 
+  /// the projection kernel it computes with ("avx2", "avx512"); "": another engine
+  public var kernel: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -755,6 +758,9 @@ public nonisolated struct Charter_V1_Error: Sendable {
 
     /// worker -> coordinator: it cannot load what the configuration names
     case loadFailed // = 7
+
+    /// coordinator -> worker: its kernel is not the run's (Register.kernel)
+    case kernelMismatch // = 8
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -771,6 +777,7 @@ public nonisolated struct Charter_V1_Error: Sendable {
       case 5: self = .notHeld
       case 6: self = .stale
       case 7: self = .loadFailed
+      case 8: self = .kernelMismatch
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -785,6 +792,7 @@ public nonisolated struct Charter_V1_Error: Sendable {
       case .notHeld: return 5
       case .stale: return 6
       case .loadFailed: return 7
+      case .kernelMismatch: return 8
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -799,6 +807,7 @@ public nonisolated struct Charter_V1_Error: Sendable {
       .notHeld,
       .stale,
       .loadFailed,
+      .kernelMismatch,
     ]
 
   }
@@ -1075,7 +1084,7 @@ nonisolated extension Charter_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Charter_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Register"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}worker_id\0\u{1}threads\0\u{1}capabilities\0\u{3}chunk_endpoint\0\u{3}policy_version_held\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}worker_id\0\u{1}threads\0\u{1}capabilities\0\u{3}chunk_endpoint\0\u{3}policy_version_held\0\u{1}kernel\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1088,6 +1097,7 @@ nonisolated extension Charter_V1_Register: SwiftProtobuf.Message, SwiftProtobuf.
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.capabilities) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.chunkEndpoint) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersionHeld) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.kernel) }()
       default: break
       }
     }
@@ -1109,6 +1119,9 @@ nonisolated extension Charter_V1_Register: SwiftProtobuf.Message, SwiftProtobuf.
     if self.policyVersionHeld != 0 {
       try visitor.visitSingularUInt64Field(value: self.policyVersionHeld, fieldNumber: 5)
     }
+    if !self.kernel.isEmpty {
+      try visitor.visitSingularStringField(value: self.kernel, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1118,6 +1131,7 @@ nonisolated extension Charter_V1_Register: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.capabilities != rhs.capabilities {return false}
     if lhs.chunkEndpoint != rhs.chunkEndpoint {return false}
     if lhs.policyVersionHeld != rhs.policyVersionHeld {return false}
+    if lhs.kernel != rhs.kernel {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2111,5 +2125,5 @@ nonisolated extension Charter_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Me
 }
 
 nonisolated extension Charter_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0UNKNOWN\0\u{1}VERSION_MISMATCH\0\u{1}MALFORMED\0\u{1}UNKNOWN_MESSAGE\0\u{1}NOT_REGISTERED\0\u{1}NOT_HELD\0\u{1}STALE\0\u{1}LOAD_FAILED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0UNKNOWN\0\u{1}VERSION_MISMATCH\0\u{1}MALFORMED\0\u{1}UNKNOWN_MESSAGE\0\u{1}NOT_REGISTERED\0\u{1}NOT_HELD\0\u{1}STALE\0\u{1}LOAD_FAILED\0\u{1}KERNEL_MISMATCH\0")
 }

@@ -43,10 +43,11 @@ final class CLITests: XCTestCase {
     }
 
     /// Starts `charter args` in the background with stdout and stderr going to the file `log`.
-    func start(_ args: [String], log: String, in folder: URL = CLITests.root) throws -> Process {
+    func start(_ args: [String], log: String, in folder: URL = CLITests.root, environment: [String: String] = [:]) throws -> Process {
         let p = Process()
         p.executableURL = Self.binary
         p.arguments = args
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         p.currentDirectoryURL = folder
         FileManager.default.createFile(atPath: log, contents: nil)
         // One handle for both, so the two streams share an offset instead of overwriting each other.
@@ -90,7 +91,7 @@ final class CLITests: XCTestCase {
     /// True once process `pid` has ended (gone, or a zombie nobody reaped yet).
     static func hasEnded(_ pid: Int32) -> Bool { [nil, "Z"].contains(state(pid)) }
 
-    func charter(_ args: [String], in folder: URL = CLITests.root) throws -> Run {
+    func charter(_ args: [String], in folder: URL = CLITests.root, environment: [String: String] = [:]) throws -> Run {
         guard FileManager.default.isExecutableFile(atPath: Self.binary.path) else {
             XCTFail("no charter binary at \(Self.binary.path)")
             throw CocoaError(.fileNoSuchFile)
@@ -98,6 +99,7 @@ final class CLITests: XCTestCase {
         let p = Process()
         p.executableURL = Self.binary
         p.arguments = args
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         p.currentDirectoryURL = folder
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
@@ -153,10 +155,16 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(lines.allSatisfy { ($0["ids"] as! [Int]).count == 6 && ($0["logprobs"] as! [Double]).count == 6 })
     }
 
-    func testVersionNamesTheBLASKernel() throws {
+    func testVersionNamesTheKernels() throws {
         let r = try charter("--version")
         XCTAssertEqual(r.status, 0, r.err)
         XCTAssertTrue(r.out.contains("OpenBLAS kernel"), r.out)
+        XCTAssertTrue(r.out.contains("projection kernel avx2 (default)"), r.out)
+        let forced = try charter(["--version"], environment: ["CHARTER_KERNEL": "avx2"])
+        XCTAssertTrue(forced.out.contains("projection kernel avx2 (CHARTER_KERNEL)"), forced.out)
+        let bad = try charter(["--version"], environment: ["CHARTER_KERNEL": "sse9"])
+        XCTAssertEqual(bad.status, 2)
+        XCTAssertEqual(bad.err, "charter: CHARTER_KERNEL=sse9: expected one of avx2, avx512\n")
     }
 
     func testBadInputGivesOneClearLineAndNonZeroExit() throws {
@@ -654,6 +662,42 @@ final class CLITests: XCTestCase {
         XCTAssertNotEqual(alone.terminationStatus, 0)
         let aloneLog = try file(dir.path + "/alone.log")
         XCTAssertTrue(aloneLog.contains("every live worker sent results no honest worker sends (the last: sample "), aloneLog)
+    }
+
+    /// Workers of one run compute with the coordinator's projection kernel, or their results would
+    /// differ in the last bits: another kernel is refused with one line, unless run.mixed_kernels.
+    func testAWorkerOnAnotherKernelIsRefusedUnlessTheRunMixesKernels() throws {
+        let (dir, tiny) = try tinyModelFolder("kernels")
+        func registerReply(mixed: Bool) throws -> Message? {
+            let (path, text) = try runConfig(dir, name: "mixed-\(mixed)", run: "run-\(mixed)", model: tiny, iterations: 1, seed: 3, prompts: 2, samples: 1, tokens: 3)
+            if mixed { try Data((text + "\n").replacingOccurrences(of: "seed: 3}", with: "seed: 3, mixed_kernels: true}").utf8).write(to: URL(fileURLWithPath: path)) }
+            let (coordinator, endpoint) = try startCoordinator(["--config", path], log: dir.path + "/c-\(mixed).log")
+            defer { coordinator.terminate(); coordinator.waitUntilExit() }
+            let context = ZMQContext(), socket = try ZMQSocket(context, .dealer)
+            try socket.set(.routingId("odd"))
+            try socket.connect(endpoint)
+            var register = Charter_V1_Register()
+            register.workerID = "odd"
+            register.kernel = "avx9"
+            try socket.send([.data(Wire.header(.register(register)))])
+            guard try ZMQPoll.readable([socket], timeoutMilliseconds: 20_000) == [true], let got = try socket.receive() else { return nil }
+            return try Wire.decode(got).message
+        }
+        guard case .error(let refused)? = try registerReply(mixed: false) else { return XCTFail("a worker on another kernel was admitted") }
+        XCTAssertEqual(refused.code, .kernelMismatch)
+        XCTAssertTrue(refused.message.hasPrefix("worker odd runs the avx9 projection kernel and this run "), refused.message)
+        XCTAssertTrue(refused.message.hasSuffix("or set run.mixed_kernels: true"), refused.message)
+        guard case .welcome? = try registerReply(mixed: true) else { return XCTFail("run.mixed_kernels: true should admit any kernel") }
+
+        // A real worker on the AVX-512 kernel, where the coordinator runs the default one.
+        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        try XCTSkipUnless(flags.contains(" avx512f"), "no AVX-512F here: every worker runs the avx2 kernel")
+        let (path, _) = try runConfig(dir, name: "real", run: "real", model: tiny, iterations: 1, seed: 3, prompts: 2, samples: 1, tokens: 3)
+        let (coordinator, endpoint) = try startCoordinator(["--config", path], log: dir.path + "/real.log")
+        defer { coordinator.terminate(); coordinator.waitUntilExit() }
+        let worker = try charter(["worker", "--connect", endpoint, "--id", "wide"], environment: ["CHARTER_KERNEL": "avx512"])
+        XCTAssertNotEqual(worker.status, 0)
+        XCTAssertTrue(worker.err.contains("coordinator refused us: worker wide runs the avx512 projection kernel and this run avx2"), worker.err)
     }
 
     /// A worker that joins after the first update receives the current weights first, then takes

@@ -12,33 +12,57 @@ final class KernelTests: XCTestCase {
         (0..<m * n).map { e in (0..<k).reduce(0.0) { $0 + Double(x[e / n * k + $1]) * Double(w[e % n * k + $1]) } }
     }
 
-    /// Shapes with every kind of remainder: rows not a multiple of the tile, K not a multiple of 8.
+    /// Shapes with every kind of remainder: rows not a multiple of the tile, K not a multiple of 8
+    /// or 16; for each kernel this CPU runs (AVX-512 only where it has AVX-512F).
     func testProjectionMatchesDoubleReferenceOnRaggedShapes() {
-        for (m, n, k) in [(1, 1, 1), (5, 7, 13), (4, 48, 64), (9, 50, 100), (3, 97, 8), (33, 130, 576)] {
-            let x = randomArray(m * k, seed: 1), w = randomArray(n * k, seed: 2)
-            var out = [Float](repeating: 0, count: m * n)
-            MatMul.linear(out: &out, x: x, m: m, w: w, n: n, k: k)
-            let ref = naive(x, w, m: m, n: n, k: k)
-            let worst = zip(out, ref).map { abs(Double($0) - $1) / max(1, abs($1)) }.max()!
-            XCTAssertLessThanOrEqual(worst, 1e-5, "shape \(m)x\(n)x\(k): max relative error \(worst)")
+        print("kernels tested: \(Kernel.runnable.map(\.rawValue))")
+        for kernel in Kernel.runnable {
+            for (m, n, k) in [(1, 1, 1), (5, 7, 13), (4, 48, 64), (9, 50, 100), (3, 97, 8), (2, 5, 17), (33, 130, 576)] {
+                let x = randomArray(m * k, seed: 1), w = randomArray(n * k, seed: 2)
+                var out = [Float](repeating: 0, count: m * n)
+                MatMul.linear(out: &out, x: x, m: m, w: w, n: n, k: k, kernel: kernel)
+                let ref = naive(x, w, m: m, n: n, k: k)
+                let worst = zip(out, ref).map { abs(Double($0) - $1) / max(1, abs($1)) }.max()!
+                XCTAssertLessThanOrEqual(worst, 1e-5, "\(kernel), shape \(m)x\(n)x\(k): max relative error \(worst)")
 
-            var acc = [Float](repeating: 1, count: m * n)
-            MatMul.linear(out: &acc, x: x, m: m, w: w, n: n, k: k, accumulate: true)
-            let accWorst = zip(acc, ref).map { abs(Double($0) - ($1 + 1)) / max(1, abs($1)) }.max()!
-            XCTAssertLessThanOrEqual(accWorst, 1e-5, "accumulate, shape \(m)x\(n)x\(k)")
+                var acc = [Float](repeating: 1, count: m * n)
+                MatMul.linear(out: &acc, x: x, m: m, w: w, n: n, k: k, accumulate: true, kernel: kernel)
+                let accWorst = zip(acc, ref).map { abs(Double($0) - ($1 + 1)) / max(1, abs($1)) }.max()!
+                XCTAssertLessThanOrEqual(accWorst, 1e-5, "\(kernel), accumulate, shape \(m)x\(n)x\(k)")
+            }
         }
     }
 
     func testProjectionRowIsBitwiseIndependentOfOtherRows() {
         let n = 101, k = 77
         let w = randomArray(n * k, seed: 3), x = randomArray(13 * k, seed: 4)
-        var all = [Float](repeating: 0, count: 13 * n)
-        MatMul.linear(out: &all, x: x, m: 13, w: w, n: n, k: k)
-        for r in 0..<13 {
-            var one = [Float](repeating: 0, count: n)
-            MatMul.linear(out: &one, x: Array(x[r * k ..< (r + 1) * k]), m: 1, w: w, n: n, k: k)
-            XCTAssertEqual(one, Array(all[r * n ..< (r + 1) * n]), "row \(r)")
+        for kernel in Kernel.runnable {
+            var all = [Float](repeating: 0, count: 13 * n)
+            MatMul.linear(out: &all, x: x, m: 13, w: w, n: n, k: k, kernel: kernel)
+            for r in 0..<13 {
+                var one = [Float](repeating: 0, count: n)
+                MatMul.linear(out: &one, x: Array(x[r * k ..< (r + 1) * k]), m: 1, w: w, n: n, k: k, kernel: kernel)
+                XCTAssertEqual(one, Array(all[r * n ..< (r + 1) * n]), "\(kernel), row \(r)")
+            }
         }
+    }
+
+    /// CHARTER_KERNEL may name any kernel this CPU runs, and nothing else.
+    func testKernelChoiceFromTheEnvironment() throws {
+        XCTAssertNil(try Kernel.fromEnvironment([:]))
+        XCTAssertEqual(try Kernel.fromEnvironment(["CHARTER_KERNEL": "avx2"]), .avx2)
+        XCTAssertThrowsError(try Kernel.fromEnvironment(["CHARTER_KERNEL": "AVX2"])) {
+            XCTAssertEqual("\($0)", "CHARTER_KERNEL=AVX2: expected one of avx2, avx512")
+        }
+        if Kernel.runnable.contains(.avx512) {
+            XCTAssertEqual(try Kernel.fromEnvironment(["CHARTER_KERNEL": "avx512"]), .avx512)
+        } else {
+            XCTAssertThrowsError(try Kernel.fromEnvironment(["CHARTER_KERNEL": "avx512"])) {
+                XCTAssertEqual("\($0)", "CHARTER_KERNEL=avx512: this CPU has no AVX-512F")
+            }
+        }
+        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        XCTAssertEqual(Kernel.runnable, flags.contains(" avx512f") ? [.avx2, .avx512] : [.avx2])
     }
 
     func testBLASGemmMatchesDoubleReference() {

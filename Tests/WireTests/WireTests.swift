@@ -11,6 +11,8 @@ final class WireTests: XCTestCase {
         var register = Charter_V1_Register()
         register.workerID = "worker-1"; register.threads = 2; register.capabilities = ["generate", "score"]
         register.chunkEndpoint = "tcp://127.0.0.1:6001"; register.policyVersionHeld = 3
+        var registerKernel = register
+        registerKernel.kernel = "avx512"
         var task = Charter_V1_Task()
         task.taskID = "7-2"; task.iteration = 7; task.policyVersion = 7; task.samplesPerPrompt = 2; task.runSeed = 42
         var p = Charter_V1_PromptWork(); p.promptID = 11; p.tokens = [1, 4093, 198]; p.unsafe = true
@@ -65,7 +67,7 @@ final class WireTests: XCTestCase {
         return [("register", .register(register)), ("task", .task(task)), ("model_announce", .modelAnnounce(announce)), ("error", .error(error)),
                 ("chunk_request", .chunkRequest(request)), ("chunk_reply_missing", .chunkReply(missing)), ("model_ready", .modelReady(ready)), ("task_result", .taskResult(result)),
                 ("task_generate", .task(generate)), ("task_revise", .task(revise)), ("task_options", .task(options)), ("task_score", .task(score)),
-                ("task_result_items", .taskResult(items))]
+                ("task_result_items", .taskResult(items)), ("register_kernel", .register(registerKernel))]
     }
 
     /// Set CHARTER_WRITE_FIXTURES=1 to write the fixtures anew after a deliberate schema change.
