@@ -23,4 +23,6 @@ for b in $batches; do
         echo -n "kernel $kernel: "
         CHARTER_KERNEL=$kernel .build/release/charter bench generate --batches "$b" --new-tokens 128 | tail -n 1
     done
+    echo -n "kernel avx2: "
+    .build/release/charter bench generate --batches "$b" --new-tokens 128 --weights bf16 | tail -n 1
 done

@@ -17,6 +17,7 @@ struct GenerateBench: ParsableCommand {
     @Option(help: "New tokens per sequence.") var newTokens = 128
     @Option(help: "Prompt tokens per sequence.") var promptTokens = 64
     @Flag(help: "One JSON object per batch size.") var json = false
+    @Option(help: "Weights the projections read: f32, or bf16 copies (half the bytes per token).") var weights: Transformer.Precision = .f32
 
     static let paragraph = """
         The river runs past the old mill, where the miller's daughter counts the sacks of grain each \
@@ -31,10 +32,10 @@ struct GenerateBench: ParsableCommand {
             return b
         }
         let model = try modelOptions.load()
-        let generator = Generator(model: try Transformer(weights: model.weights))
+        let generator = Generator(model: try Transformer(weights: model.weights, precision: weights))
         var text = try model.tokenizer.encode(Self.paragraph)
         while text.count < promptTokens + 64 { text += text }
-        if !json { print("charter bench generate: \(model.source.lastPathComponent), \(Kernel.summary), \(BLAS.summary), prompt \(promptTokens) tokens, \(newTokens) new tokens, greedy") }
+        if !json { print("charter bench generate: \(model.source.lastPathComponent), \(Kernel.summary), \(BLAS.summary), \(weights.rawValue) weights, prompt \(promptTokens) tokens, \(newTokens) new tokens, greedy") }
 
         // Warm-up: first touches of the weights and BLAS buffers.
         _ = try generator.generate([GenerationRequest(prompt: Array(text.prefix(8)), params: SamplingParams(temperature: 0, maxNewTokens: 2))])
@@ -50,10 +51,10 @@ struct GenerateBench: ParsableCommand {
             let peakMB = Double(peakResidentKB()) / 1024
             if json {
                 let o: [String: Any] = ["engine": "charter", "batch": b, "prefill_tokens_per_s": prefill,
-                                        "decode_tokens_per_s": decode, "peak_rss_mb": peakMB, "blas": BLAS.kernel]
+                                        "decode_tokens_per_s": decode, "peak_rss_mb": peakMB, "blas": BLAS.kernel, "weights": weights.rawValue]
                 print(String(decoding: try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]), as: UTF8.self))
             } else {
-                print(String(format: "charter batch %d: prefill %.0f tok/s, decode %.1f tok/s, peak RSS %.0f MB", b, prefill, decode, peakMB))
+                print(String(format: "charter \(weights.rawValue) batch %d: prefill %.0f tok/s, decode %.1f tok/s, peak RSS %.0f MB", b, prefill, decode, peakMB))
             }
         }
     }

@@ -3,6 +3,8 @@ import Engine
 import Foundation
 import Tokenizer
 
+extension Transformer.Precision: ExpressibleByArgument {}
+
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate", abstract: "Continue a prompt with the model; streams text, or prints JSON per sample.")
@@ -19,6 +21,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Seed; sample i uses a seed derived from it and i.") var seed: UInt64 = 0
     @Option(help: "Number of samples, generated as one batch.") var n = 1
     @Flag(help: "Print one JSON object per sample: ids, text, logprobs, raw_logprobs, finish_reason.") var json = false
+    @Option(help: "Weights the projections read: f32, or bf16 copies (half the bytes per token).") var weights: Transformer.Precision = .f32
 
     func validate() throws {
         if n < 1 { throw ValidationError("--n must be at least 1, found \(n)") }
@@ -40,7 +43,7 @@ struct GenerateCommand: ParsableCommand {
                 temperature: temperature, topK: topK, topP: topP, maxNewTokens: maxTokens, stopTokens: stops,
                 seed: n == 1 ? seed : SplitMix64.derive(seed, UInt64(i))))
         }
-        let generator = Generator(model: try Transformer(weights: model.weights))
+        let generator = Generator(model: try Transformer(weights: model.weights, precision: weights))
 
         var stream = UTF8Stream()
         let streaming = n == 1 && !json

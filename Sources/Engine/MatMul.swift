@@ -10,6 +10,24 @@
 /// alone or in any batch.
 import CKernels
 
+/// A weight element the AVX2 kernel widens to float32 as it loads: Float itself, or BFloat16.
+public protocol ProjectionWeight {
+    static func load8(_ p: UnsafePointer<Self>) -> SIMD8<Float>
+    var float: Float { get }
+}
+
+extension Float: ProjectionWeight {
+    @inline(__always) public static func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+    @inline(__always) public var float: Float { self }
+}
+
+extension BFloat16: ProjectionWeight {
+    @inline(__always) public static func load8(_ p: UnsafePointer<BFloat16>) -> SIMD8<Float> {
+        let half = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<UInt16>.self)
+        return unsafeBitCast(SIMD8<UInt32>(truncatingIfNeeded: half) &<< 16, to: SIMD8<Float>.self)
+    }
+}
+
 public enum MatMul {
     typealias V8 = SIMD8<Float>
 
@@ -19,13 +37,28 @@ public enum MatMul {
 
     public static func linear(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, m: Int,
                               w: UnsafePointer<Float>, n: Int, k: Int, accumulate: Bool = false, kernel: Kernel = .active) {
+        if kernel == .avx512 {
+            Parallel.forEach((n + rowsPerTask - 1) / rowsPerTask) { t in
+                charter_linear_avx512(out, x, m, w, t * rowsPerTask, min(n, (t + 1) * rowsPerTask), n, k, accumulate ? 1 : 0)
+            }
+        } else {
+            avx2(out: out, x: x, m: m, w: w, n: n, k: k, accumulate: accumulate)
+        }
+    }
+
+    /// The same product with bfloat16 weights, widened as they load (the AVX2 kernel; the AVX-512
+    /// one has no bfloat16 variant yet). Its results are those of float32 weights equal to the
+    /// bfloat16 ones.
+    public static func linear(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, m: Int,
+                              w: UnsafePointer<BFloat16>, n: Int, k: Int, accumulate: Bool = false) {
+        avx2(out: out, x: x, m: m, w: w, n: n, k: k, accumulate: accumulate)
+    }
+
+    @inline(__always) static func avx2<W: ProjectionWeight>(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, m: Int,
+                                                          w: UnsafePointer<W>, n: Int, k: Int, accumulate: Bool) {
         let tasks = (n + rowsPerTask - 1) / rowsPerTask
         Parallel.forEach(tasks) { t in
             let n0 = t * rowsPerTask, n1 = min(n, n0 + rowsPerTask)
-            if kernel == .avx512 {
-                charter_linear_avx512(out, x, m, w, n0, n1, n, k, accumulate ? 1 : 0)
-                return
-            }
             let whole = n0 + (n1 - n0) / 3 * 3
             // Four rows of x stay in L1 while the task's rows of W come from L2.
             var i = 0
@@ -43,22 +76,20 @@ public enum MatMul {
         }
     }
 
-    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> V8 {
-        UnsafeRawPointer(p).loadUnaligned(as: V8.self)
-    }
+    @inline(__always) static func load<W: ProjectionWeight>(_ p: UnsafePointer<W>) -> V8 { W.load8(p) }
 
     /// The fixed reduction order shared by every tile shape.
-    @inline(__always) static func finish(_ acc: V8, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ k: Int,
-                                         _ o: UnsafeMutablePointer<Float>, _ accumulate: Bool) {
+    @inline(__always) static func finish<W: ProjectionWeight>(_ acc: V8, _ a: UnsafePointer<Float>, _ b: UnsafePointer<W>, _ k: Int,
+                                                             _ o: UnsafeMutablePointer<Float>, _ accumulate: Bool) {
         let h = acc.lowHalf + acc.highHalf
         var s = (h[0] + h[2]) + (h[1] + h[3])
         var t = k & ~7
-        while t < k { s = s.addingProduct(a[t], b[t]); t += 1 }
+        while t < k { s = s.addingProduct(a[t], b[t].float); t += 1 }
         o.pointee = accumulate ? o.pointee + s : s
     }
 
-    @inline(__always) static func tile4x3(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int,
-                                          _ w: UnsafePointer<Float>, _ j: Int, _ n: Int, _ k: Int, _ accumulate: Bool) {
+    @inline(__always) static func tile4x3<W: ProjectionWeight>(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int,
+                                          _ w: UnsafePointer<W>, _ j: Int, _ n: Int, _ k: Int, _ accumulate: Bool) {
         let x0 = x + i * k, x1 = x0 + k, x2 = x1 + k, x3 = x2 + k
         let w0 = w + j * k, w1 = w0 + k, w2 = w1 + k
         var a00 = V8(), a01 = V8(), a02 = V8(), a10 = V8(), a11 = V8(), a12 = V8()
@@ -83,8 +114,8 @@ public enum MatMul {
         finish(a30, x3, w0, k, o3, accumulate); finish(a31, x3, w1, k, o3 + 1, accumulate); finish(a32, x3, w2, k, o3 + 2, accumulate)
     }
 
-    @inline(__always) static func tile1x3(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int,
-                                          _ w: UnsafePointer<Float>, _ j: Int, _ n: Int, _ k: Int, _ accumulate: Bool) {
+    @inline(__always) static func tile1x3<W: ProjectionWeight>(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int,
+                                          _ w: UnsafePointer<W>, _ j: Int, _ n: Int, _ k: Int, _ accumulate: Bool) {
         let x0 = x + i * k
         let w0 = w + j * k, w1 = w0 + k, w2 = w1 + k
         var a0 = V8(), a1 = V8(), a2 = V8()
@@ -98,8 +129,8 @@ public enum MatMul {
         finish(a0, x0, w0, k, o, accumulate); finish(a1, x0, w1, k, o + 1, accumulate); finish(a2, x0, w2, k, o + 2, accumulate)
     }
 
-    @inline(__always) static func single(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int,
-                                         _ w: UnsafePointer<Float>, _ j: Int, _ n: Int, _ k: Int, _ accumulate: Bool) {
+    @inline(__always) static func single<W: ProjectionWeight>(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int,
+                                         _ w: UnsafePointer<W>, _ j: Int, _ n: Int, _ k: Int, _ accumulate: Bool) {
         let x0 = x + i * k, w0 = w + j * k
         var a = V8()
         var t = 0

@@ -9,10 +9,18 @@ public final class Transformer: @unchecked Sendable {
     public let rotary: RotaryTable
     public var config: ModelConfig { weights.config }
     private let layerOffsets: [ParameterLayout.LayerOffsets]
+    /// Set with `.bf16` precision: the projections read these (a copy made at init, so later
+    /// changes to `weights` do not reach them); embeddings and norms stay float32.
+    public let bf16: BFloat16Weights?
 
-    public init(weights: ModelWeights) throws(EngineError) {
+    /// The precision of the weights the projections read: float32, or bfloat16 copies (half the
+    /// bytes per decoded token, results within the tolerance ReferenceTests state).
+    public enum Precision: String, CaseIterable, Sendable { case f32, bf16 }
+
+    public init(weights: ModelWeights, precision: Precision = .f32) throws(EngineError) {
         try weights.config.validate()
         self.weights = weights
+        bf16 = precision == .bf16 ? BFloat16Weights(weights) : nil
         rotary = RotaryTable(headDim: weights.config.headDim, positions: weights.config.contextLength,
                              theta: weights.config.ropeTheta)
         layerOffsets = (0..<weights.config.layers).map { weights.layout.layer($0) }
@@ -69,7 +77,7 @@ public final class Transformer: @unchecked Sendable {
             let o = layerOffsets[l]
             RMSNorm.forward(xn, inv: nil, x, w + o.attnNorm, rows: n, n: C, eps: cfg.rmsEps)
             // wq, wk, wv are adjacent in the flat buffer: one product gives all three.
-            MatMul.linear(out: qkv, x: xn, m: n, w: w + o.wq, n: qkvWidth, k: C)
+            project(out: qkv, x: xn, m: n, at: o.wq, n: qkvWidth, k: C)
             for (i, item) in items.enumerated() {
                 for j in 0..<item.tokens.count {
                     let row = qkv + (starts[i] + j) * qkvWidth, pos = item.cache.length + j
@@ -81,15 +89,15 @@ public final class Transformer: @unchecked Sendable {
                 }
             }
             attention(items: items, starts: starts, layer: l, qkv: qkv, qkvWidth: qkvWidth, out: att)
-            MatMul.linear(out: x, x: att, m: n, w: w + o.wo, n: C, k: H * D, accumulate: true)
+            project(out: x, x: att, m: n, at: o.wo, n: C, k: H * D, accumulate: true)
 
             RMSNorm.forward(xn, inv: nil, x, w + o.ffnNorm, rows: n, n: C, eps: cfg.rmsEps)
             // w_gate and w_up are adjacent too.
-            MatMul.linear(out: gateUp, x: xn, m: n, w: w + o.wGate, n: 2 * F, k: C)
+            project(out: gateUp, x: xn, m: n, at: o.wGate, n: 2 * F, k: C)
             for r in 0..<n {
                 SwiGLU.forward(hidden + r * F, gate: gateUp + r * 2 * F, up: gateUp + r * 2 * F + F, F)
             }
-            MatMul.linear(out: x, x: hidden, m: n, w: w + o.wDown, n: C, k: F, accumulate: true)
+            project(out: x, x: hidden, m: n, at: o.wDown, n: C, k: F, accumulate: true)
         }
         for item in items { item.cache.length += item.tokens.count }
 
@@ -101,9 +109,15 @@ public final class Transformer: @unchecked Sendable {
         if outputs == .lastHidden { return Array(UnsafeBufferPointer(start: xn, count: rows.count * C)) }
         var logits = [Float](repeating: 0, count: rows.count * V)
         logits.withUnsafeMutableBufferPointer { out in
-            MatMul.linear(out: out.baseAddress!, x: xn, m: rows.count, w: w + weights.layout.lmHeadOffset, n: V, k: C)
+            project(out: out.baseAddress!, x: xn, m: rows.count, at: weights.layout.lmHeadOffset, n: V, k: C)
         }
         return logits
+    }
+
+    /// out (m, n) (+)= x (m, k) times the weight matrix (n, k) at `offset` of the flat buffer.
+    private func project(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, m: Int, at offset: Int, n: Int, k: Int, accumulate: Bool = false) {
+        if let b = bf16 { MatMul.linear(out: out, x: x, m: m, w: b.base + offset, n: n, k: k, accumulate: accumulate) }
+        else { MatMul.linear(out: out, x: x, m: m, w: weights.base + offset, n: n, k: k, accumulate: accumulate) }
     }
 
     /// Causal attention of each item's new queries against its cache (already holding the new keys).

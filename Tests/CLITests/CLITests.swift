@@ -138,6 +138,10 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.err)
         let object = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
         XCTAssertEqual(object["ids"] as? [Int], [504, 3575, 282, 4649, 314, 7042, 30, 2]) // llama.cpp's greedy continuation
+        let half = try charter("generate", "--chat", "--prompt", "What is the capital of France?", "--temperature", "0", "--json", "--weights", "bf16")
+        XCTAssertEqual(half.status, 0, half.err)
+        let halfObject = try JSONSerialization.jsonObject(with: Data(half.out.utf8)) as! [String: Any]
+        XCTAssertEqual(halfObject["ids"] as? [Int], [504, 3575, 282, 4649, 314, 7042, 30, 2], "bf16 weights, same greedy answer")
         XCTAssertEqual(object["text"] as? String, "The capital of France is Paris.")
         XCTAssertEqual(object["finish_reason"] as? String, "stop")
         XCTAssertEqual((object["logprobs"] as? [Double])?.allSatisfy { $0 == 0 }, true)
@@ -176,6 +180,7 @@ final class CLITests: XCTestCase {
             (["generate", "--prompt", "x", "--top-p", "0"], "top-p must be in (0, 1]"),
             (["generate", "--prompt", "x", "--n", "0"], "--n must be at least 1"),
             (["generate", "--prompt", "x", "--system", "s"], "--system needs --chat"),
+            (["generate", "--prompt", "x", "--weights", "f16"], "The value 'f16' is invalid for '--weights <weights>'"),
             (["tokenize", "--text", "x", "--model", garbage.path], "GGUF magic at byte 0"),
             (["tokenize", "--text", "bell\u{04}"], "byte 0x04"),
             (["worker", "--connect", "127.0.0.1:5555"], "give a ZeroMQ address such as tcp://127.0.0.1:5555"),

@@ -65,6 +65,37 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(Kernel.runnable, flags.contains(" avx512f") ? [.avx2, .avx512] : [.avx2])
     }
 
+    /// Float32 to bfloat16 rounds to nearest, ties to even, on hand-worked bit patterns.
+    func testBFloat16RoundsToNearestEven() {
+        let cases: [(UInt32, UInt16)] = [
+            (0x3F80_0000, 0x3F80), // 1
+            (0xC020_0000, 0xC020), // -2.5
+            (0x3F80_8000, 0x3F80), // 1 + 2^-8: a tie, the even neighbour is below
+            (0x3F81_8000, 0x3F82), // 1 + 3 * 2^-8: a tie, the even neighbour is above
+            (0x3F80_8001, 0x3F81), // just past the tie
+            (0x3F80_7FFF, 0x3F80), // just short of it
+            (0x7F7F_FFFF, 0x7F80), // the largest float rounds to infinity
+            (0x0000_0001, 0x0000), // the smallest subnormal rounds to zero
+        ]
+        for (input, expected) in cases {
+            XCTAssertEqual(BFloat16(Float(bitPattern: input)).bits, expected, String(input, radix: 16))
+        }
+        XCTAssertTrue(BFloat16(.nan).float.isNaN)
+        XCTAssertEqual(BFloat16(-.infinity).float, -.infinity)
+    }
+
+    /// The bfloat16 path is the float32 kernel on the widened weights, bit for bit, on ragged shapes.
+    func testBFloat16WeightsGiveTheFloat32ResultOfTheirWidenedValues() {
+        for (m, n, k) in [(1, 1, 1), (5, 7, 13), (9, 50, 100), (33, 130, 576)] {
+            let x = randomArray(m * k, seed: 7)
+            let half = randomArray(n * k, seed: 8).map(BFloat16.init)
+            var viaHalf = [Float](repeating: 0.5, count: m * n), viaFloat = viaHalf
+            MatMul.linear(out: &viaHalf, x: x, m: m, w: half, n: n, k: k, accumulate: true)
+            MatMul.linear(out: &viaFloat, x: x, m: m, w: half.map(\.float), n: n, k: k, accumulate: true, kernel: .avx2)
+            XCTAssertEqual(viaHalf, viaFloat, "shape \(m)x\(n)x\(k)")
+        }
+    }
+
     func testBLASGemmMatchesDoubleReference() {
         let (m, n, k) = (7, 9, 11)
         let x = randomArray(m * k, seed: 5), w = randomArray(n * k, seed: 6)

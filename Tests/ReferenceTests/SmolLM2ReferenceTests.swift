@@ -58,8 +58,19 @@ final class SmolLM2ReferenceTests: XCTestCase {
     }
 
     func testTop5LogprobsAndLastLogitsMatchLlamaCpp() throws {
+        try compareTop5AndLastLogits(.f32, logprobTolerance: logprobTolerance, logitTolerance: logitTolerance, tieTolerance: tieTolerance)
+    }
+
+    /// bfloat16 weights (the projections; 7 mantissa bits instead of 23) against the same float32
+    /// reference: every top-5 log-prob within 0.15 nats and every last-position logit within 0.15
+    /// (measured worst 0.122 and 0.127: the printed line), ranks swapped only within 0.15.
+    func testBFloat16WeightsStayNearLlamaCpp() throws {
+        try compareTop5AndLastLogits(.bf16, logprobTolerance: 0.15, logitTolerance: 0.15, tieTolerance: 0.15)
+    }
+
+    func compareTop5AndLastLogits(_ precision: Transformer.Precision, logprobTolerance: Float, logitTolerance: Float, tieTolerance: Float) throws {
         let m = try model()
-        let net = try Transformer(weights: m.weights)
+        let net = try Transformer(weights: m.weights, precision: precision)
         let V = m.config.vocab
         var worstLogprob: Float = 0, worstLogit: Float = 0
         for c in try cases() {
@@ -90,22 +101,45 @@ final class SmolLM2ReferenceTests: XCTestCase {
                 }
             }
         }
-        print("max |log-prob difference| over top-5 of every position: \(worstLogprob); max |last logit difference|: \(worstLogit)")
+        print("\(precision) weights: max |log-prob difference| over top-5 of every position: \(worstLogprob); max |last logit difference|: \(worstLogit)")
         XCTAssertLessThanOrEqual(worstLogit, logitTolerance)
     }
 
     func testGreedyContinuationMatchesLlamaCpp() throws {
         let m = try model()
-        let gen = Generator(model: try Transformer(weights: m.weights))
         let cases = try cases()
-        // All six in one batch: also exercises batched prefill and decode on the real model.
+        for (c, tokens) in zip(cases, try greedy(Transformer(weights: m.weights), cases)) {
+            XCTAssertEqual(tokens, c.greedy_ids, "case \(c.name)")
+            XCTAssertEqual(try m.tokenizer.decode(tokens.filter { $0 != 2 }), c.greedy_text, "case \(c.name)")
+        }
+    }
+
+    /// bfloat16 weights follow llama.cpp's greedy continuation up to a near tie: where they first
+    /// part, llama.cpp's token is within 0.3 of the bfloat16 choice in the bfloat16 logits (twice
+    /// the logit tolerance above). Measured: 5 of 6 cases identical, the sixth parts at its last
+    /// token, 32 of 32 (printed).
+    func testGreedyContinuationWithBFloat16WeightsMatchesLlamaCppUpToNearTies() throws {
+        let net = try Transformer(weights: try model().weights, precision: .bf16)
+        let cases = try cases()
+        for (c, tokens) in zip(cases, try greedy(net, cases)) {
+            guard let split = zip(tokens, c.greedy_ids).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset else {
+                XCTAssertEqual(tokens, c.greedy_ids, "case \(c.name)")
+                continue
+            }
+            let cache = net.makeCache(capacity: c.ids.count + split + 1)
+            let logits = try net.forward([(cache, c.ids + c.greedy_ids[..<split])], outputs: .lastPerSequence)
+            let gap = logits[Int(tokens[split])] - logits[Int(c.greedy_ids[split])]
+            print("bf16 weights, case \(c.name): parts from llama.cpp at generated token \(split + 1) of \(c.greedy_ids.count), logit gap \(gap)")
+            XCTAssertLessThan(gap, 0.3, "case \(c.name): token \(split + 1) is no near tie")
+        }
+    }
+
+    /// Each case's greedy continuation; all six in one batch, which also exercises batched prefill
+    /// and decode on the real model.
+    func greedy(_ net: Transformer, _ cases: [Case]) throws -> [[Int32]] {
         let requests = cases.map {
             GenerationRequest(prompt: $0.ids, params: SamplingParams(temperature: 0, maxNewTokens: $0.greedy_ids.count, stopTokens: [2]))
         }
-        let results = try gen.generate(requests)
-        for (c, r) in zip(cases, results) {
-            XCTAssertEqual(r.tokens, c.greedy_ids, "case \(c.name)")
-            XCTAssertEqual(try m.tokenizer.decode(r.tokens.filter { $0 != 2 }), c.greedy_text, "case \(c.name)")
-        }
+        return try Generator(model: net).generate(requests).map(\.tokens)
     }
 }
