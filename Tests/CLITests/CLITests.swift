@@ -42,6 +42,18 @@ final class CLITests: XCTestCase {
         return (path, text)
     }
 
+    /// The exit status of `p` once it ends. Still running at `deadline`, it fails the test and is
+    /// killed: reading `terminationStatus` of a running process traps and would end the whole run.
+    func exitStatus(_ p: Process, by deadline: Date, file: StaticString = #filePath, line: UInt = #line) -> Int32 {
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        if p.isRunning {
+            XCTFail("\(p.arguments?.first ?? "process") still running at the deadline", file: file, line: line)
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        return p.terminationStatus
+    }
+
     /// Starts `charter args` in the background with stdout and stderr going to the file `log`.
     func start(_ args: [String], log: String, in folder: URL = CLITests.root, environment: [String: String] = [:]) throws -> Process {
         let p = Process()
@@ -451,8 +463,7 @@ final class CLITests: XCTestCase {
         let deadline = Date().addingTimeInterval(60)
         func log(_ name: String) -> String { (try? String(contentsOfFile: "\(dir.path)/\(name).log", encoding: .utf8)) ?? "" }
         while (worker.isRunning || !log("c").contains("reports:")) && Date() < deadline { usleep(50_000) }
-        XCTAssertFalse(worker.isRunning)
-        XCTAssertNotEqual(worker.terminationStatus, 0)
+        XCTAssertNotEqual(exitStatus(worker, by: deadline), 0)
         XCTAssertTrue(log("c").contains("worker elsewhere reports: cannot load the run's configuration"), log("c"))
         XCTAssertTrue(log("c").contains("model \(tiny) not found"), "the reason names what was missing: \(log("c"))")
     }
@@ -548,9 +559,7 @@ final class CLITests: XCTestCase {
         let survivor = try start(["worker", "--connect", endpoint, "--id", "survivor"], log: dir.path + "/s.log")
         defer { if survivor.isRunning { survivor.terminate() } }
         kill(victim.processIdentifier, SIGKILL)
-        while coordinator.isRunning && Date() < deadline { usleep(50_000) }
-        XCTAssertFalse(coordinator.isRunning, "the run should finish without the killed worker")
-        XCTAssertEqual(coordinator.terminationStatus, 0, (try? String(contentsOfFile: dir.path + "/c.log", encoding: .utf8)) ?? "")
+        XCTAssertEqual(exitStatus(coordinator, by: deadline), 0, (try? String(contentsOfFile: dir.path + "/c.log", encoding: .utf8)) ?? "")
         let lines = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n")
             .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         XCTAssertEqual(lines.count, 2)
@@ -588,8 +597,7 @@ final class CLITests: XCTestCase {
         let worker = try charter("worker", "--connect", endpoint, "--id", "honest")
         XCTAssertEqual(worker.status, 0, worker.err)
         let deadline = Date().addingTimeInterval(60)
-        while coordinator.isRunning && Date() < deadline { usleep(50_000) }
-        XCTAssertEqual(coordinator.terminationStatus, 0)
+        XCTAssertEqual(exitStatus(coordinator, by: deadline), 0)
         let line = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("run/metrics.jsonl"))) as! [String: Any]
         XCTAssertEqual(line["version_mismatches"] as? Int, 1)
         XCTAssertEqual(line["malformed_dropped"] as? Int, 2) // the garbage frame and the envelope without a body
@@ -651,8 +659,8 @@ final class CLITests: XCTestCase {
         // Quarantined: no task for it, though its task still waits to be done.
         guard case .noTask? = try forger.ask(.taskRequest(Charter_V1_TaskRequest())) else { return XCTFail("a quarantined worker got work") }
         let done = Date().addingTimeInterval(60)
-        while (coordinator.isRunning || honest.isRunning) && Date() < done { usleep(50_000) }
-        XCTAssertEqual(coordinator.terminationStatus, 0)
+        XCTAssertEqual(exitStatus(coordinator, by: done), 0)
+        _ = exitStatus(honest, by: done)
         let line = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("run/metrics.jsonl"))) as! [String: Any]
         XCTAssertEqual(line["invalid_results"] as? Int, 1)
         XCTAssertEqual(line["workers_quarantined"] as? Int, 1)
@@ -663,8 +671,7 @@ final class CLITests: XCTestCase {
         let (alone, aloneEndpoint) = try startCoordinator(["--config", alonePath], log: dir.path + "/alone.log")
         try Forger(aloneEndpoint).answerForged()
         let stopped = Date().addingTimeInterval(60)
-        while alone.isRunning && Date() < stopped { usleep(50_000) }
-        XCTAssertNotEqual(alone.terminationStatus, 0)
+        XCTAssertNotEqual(exitStatus(alone, by: stopped), 0)
         let aloneLog = try file(dir.path + "/alone.log")
         XCTAssertTrue(aloneLog.contains("every live worker sent results no honest worker sends (the last: sample "), aloneLog)
     }
@@ -718,8 +725,7 @@ final class CLITests: XCTestCase {
         while !log("first").contains("stalling") && Date() < deadline { usleep(50_000) }
         let late = try start(["worker", "--connect", endpoint, "--id", "late"], log: dir.path + "/late.log")
         defer { if late.isRunning { late.terminate() } }
-        while coordinator.isRunning && Date() < deadline { usleep(50_000) }
-        XCTAssertEqual(coordinator.terminationStatus, 0, log("c"))
+        XCTAssertEqual(exitStatus(coordinator, by: deadline), 0, log("c"))
         XCTAssertTrue(log("late").contains("now at policy version 1"), log("late"))
         XCTAssertTrue(log("late").contains("tasks done"), log("late"))
         XCTAssertFalse(log("late").contains("; 0 tasks done"), "the late joiner should have worked: \(log("late"))")
@@ -884,8 +890,7 @@ extension CLITests {
         while !log("c").contains("is not allowed") && Date() < deadline { usleep(50_000) }
         let good = try charter(["worker", "--connect", endpoint, "--id", "good"] + curve + [dir.path + "/good.key"])
         XCTAssertEqual(good.status, 0, good.err)
-        while coordinator.isRunning && Date() < deadline { usleep(50_000) }
-        XCTAssertEqual(coordinator.terminationStatus, 0, log("c"))
+        XCTAssertEqual(exitStatus(coordinator, by: deadline), 0, log("c"))
         let lines = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8).split(separator: "\n")
             .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         XCTAssertEqual(lines.map { $0["samples"] as? Int }, [8, 8])

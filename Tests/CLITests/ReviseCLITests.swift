@@ -68,8 +68,7 @@ extension CLITests {
         let survivor = try start(["worker", "--connect", endpoint, "--id", "survivor"], log: dir.path + "/s.log")
         defer { if survivor.isRunning { survivor.terminate() } }
         kill(victim.processIdentifier, SIGKILL)
-        while coordinator.isRunning && Date() < deadline { usleep(50_000) }
-        XCTAssertEqual(coordinator.terminationStatus, 0, (try? file(dir.path + "/c.log")) ?? "")
+        XCTAssertEqual(exitStatus(coordinator, by: deadline), 0, (try? file(dir.path + "/c.log")) ?? "")
         for name in ["revisions.jsonl", "sft.jsonl"] { XCTAssertEqual(try file("\(out)/\(name)"), try file(dir.path + "/here/\(name)"), name) }
         XCTAssertEqual(try stageLines(out + "/revise.jsonl").count, 16, "12 prompts and 4 helpful, each once")
         let metrics = try stageMetrics(out + "/revise.metrics.json")

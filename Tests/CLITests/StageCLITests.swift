@@ -119,8 +119,7 @@ extension CLITests {
         let survivor = try start(["worker", "--connect", endpoint, "--id", "survivor"], log: dir.path + "/s.log")
         defer { if survivor.isRunning { survivor.terminate() } }
         kill(victim.processIdentifier, SIGKILL)
-        while stage.isRunning && Date() < deadline { usleep(50_000) }
-        XCTAssertEqual(stage.terminationStatus, 0, (try? String(contentsOfFile: dir.path + "/c.log", encoding: .utf8)) ?? "")
+        XCTAssertEqual(exitStatus(stage, by: deadline), 0, (try? String(contentsOfFile: dir.path + "/c.log", encoding: .utf8)) ?? "")
         XCTAssertEqual(try stageLines(out + "/generate.jsonl"), try stageLines(dir.path + "/here/generate.jsonl"))
         let metrics = try stageMetrics(out + "/generate.metrics.json")
         XCTAssertGreaterThanOrEqual(metrics["redispatched"] as? Int ?? 0, 1)
@@ -176,11 +175,10 @@ extension CLITests {
             try worker.run()
             defer { for p in [stage, worker] where p.isRunning { p.terminate() } }
             let deadline = Date().addingTimeInterval(60)
-            while (stage.isRunning || worker.isRunning) && Date() < deadline { usleep(20_000) }
-            for p in [stage, worker] where p.isRunning { p.terminate(); p.waitUntilExit() } // a hang fails below, not by a trap
+            let (stageStatus, workerStatus) = (exitStatus(stage, by: deadline), exitStatus(worker, by: deadline))
             let logs = [workerLog, "\(dir.path)/\(kind).log"].map { (try? String(contentsOfFile: $0, encoding: .utf8)) ?? "" }.joined(separator: "\n")
-            XCTAssertEqual(stage.terminationStatus, 0, logs)
-            XCTAssertEqual(worker.terminationStatus, 0, logs)
+            XCTAssertEqual(stageStatus, 0, logs)
+            XCTAssertEqual(workerStatus, 0, logs)
             let lines = try stageLines("\(out)/\(kind).jsonl").mapValues { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
             XCTAssertEqual(lines.count, 10)
             for i in 0..<10 {
