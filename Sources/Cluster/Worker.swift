@@ -43,6 +43,9 @@ public final class Worker {
     /// refused us) and lost connections (a coordinator that died or went away).
     let handshakes: ZMQSocket
     var saidRefused = false
+    /// Whether the current connection finished its handshake: one dropped before that is a failed
+    /// handshake (a plain worker and a CURVE coordinator may see only the drop), not a lost coordinator.
+    var handshaken = false
     /// When the worker last said it has no coordinator (nil: it has one, or has not said yet).
     var saidNoCoordinator: Double?
     /// When the current registration began (reset by each Welcome), for --give-up-after.
@@ -95,7 +98,7 @@ public final class Worker {
         } else {
             chunkServer = nil
         }
-        handshakes = try control.monitor(events: [.handshakeFailedAuth, .handshakeFailedProtocol, .disconnected])
+        handshakes = try control.monitor(events: [.handshakeFailedAuth, .handshakeFailedProtocol, .handshakeFailedNoDetail, .handshakeSucceeded, .disconnected])
         try configure(control)
     }
 
@@ -162,7 +165,9 @@ public final class Worker {
     /// why nothing happens (a refusal once, a lost connection each time).
     func noteFailedHandshakes() {
         while let event = (try? handshakes.receive(wait: false)).flatMap({ $0 }).flatMap(ZMQSocket.monitorEvent) {
-            if event == .disconnected {
+            if event == .handshakeSucceeded { handshaken = true; continue }
+            if event == .disconnected && handshaken {
+                handshaken = false
                 logger.warning("lost the connection to the coordinator at \(options.connect); redialling")
                 continue
             }

@@ -1,13 +1,3 @@
-/// The inference projection: out (M, N) = x (M, K) * W (N, K)^T, optionally added to out, with
-/// the kernel chosen at start (Kernel.swift): the AVX2 one below or CKernels' AVX-512 one.
-///
-/// Why not BLAS here: OpenBLAS packs the weight matrix on every call (a full copy of the model per
-/// decode step) and its M = 1 path runs at a tenth of memory speed. This kernel streams W once per
-/// call and keeps the rows of x in cache, so decode at batch 1 is bound by memory and at batch 32
-/// by arithmetic. It also gives batch invariance by construction: every output element is the same
-/// sequence of float operations (8-lane FMAs over K in order, a fixed horizontal sum, a scalar
-/// tail) whatever M is and wherever the row sits, so a sequence's logits are bitwise the same
-/// alone or in any batch.
 import CKernels
 
 /// A weight element the AVX2 kernel widens to float32 as it loads: Float itself, or BFloat16.
@@ -28,6 +18,16 @@ extension BFloat16: ProjectionWeight {
     }
 }
 
+/// The inference projection: out (M, N) = x (M, K) * W (N, K)^T, optionally added to out, with
+/// the kernel chosen at start (Kernel.swift): the AVX2 one below or CKernels' AVX-512 one.
+///
+/// Why not BLAS here: OpenBLAS packs the weight matrix on every call (a full copy of the model per
+/// decode step) and its M = 1 path runs at a tenth of memory speed. This kernel streams W once per
+/// call and keeps the rows of x in cache, so decode at batch 1 is bound by memory and at batch 32
+/// by arithmetic. It also gives batch invariance by construction: every output element is the same
+/// sequence of float operations (8-lane FMAs over K in order, a fixed horizontal sum, a scalar
+/// tail) whatever M is and wherever the row sits, so a sequence's logits are bitwise the same
+/// alone or in any batch.
 public enum MatMul {
     typealias V8 = SIMD8<Float>
 
