@@ -4,11 +4,12 @@
 public struct BFloat16: Sendable, Equatable {
     public var bits: UInt16
 
-    /// The nearest bfloat16, ties to even; NaN stays NaN.
+    public init(bits: UInt16) { self.bits = bits }
+
+    /// The nearest bfloat16, ties to even; a NaN becomes the quiet NaN 0x7FC0.
     public init(_ value: Float) {
         let b = value.bitPattern
-        if value.isNaN { bits = UInt16(b >> 16) | 0x40; return }
-        bits = UInt16((b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
+        bits = value.isNaN ? 0x7FC0 : UInt16((b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
     }
 
     public var float: Float { Float(bitPattern: UInt32(bits) << 16) }

@@ -1,3 +1,5 @@
+import Engine
+
 /// Tensor types to float32. Quantized blocks are not aligned in the file: every read is
 /// `loadUnaligned`.
 ///
@@ -16,7 +18,7 @@ enum Dequantize {
             for i in 0..<count { out[i] = half(src, 2 * i) }
         case .bf16:
             for i in 0..<count {
-                out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
+                out[i] = BFloat16(bits: UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))).float
             }
         case .q8_0:
             for b in 0..<count / 32 {

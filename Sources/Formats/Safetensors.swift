@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// A safetensors file, read from a memory map.
@@ -79,7 +80,7 @@ public struct SafetensorsFile {
             case "F64": for i in 0..<t.count { out[i] = Float(Double(bitPattern: UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
             case "F32": for i in 0..<t.count { out[i] = Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
             case "F16": for i in 0..<t.count { out[i] = Float(Float16(bitPattern: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))) }
-            default: for i in 0..<t.count { out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
+            default: for i in 0..<t.count { out[i] = BFloat16(bits: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))).float }
             }
         }
     }
@@ -105,13 +106,6 @@ public struct SafetensorsFile {
         public var torchName: String { ["F32": "float32", "F16": "float16", "BF16": "bfloat16"][rawValue]! }
     }
 
-    /// A float32 as bfloat16, rounded to nearest even (NaN stays a quiet NaN).
-    static func bfloat16(_ x: Float) -> UInt16 {
-        if x.isNaN { return 0x7FC0 }
-        let bits = x.bitPattern
-        return UInt16((bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
-    }
-
     /// Writes float32 tensors (in the given order) with optional metadata, stored as `type`.
     public static func encode(_ tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)],
                               metadata: [String: String] = [:], as type: StorageType = .f32) -> Data {
@@ -131,7 +125,7 @@ public struct SafetensorsFile {
             switch type {
             case .f32: out.append(contentsOf: UnsafeRawBufferPointer(t.values))
             case .f16: t.values.map { Float16($0).bitPattern }.withUnsafeBytes { out.append(contentsOf: $0) }
-            case .bf16: t.values.map(bfloat16).withUnsafeBytes { out.append(contentsOf: $0) }
+            case .bf16: t.values.map { BFloat16($0).bits }.withUnsafeBytes { out.append(contentsOf: $0) }
             }
         }
         return out
