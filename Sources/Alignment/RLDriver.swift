@@ -109,7 +109,7 @@ public final class RLDriver {
         let rejection = run.learner as? RejectionSampler
         let keptLog = rejection == nil ? nil : try RunLog(folder.appendingPathComponent("kept.jsonl"), keepBefore: run.iteration)
         let rollout = c.rolloutSettings(tokenizer: model.tokenizer)
-        logger.info("\(c.algorithm), \(prompts.count) prompts, \(c.iterations) iterations of \(c.promptsPerIteration) prompts x \(rollout.samplesPerPrompt) samples, \(Kernel.summary), \(BLAS.summary)")
+        logger.info("\(c.algorithm), \(prompts.count) prompts, \(c.iterations) iterations of \(c.promptsPerIteration) prompts x \(rollout.samplesPerPrompt) samples, \(Kernel.withBLAS)")
         var policySaved = false
         progress?.begin(total: c.iterations, done: run.iteration)
         var saidSkipped = false

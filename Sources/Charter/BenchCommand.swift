@@ -35,7 +35,7 @@ struct GenerateBench: ParsableCommand {
         let generator = Generator(model: try Transformer(weights: model.weights, precision: weights))
         var text = try model.tokenizer.encode(Self.paragraph)
         while text.count < promptTokens + 64 { text += text }
-        if !json { print("charter bench generate: \(model.source.lastPathComponent), \(Kernel.summary), \(BLAS.summary), \(weights.rawValue) weights, prompt \(promptTokens) tokens, \(newTokens) new tokens, greedy") }
+        if !json { print("charter bench generate: \(model.source.lastPathComponent), \(Kernel.withBLAS), \(weights.rawValue) weights, prompt \(promptTokens) tokens, \(newTokens) new tokens, greedy") }
 
         // Warm-up: first touches of the weights and BLAS buffers.
         _ = try generator.generate([GenerationRequest(prompt: Array(text.prefix(8)), params: SamplingParams(temperature: 0, maxNewTokens: 2))])

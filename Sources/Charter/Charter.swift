@@ -7,7 +7,7 @@ struct Charter: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "charter",
         abstract: "Constitutional AI / RLAIF training on Llama-architecture models.",
-        version: "charter 0.1.0; \(Kernel.summary), \(BLAS.summary)",
+        version: "charter 0.1.0; \(Kernel.withBLAS)",
         subcommands: [ModelCommand.self, TokenizeCommand.self, GenerateCommand.self, TrainCommand.self, ReportCommand.self, SFTCommand.self, DPOCommand.self, RMCommand.self, RLCommand.self, StageCommand.self, ReviseCommand.self, LabelCommand.self,
                       CoordinatorCommand.self, WorkerCommand.self, LocalCommand.self, KeysCommand.self, BenchCommand.self])
 

@@ -58,7 +58,7 @@ struct DPOCommand: ParsableCommand {
             // A resumed full fine-tune loads its weights from --out: the reference is then --model as given.
             let ref = try reference.map { try ModelLoader.load($0).weights }
                 ?? (resume && adapters == nil ? try modelOptions.load().weights : nil)
-            logger.info("\(train.count) training and \(heldOut.count) held-out pairs, scoring them under the reference, \(Kernel.summary), \(BLAS.summary)")
+            logger.info("\(train.count) training and \(heldOut.count) held-out pairs, scoring them under the reference, \(Kernel.withBLAS)")
             return try DPORun(policy: model.weights, lora: adapters, reference: ref, train: train, heldOut: heldOut, settings: settings)
         }
         try driver.execute(progress: ProgressBar(logger: logger), stopAt: stopAfterEpochs.map { $0 * driver.run.stepsPerEpoch })

@@ -10,7 +10,7 @@ struct KernelBench: ParsableCommand {
     @Option(help: "Seconds per measurement.") var seconds = 0.5
 
     func run() throws {
-        print("charter bench kernels: \(Kernel.summary), \(BLAS.summary); every kernel this CPU runs is measured")
+        print("charter bench kernels: \(Kernel.withBLAS); every kernel this CPU runs is measured")
         let shapes = [(960, 576, "qkv"), (3072, 576, "gate+up"), (576, 1536, "down"), (49152, 576, "lm head")]
         for m in rows.split(separator: ",").compactMap({ Int($0) }) {
             for (n, k, name) in shapes {

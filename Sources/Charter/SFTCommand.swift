@@ -59,7 +59,7 @@ struct SFTCommand: ParsableCommand {
                 logger.warning("skipped \(loaded.truncatedAway.count) conversations with no assistant token within --max-len (lines \(loaded.truncatedAway.prefix(10).map(String.init).joined(separator: ", ")))")
             }
             let (train, heldOut) = SFTRun.split(loaded.examples.map(\.sequence), heldOutFraction: evalFraction, seed: seed)
-            logger.info("\(train.count) training and \(heldOut.count) held-out conversations, \(Kernel.summary), \(BLAS.summary)")
+            logger.info("\(train.count) training and \(heldOut.count) held-out conversations, \(Kernel.withBLAS)")
             return try SFTRun(weights: model.weights, lora: adapters, train: train, heldOut: heldOut, settings: settings)
         }
         try driver.execute(progress: ProgressBar(logger: logger))

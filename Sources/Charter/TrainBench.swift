@@ -37,7 +37,7 @@ struct TrainBench: ParsableCommand {
                                     "tokens_per_s": tokensPerSecond, "seconds_per_step": seconds, "peak_rss_mb": peakMB]
             print(String(decoding: try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]), as: UTF8.self))
         } else {
-            print("charter bench train: \(model.source.lastPathComponent), \(Kernel.summary), \(BLAS.summary)")
+            print("charter bench train: \(model.source.lastPathComponent), \(Kernel.withBLAS)")
             print(String(format: "charter train %@ batch %dx%d: %.1f tokens/s (%.2f s/step), peak RSS %.0f MB",
                          mode == .full ? "full" : "lora r\(loraRank)", batch, length, tokensPerSecond, seconds, peakMB))
         }

@@ -24,10 +24,13 @@ public enum Kernel: String, CaseIterable, Sendable {
         return kernel
     }
 
-    /// One line for `--version` and benchmark headers.
+    /// This process's projection kernel, for `--version`, benchmark headers and run logs.
     public static var summary: String {
         "projection kernel \(active.rawValue) (\(ProcessInfo.processInfo.environment["CHARTER_KERNEL"] != nil ? "CHARTER_KERNEL" : "default"))"
     }
+
+    /// Both kernels this process computes with: the projection one and OpenBLAS's.
+    public static var withBLAS: String { "\(summary), \(BLAS.summary)" }
 }
 
 public struct KernelError: Error, CustomStringConvertible {
