@@ -22,12 +22,18 @@ struct KernelBench: ParsableCommand {
                 let ours = Kernel.runnable.map { kernel in
                     String(format: "%@ %6.1f", kernel.rawValue, measure(flops) { MatMul.linear(out: &out, x: x, m: m, w: w, n: n, k: k, kernel: kernel) })
                 }
+                // bfloat16 weights: widened as they load (avx2, avx512) or multiplied by VDPBF16PS.
+                let half = w.map(BFloat16.init)
+                let halves = Kernel.runnable.map { kernel in
+                    String(format: "%@ %6.1f", kernel.rawValue, measure(flops) { MatMul.linear(out: &out, x: x, m: m, w: half, n: n, k: k, kernel: kernel) })
+                }
                 let blas = measure(flops) {
                     out.withUnsafeMutableBufferPointer { o in
                         BLAS.gemm(m: m, n: n, k: k, a: x, lda: k, b: w, ldb: k, transB: true, c: o.baseAddress!, ldc: n)
                     }
                 }
-                print(String(format: "M %4d  %-8@ N %5d K %4d: GFLOP/s charter %@, OpenBLAS %6.1f", m, name, n, k, ours.joined(separator: ", "), blas))
+                print(String(format: "M %4d  %-8@ N %5d K %4d: GFLOP/s charter %@; bf16 weights %@; OpenBLAS %6.1f", m, name, n, k,
+                             ours.joined(separator: ", "), halves.joined(separator: ", "), blas))
             }
         }
     }

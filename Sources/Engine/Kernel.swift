@@ -2,17 +2,22 @@ import CKernels
 import Foundation
 
 /// The projection kernel this process runs: `avx2` (8-lane FMAs, MatMul.swift) unless
-/// `CHARTER_KERNEL=avx512` asks for the 16-lane one (CKernels/linear_avx512.c) on a CPU with
-/// AVX-512F. The AVX2 one is the default everywhere because it measured faster where it counts
-/// (batch 32 decode; BENCHMARKS.md). The two sum in different orders, so their results differ in
-/// the last bits: the workers of a run must run the coordinator's.
+/// CHARTER_KERNEL names another this CPU runs: `avx512` (16-lane FMAs, CKernels/linear_avx512.c) or
+/// `avx512bf16`, which is `avx512` for float32 weights and, for bfloat16 weights, rounds the
+/// activations to bfloat16 and multiplies pairs with VDPBF16PS (CKernels/linear_avx512bf16.c).
+/// `avx2` and `avx512` widen bfloat16 weights to float32 as they load them. The AVX2 one is the
+/// default everywhere because it measured faster where it counts (batch 32 decode; BENCHMARKS.md).
+/// The kernels sum in different orders, so their results differ in the last bits: the workers of a
+/// run must run the coordinator's.
 public enum Kernel: String, CaseIterable, Sendable {
-    case avx2, avx512
+    case avx2, avx512, avx512bf16
 
     public static let active: Kernel = (try? fromEnvironment()) ?? .avx2
 
     /// Every kernel this CPU runs.
-    public static var runnable: [Kernel] { charter_cpu_has_avx512f() == 1 ? [.avx2, .avx512] : [.avx2] }
+    public static var runnable: [Kernel] {
+        [.avx2] + (charter_cpu_has_avx512f() == 1 ? [.avx512] : []) + (charter_cpu_has_avx512bf16() == 1 ? [.avx512bf16] : [])
+    }
 
     /// CHARTER_KERNEL's choice, if set; an unknown name, or one this CPU cannot run, is an error.
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Kernel? {
@@ -20,7 +25,7 @@ public enum Kernel: String, CaseIterable, Sendable {
         guard let kernel = Kernel(rawValue: name) else {
             throw KernelError("CHARTER_KERNEL=\(name): expected one of \(allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        if !runnable.contains(kernel) { throw KernelError("CHARTER_KERNEL=\(name): this CPU has no AVX-512F") }
+        if !runnable.contains(kernel) { throw KernelError("CHARTER_KERNEL=\(name): this CPU has no \(kernel == .avx512 ? "AVX-512F, BW and VL" : "AVX512-BF16")") }
         return kernel
     }
 

@@ -19,7 +19,7 @@ extension BFloat16: ProjectionWeight {
 }
 
 /// The inference projection: out (M, N) = x (M, K) * W (N, K)^T, optionally added to out, with
-/// the kernel chosen at start (Kernel.swift): the AVX2 one below or CKernels' AVX-512 one.
+/// the kernel chosen at start (Kernel.swift): the AVX2 one below or CKernels' AVX-512 ones.
 ///
 /// Why not BLAS here: OpenBLAS packs the weight matrix on every call (a full copy of the model per
 /// decode step) and its M = 1 path runs at a tenth of memory speed. This kernel streams W once per
@@ -37,21 +37,31 @@ public enum MatMul {
 
     public static func linear(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, m: Int,
                               w: UnsafePointer<Float>, n: Int, k: Int, accumulate: Bool = false, kernel: Kernel = .active) {
-        if kernel == .avx512 {
+        if kernel == .avx2 {
+            avx2(out: out, x: x, m: m, w: w, n: n, k: k, accumulate: accumulate)
+        } else {
             Parallel.forEach((n + rowsPerTask - 1) / rowsPerTask) { t in
                 charter_linear_avx512(out, x, m, w, t * rowsPerTask, min(n, (t + 1) * rowsPerTask), n, k, accumulate ? 1 : 0)
             }
-        } else {
-            avx2(out: out, x: x, m: m, w: w, n: n, k: k, accumulate: accumulate)
         }
     }
 
-    /// The same product with bfloat16 weights, widened as they load (the AVX2 kernel; the AVX-512
-    /// one has no bfloat16 variant yet). Its results are those of float32 weights equal to the
-    /// bfloat16 ones.
+    /// The same product with bfloat16 weights. `avx2` and `avx512` widen the weights as they load,
+    /// so their results are those of float32 weights equal to the bfloat16 ones; `avx512bf16`
+    /// rounds x to bfloat16 and multiplies bfloat16 pairs.
     public static func linear(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, m: Int,
-                              w: UnsafePointer<BFloat16>, n: Int, k: Int, accumulate: Bool = false) {
-        avx2(out: out, x: x, m: m, w: w, n: n, k: k, accumulate: accumulate)
+                              w: UnsafePointer<BFloat16>, n: Int, k: Int, accumulate: Bool = false, kernel: Kernel = .active) {
+        if kernel == .avx2 { return avx2(out: out, x: x, m: m, w: w, n: n, k: k, accumulate: accumulate) }
+        let rounded = kernel == .avx512bf16 ? UnsafeMutablePointer<UInt16>.allocate(capacity: m * k) : nil
+        defer { rounded?.deallocate() }
+        if let rounded { charter_round_to_bf16(rounded, x, m * k) }
+        w.withMemoryRebound(to: UInt16.self, capacity: n * k) { w in
+            Parallel.forEach((n + rowsPerTask - 1) / rowsPerTask) { t in
+                let n0 = t * rowsPerTask, n1 = min(n, n0 + rowsPerTask)
+                if let rounded { charter_linear_avx512bf16(out, rounded, m, w, n0, n1, n, k, accumulate ? 1 : 0) }
+                else { charter_linear_avx512_widen(out, x, m, w, n0, n1, n, k, accumulate ? 1 : 0) }
+            }
+        }
     }
 
     @inline(__always) static func avx2<W: ProjectionWeight>(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, m: Int,

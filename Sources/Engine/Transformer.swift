@@ -16,10 +16,13 @@ public final class Transformer: @unchecked Sendable {
     /// The precision of the weights the projections read: float32, or bfloat16 copies (half the
     /// bytes per decoded token, results within the tolerance ReferenceTests state).
     public enum Precision: String, CaseIterable, Sendable { case f32, bf16 }
+    /// The projection kernel (Kernel.swift): the process's unless a test or benchmark names one.
+    public let kernel: Kernel
 
-    public init(weights: ModelWeights, precision: Precision = .f32) throws(EngineError) {
+    public init(weights: ModelWeights, precision: Precision = .f32, kernel: Kernel = .active) throws(EngineError) {
         try weights.config.validate()
         self.weights = weights
+        self.kernel = kernel
         bf16 = precision == .bf16 ? BFloat16Weights(weights) : nil
         rotary = RotaryTable(headDim: weights.config.headDim, positions: weights.config.contextLength,
                              theta: weights.config.ropeTheta)
@@ -116,8 +119,8 @@ public final class Transformer: @unchecked Sendable {
 
     /// out (m, n) (+)= x (m, k) times the weight matrix (n, k) at `offset` of the flat buffer.
     private func project(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, m: Int, at offset: Int, n: Int, k: Int, accumulate: Bool = false) {
-        if let b = bf16 { MatMul.linear(out: out, x: x, m: m, w: b.base + offset, n: n, k: k, accumulate: accumulate) }
-        else { MatMul.linear(out: out, x: x, m: m, w: weights.base + offset, n: n, k: k, accumulate: accumulate) }
+        if let b = bf16 { MatMul.linear(out: out, x: x, m: m, w: b.base + offset, n: n, k: k, accumulate: accumulate, kernel: kernel) }
+        else { MatMul.linear(out: out, x: x, m: m, w: weights.base + offset, n: n, k: k, accumulate: accumulate, kernel: kernel) }
     }
 
     /// Causal attention of each item's new queries against its cache (already holding the new keys).

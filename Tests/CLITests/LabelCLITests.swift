@@ -227,7 +227,8 @@ extension CLITests {
         let resumed = try charter(args + ["--resume"])
         XCTAssertEqual(resumed.status, 0, resumed.err)
         XCTAssertEqual(try jsonLines(out).count, 24)
-        let asked = try judgeLog(dir.path + "/slow.log")
+        // A request the kill cut between its headers and its body is logged under "-", not a question.
+        let asked = try judgeLog(dir.path + "/slow.log").filter { $0.key != "-" }
         XCTAssertEqual(asked.count, 48)
         XCTAssertLessThanOrEqual(asked.values.filter { $0.filter { $0 == "asked" }.count > 1 }.count, 2, "only what was in flight at the kill is asked again: \(asked)")
     }

@@ -52,17 +52,45 @@ final class KernelTests: XCTestCase {
         XCTAssertNil(try Kernel.fromEnvironment([:]))
         XCTAssertEqual(try Kernel.fromEnvironment(["CHARTER_KERNEL": "avx2"]), .avx2)
         XCTAssertThrowsError(try Kernel.fromEnvironment(["CHARTER_KERNEL": "AVX2"])) {
-            XCTAssertEqual("\($0)", "CHARTER_KERNEL=AVX2: expected one of avx2, avx512")
+            XCTAssertEqual("\($0)", "CHARTER_KERNEL=AVX2: expected one of avx2, avx512, avx512bf16")
         }
-        if Kernel.runnable.contains(.avx512) {
-            XCTAssertEqual(try Kernel.fromEnvironment(["CHARTER_KERNEL": "avx512"]), .avx512)
-        } else {
-            XCTAssertThrowsError(try Kernel.fromEnvironment(["CHARTER_KERNEL": "avx512"])) {
-                XCTAssertEqual("\($0)", "CHARTER_KERNEL=avx512: this CPU has no AVX-512F")
+        for (kernel, feature) in [(Kernel.avx512, "AVX-512F, BW and VL"), (.avx512bf16, "AVX512-BF16")] {
+            if Kernel.runnable.contains(kernel) {
+                XCTAssertEqual(try Kernel.fromEnvironment(["CHARTER_KERNEL": kernel.rawValue]), kernel)
+            } else {
+                XCTAssertThrowsError(try Kernel.fromEnvironment(["CHARTER_KERNEL": kernel.rawValue])) {
+                    XCTAssertEqual("\($0)", "CHARTER_KERNEL=\(kernel.rawValue): this CPU has no \(feature)")
+                }
             }
         }
-        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        XCTAssertEqual(Kernel.runnable, flags.contains(" avx512f") ? [.avx2, .avx512] : [.avx2])
+        let flags = ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "").split(separator: "\n")
+            .first { $0.hasPrefix("flags") }.map { Set($0.split(separator: " ").map(String.init)) } ?? []
+        let expected: [Kernel] = [.avx2] + (flags.isSuperset(of: ["avx512f", "avx512bw", "avx512vl"]) ? [.avx512] : [])
+            + (flags.isSuperset(of: ["avx512f", "avx512bw", "avx512vl", "avx512_bf16"]) ? [.avx512bf16] : [])
+        XCTAssertEqual(Kernel.runnable, expected)
+    }
+
+    /// VDPBF16PS multiplies bfloat16 numbers exactly and sums in float32: the kernel's result is the
+    /// double-precision product of x rounded to bfloat16 (as BFloat16 rounds) and the weights, within
+    /// float32 summation error, on shapes with every remainder of the 32-wide chunk and the 4x3 tile;
+    /// and a row's result does not depend on the other rows.
+    func testBFloat16DotKernelMatchesDoubleReferenceAndIsBatchInvariant() throws {
+        try XCTSkipUnless(Kernel.runnable.contains(.avx512bf16), "this CPU has no AVX512-BF16")
+        for (m, n, k) in [(1, 1, 1), (5, 7, 13), (4, 48, 64), (9, 50, 100), (3, 97, 31), (2, 5, 33), (33, 130, 576)] {
+            let x = randomArray(m * k, seed: 11), w = randomArray(n * k, seed: 12).map(BFloat16.init)
+            var out = [Float](repeating: 0.5, count: m * n)
+            MatMul.linear(out: &out, x: x, m: m, w: w, n: n, k: k, accumulate: true, kernel: .avx512bf16)
+            let ref = naive(x.map { BFloat16($0).float }, w.map(\.float), m: m, n: n, k: k)
+            let worst = zip(out, ref).map { abs(Double($0) - ($1 + 0.5)) / max(1, abs($1)) }.max()!
+            XCTAssertLessThanOrEqual(worst, 1e-5, "shape \(m)x\(n)x\(k): max relative error \(worst)")
+            for r in [0, m - 1] {
+                var one = [Float](repeating: 0, count: n)
+                MatMul.linear(out: &one, x: Array(x[r * k ..< (r + 1) * k]), m: 1, w: w, n: n, k: k, kernel: .avx512bf16)
+                var all = [Float](repeating: 0, count: m * n)
+                MatMul.linear(out: &all, x: x, m: m, w: w, n: n, k: k, kernel: .avx512bf16)
+                XCTAssertEqual(one, Array(all[r * n ..< (r + 1) * n]), "shape \(m)x\(n)x\(k), row \(r)")
+            }
+        }
     }
 
     /// Float32 to bfloat16 rounds to nearest, ties to even, on hand-worked bit patterns.
@@ -84,15 +112,18 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(BFloat16(-.infinity).float, -.infinity)
     }
 
-    /// The bfloat16 path is the float32 kernel on the widened weights, bit for bit, on ragged shapes.
+    /// The widening bfloat16 paths (avx2, avx512) are their float32 kernel on the widened weights,
+    /// bit for bit, on ragged shapes.
     func testBFloat16WeightsGiveTheFloat32ResultOfTheirWidenedValues() {
-        for (m, n, k) in [(1, 1, 1), (5, 7, 13), (9, 50, 100), (33, 130, 576)] {
-            let x = randomArray(m * k, seed: 7)
-            let half = randomArray(n * k, seed: 8).map(BFloat16.init)
-            var viaHalf = [Float](repeating: 0.5, count: m * n), viaFloat = viaHalf
-            MatMul.linear(out: &viaHalf, x: x, m: m, w: half, n: n, k: k, accumulate: true)
-            MatMul.linear(out: &viaFloat, x: x, m: m, w: half.map(\.float), n: n, k: k, accumulate: true, kernel: .avx2)
-            XCTAssertEqual(viaHalf, viaFloat, "shape \(m)x\(n)x\(k)")
+        for kernel in Kernel.runnable where kernel != .avx512bf16 {
+            for (m, n, k) in [(1, 1, 1), (5, 7, 13), (9, 50, 100), (33, 130, 576)] {
+                let x = randomArray(m * k, seed: 7)
+                let half = randomArray(n * k, seed: 8).map(BFloat16.init)
+                var viaHalf = [Float](repeating: 0.5, count: m * n), viaFloat = viaHalf
+                MatMul.linear(out: &viaHalf, x: x, m: m, w: half, n: n, k: k, accumulate: true, kernel: kernel)
+                MatMul.linear(out: &viaFloat, x: x, m: m, w: half.map(\.float), n: n, k: k, accumulate: true, kernel: kernel)
+                XCTAssertEqual(viaHalf, viaFloat, "\(kernel), shape \(m)x\(n)x\(k)")
+            }
         }
     }
 
