@@ -180,7 +180,7 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(forced.out.contains("projection kernel avx2 (CHARTER_KERNEL)"), forced.out)
         let bad = try charter(["--version"], environment: ["CHARTER_KERNEL": "sse9"])
         XCTAssertEqual(bad.status, 2)
-        XCTAssertEqual(bad.err, "charter: CHARTER_KERNEL=sse9: expected one of avx2, avx512\n")
+        XCTAssertEqual(bad.err, "charter: CHARTER_KERNEL=sse9: expected one of avx2, avx512, avx512bf16\n")
     }
 
     func testBadInputGivesOneClearLineAndNonZeroExit() throws {
