@@ -8,6 +8,8 @@ public protocol RLLearner: AnyObject {
     var lora: LoRAAdapters? { get }
     /// The policy's peak learning rate, for the metrics.
     var learningRate: Float { get }
+    /// A value head on the policy's own trunk, which can score the rows that generate (nil by default).
+    var generatingValueHead: ScalarHead? { get }
     /// One update on an iteration's scored samples; the learner's figures go into `metrics`.
     func learn(from samples: [Sample], into metrics: inout IterationMetrics) throws
     /// Every buffer that training changes, by name, each with the optimizer that trains it.
@@ -26,12 +28,14 @@ public struct LearnerState: Codable, Equatable, Sendable {
 extension RLLearner {
     /// The policy that generates: the weights with any LoRA adapters merged in.
     public var generatingPolicy: ModelWeights { lora?.merged(with: weights) ?? weights }
+    public var generatingValueHead: ScalarHead? { nil }
 }
 
 extension PPOTrainer: RLLearner {
     public var weights: ModelWeights { policy.weights }
     public var lora: LoRAAdapters? { policy.lora }
     public var learningRate: Float { settings.learningRate }
+    public var generatingValueHead: ScalarHead? { settings.critic == .head ? valueHead : nil }
 
     public func learn(from samples: [Sample], into m: inout IterationMetrics) throws {
         let s = try update(samples)

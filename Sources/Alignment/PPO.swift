@@ -40,6 +40,8 @@ public struct PPOStats: Sendable {
     public var minibatches = 0
     public var earlyStopped = false
     public var skippedSteps = 0
+    /// False when the old values came with the samples, scored as they were generated.
+    public var valuePass = false
     public var referenceSeconds = 0.0, valueSeconds = 0.0, updateSeconds = 0.0
 }
 
@@ -117,9 +119,15 @@ public final class PPOTrainer {
         }
         let skippedBefore = skippedSteps
         stats.referenceSeconds = lap()
-        var oldValues: [[Float]] = []
-        for start in stride(from: 0, to: sequences.count, by: settings.minibatchSize) {
-            oldValues += try values(Array(sequences[start ..< min(start + settings.minibatchSize, sequences.count)]))
+        // Old values: scored as the samples were generated when the head sits on the policy trunk
+        // (the rows that sampled are the rows that predict), else one pass of the critic.
+        var oldValues: [[Float]] = samples.compactMap(\.values)
+        if criticTrainer != nil || oldValues.count != samples.count || zip(oldValues, samples).contains(where: { $0.count != $1.response.count }) {
+            oldValues = []
+            stats.valuePass = true
+            for start in stride(from: 0, to: sequences.count, by: settings.minibatchSize) {
+                oldValues += try values(Array(sequences[start ..< min(start + settings.minibatchSize, sequences.count)]))
+            }
         }
         stats.valueSeconds = lap()
 

@@ -116,7 +116,8 @@ public final class RLRun {
         var clock = began
         func lap() -> Double { let now = ContinuousClock.now; defer { clock = now }; return (now - clock).seconds }
         let batch = nextPrompts()
-        let fresh = try rollouts.rollouts(iteration: iteration, prompts: batch, policy: learner.generatingPolicy, policyVersion: policyVersion)
+        let fresh = try rollouts.rollouts(iteration: iteration, prompts: batch, policy: learner.generatingPolicy,
+                                          valueHead: learner.generatingValueHead, policyVersion: policyVersion)
         m.generationSeconds = lap()
         let pooled = pool.candidates(for: batch, after: fresh)
         var samples = fresh + pooled

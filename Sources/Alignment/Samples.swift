@@ -43,6 +43,9 @@ public struct Sample: Sendable, Equatable {
     public var reward: Float = 0
     /// Log-probs of the response under the frozen reference (same temperature), when the rollout source computed them.
     public var referenceLogprobs: [Float]?
+    /// Per response token, the value head's score of the hidden state that predicted it, when the
+    /// rollout source scored its rows with the run's value head (PPO's old values, at no extra pass).
+    public var values: [Float]?
     /// nil: generated this iteration. Otherwise an answer rejection sampling kept in an earlier run,
     /// a candidate again (RejectionPool), and the file it came from.
     public var pooledFrom: String?
@@ -62,13 +65,19 @@ public struct Sample: Sendable, Equatable {
 
 /// Where an iteration's samples come from: generated here, or gathered from workers.
 public protocol RolloutSource {
-    func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int) throws -> [Sample]
+    /// `valueHead`: a value head on the policy's trunk; a source that generates with the policy
+    /// itself scores the rows that sample with it, into `Sample.values`.
+    func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, valueHead: ScalarHead?, policyVersion: Int) throws -> [Sample]
     /// True when the samples come back with their raw scores (workers score them).
     var scoresSamples: Bool { get }
 }
 
 extension RolloutSource {
     public var scoresSamples: Bool { false }
+
+    public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int) throws -> [Sample] {
+        try rollouts(iteration: iteration, prompts: prompts, policy: policy, valueHead: nil, policyVersion: policyVersion)
+    }
 }
 
 /// Sampling settings of a rollout.
@@ -94,12 +103,12 @@ public struct InProcessRollouts: RolloutSource {
         SplitMix64.derive(run, UInt64(iteration), UInt64(prompt), UInt64(sample))
     }
 
-    public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int) throws -> [Sample] {
-        try rollouts(iteration: iteration, prompts: prompts, policy: policy, policyVersion: policyVersion, tick: {})
+    public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, valueHead: ScalarHead?, policyVersion: Int) throws -> [Sample] {
+        try rollouts(iteration: iteration, prompts: prompts, policy: policy, valueHead: valueHead, policyVersion: policyVersion, tick: {})
     }
 
     /// `tick` runs after every forward pass (a worker sends heartbeats from it).
-    public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int,
+    public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, valueHead: ScalarHead? = nil, policyVersion: Int,
                          tick: () -> Void) throws -> [Sample] {
         let generator = Generator(model: try Transformer(weights: policy))
         var requests: [GenerationRequest] = [], keys: [(Prompt, Int, UInt64)] = []
@@ -112,10 +121,12 @@ public struct InProcessRollouts: RolloutSource {
                 keys.append((p, k, seed))
             }
         }
-        let results = try generator.generate(requests, between: tick)
+        let results = try generator.generate(requests, valueHead: valueHead, between: tick)
         return zip(keys, results).map { key, r in
-            Sample(promptId: key.0.id, index: key.1, prompt: key.0.tokens, response: r.tokens, logprobs: r.logprobs,
-                   policyVersion: policyVersion, seed: key.2, finishReason: r.finishReason)
+            var s = Sample(promptId: key.0.id, index: key.1, prompt: key.0.tokens, response: r.tokens, logprobs: r.logprobs,
+                           policyVersion: policyVersion, seed: key.2, finishReason: r.finishReason)
+            if valueHead != nil { s.values = r.values }
+            return s
         }
     }
 }

@@ -133,8 +133,9 @@ public final class Coordinator: RolloutSource {
     public private(set) var broadcastSeconds = 0.0
     var broadcastStarted: Double?
 
-    /// The samples of one iteration from the workers, in (prompt, sample) order.
-    public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, policyVersion: Int) throws -> [Sample] {
+    /// The samples of one iteration from the workers, in (prompt, sample) order. Workers do not
+    /// hold the value head, so the samples come without values (PPO computes them itself).
+    public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, valueHead: ScalarHead?, policyVersion: Int) throws -> [Sample] {
         broadcastSeconds = 0
         if policyVersion != version || (policyVersion > 0 && published[ModelName.policy]?.manifest == nil) { publish(policy, version: policyVersion) }
         defer { if let s = broadcastStarted { broadcastSeconds = Self.now() - s; broadcastStarted = nil } }

@@ -11,11 +11,13 @@ public struct GenerationRequest: Sendable {
 public enum FinishReason: String, Sendable, Codable { case stop, length }
 
 /// A finished continuation: its tokens (a stop token included, as the last one) and, per token,
-/// the log-probability under the sampling distribution and under the raw model.
+/// the log-probability under the sampling distribution and under the raw model, and (with a value
+/// head) the head's score of the hidden state that predicted the token.
 public struct GenerationResult: Sendable, Equatable {
     public var tokens: [Int32] = []
     public var logprobs: [Float] = []
     public var rawLogprobs: [Float] = []
+    public var values: [Float] = []
     public var finishReason: FinishReason = .length
 }
 
@@ -39,14 +41,20 @@ public struct Generator {
     /// `between` after every forward pass. With `caches`, request i continues the sequence its
     /// cache holds: its prompt is the tokens that come after it. A finished sequence's last token
     /// is not fed to its cache.
-    public func generate(_ requests: [GenerationRequest], caches: [SequenceCache]? = nil, onToken: ((Int, SampledToken) -> Void)? = nil,
-                         between: () -> Void = {}) throws(EngineError) -> [GenerationResult] {
+    /// `valueHead`: a scalar head on this model's trunk (PPO's value head) that scores every row
+    /// that samples a token, into the results' `values`.
+    public func generate(_ requests: [GenerationRequest], caches: [SequenceCache]? = nil, valueHead: ScalarHead? = nil,
+                         onToken: ((Int, SampledToken) -> Void)? = nil, between: () -> Void = {}) throws(EngineError) -> [GenerationResult] {
         var stats = GenerationStats()
-        return try generate(requests, caches: caches, stats: &stats, onToken: onToken, between: between)
+        return try generate(requests, caches: caches, valueHead: valueHead, stats: &stats, onToken: onToken, between: between)
     }
 
-    public func generate(_ requests: [GenerationRequest], caches given: [SequenceCache]? = nil, stats: inout GenerationStats,
-                         onToken: ((Int, SampledToken) -> Void)? = nil, between: () -> Void = {}) throws(EngineError) -> [GenerationResult] {
+    public func generate(_ requests: [GenerationRequest], caches given: [SequenceCache]? = nil, valueHead: ScalarHead? = nil,
+                         stats: inout GenerationStats, onToken: ((Int, SampledToken) -> Void)? = nil,
+                         between: () -> Void = {}) throws(EngineError) -> [GenerationResult] {
+        if let valueHead, valueHead.width != model.config.width {
+            throw .invalidInput("a value head of width \(valueHead.width) cannot score a model of width \(model.config.width)")
+        }
         let V = model.config.vocab, context = model.config.contextLength
         if let given, given.count != requests.count { throw .invalidInput("\(requests.count) requests but \(given.count) caches") }
         let caches = given ?? requests.map { model.makeCache(capacity: min($0.prompt.count + $0.params.maxNewTokens, context)) }
@@ -71,15 +79,16 @@ public struct Generator {
         var prefill = true
         while !active.isEmpty {
             let started = ContinuousClock.now
-            var logits: [Float] = []
+            var logits: [Float] = [], values: [Float] = []
             if prefill {
                 logits.reserveCapacity(step.count * V)
                 for s in step {
-                    logits += try model.forward([s], outputs: .lastPerSequence)
+                    let out = try model.forward([s], outputs: .lastPerSequence, scoring: valueHead)
+                    logits += out.logits; values += out.scores
                     between()
                 }
             } else {
-                logits = try model.forward(step, outputs: .lastPerSequence)
+                (logits, values) = try model.forward(step, outputs: .lastPerSequence, scoring: valueHead)
                 between()
             }
             var still: [Int] = []
@@ -90,6 +99,7 @@ public struct Generator {
                     results[i].tokens.append(t.id)
                     results[i].logprobs.append(t.logprob)
                     results[i].rawLogprobs.append(t.rawLogprob)
+                    if valueHead != nil { results[i].values.append(values[row]) }
                     onToken?(i, t)
                     if p.stopTokens.contains(t.id) {
                         results[i].finishReason = .stop

@@ -40,6 +40,13 @@ public final class Transformer: @unchecked Sendable {
     /// One step: appends `tokens` of each item to its cache and returns logits, (rows, V) row-major:
     /// one row per item (its last new token) or one per new token in item order.
     public func forward(_ items: [(cache: SequenceCache, tokens: [Int32])], outputs: Outputs) throws(EngineError) -> [Float] {
+        try forward(items, outputs: outputs, scoring: nil).logits
+    }
+
+    /// The same step, and `head`'s score of each output row's final-normed hidden state: a value
+    /// head on this trunk scores the rows that sample, at no extra pass.
+    public func forward(_ items: [(cache: SequenceCache, tokens: [Int32])], outputs: Outputs,
+                        scoring head: ScalarHead?) throws(EngineError) -> (logits: [Float], scores: [Float]) {
         let cfg = config
         let C = cfg.width, H = cfg.heads, K = cfg.kvHeads, D = cfg.headDim, F = cfg.ffnWidth, V = cfg.vocab
         let qkvWidth = (H + 2 * K) * D
@@ -58,7 +65,7 @@ public final class Transformer: @unchecked Sendable {
             starts.append(n)
             n += item.tokens.count
         }
-        if n == 0 { return [] }
+        if n == 0 { return ([], []) }
 
         let w = weights.base
         let x = UnsafeMutablePointer<Float>.allocate(capacity: n * C)          // (N, C) residual stream
@@ -109,12 +116,13 @@ public final class Transformer: @unchecked Sendable {
         for (r, src) in rows.enumerated() {
             RMSNorm.forward(xn + r * C, inv: nil, x + src * C, w + weights.layout.finalNormOffset, rows: 1, n: C, eps: cfg.rmsEps)
         }
-        if outputs == .lastHidden { return Array(UnsafeBufferPointer(start: xn, count: rows.count * C)) }
+        let scores = head?.forward(xn, rows: rows.count) ?? []
+        if outputs == .lastHidden { return (Array(UnsafeBufferPointer(start: xn, count: rows.count * C)), scores) }
         var logits = [Float](repeating: 0, count: rows.count * V)
         logits.withUnsafeMutableBufferPointer { out in
             project(out: out.baseAddress!, x: xn, m: rows.count, at: weights.layout.lmHeadOffset, n: V, k: C)
         }
-        return logits
+        return (logits, scores)
     }
 
     /// out (m, n) (+)= x (m, k) times the weight matrix (n, k) at `offset` of the flat buffer.

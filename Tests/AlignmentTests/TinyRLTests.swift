@@ -1,4 +1,4 @@
-import Alignment
+@testable import Alignment
 import Engine
 import Foundation
 import XCTest
@@ -164,6 +164,42 @@ final class TinyRLTests: XCTestCase {
         }
         XCTAssertLessThan(worst, 1e-4, "sampler, reference and training log-probs at T")
         XCTAssertGreaterThan(rawGap, 1e-2, "the untempered log-probs are another distribution")
+    }
+
+    /// With the value head on the policy trunk, the values scored as the samples are generated (on
+    /// the inference engine, LoRA merged in) are those the training pass gives (LoRA apart), to
+    /// float32 rounding, so PPO takes them and makes no value pass; a separate critic still makes one.
+    func testValuesScoredAtGenerationAreTheValuePassValues() throws {
+        var settings = PPOSettings()
+        settings.critic = .head; settings.epochs = 1; settings.minibatchSize = 8
+        let policy = ModelWeights.random(config: config, seed: 5, std: 0.1)
+        let lora = LoRAAdapters(config: LoRAConfig(rank: 4), model: config)
+        var rng = SplitMix64(seed: 3)
+        for i in 0..<lora.count { lora.storage[i] = 0.1 * rng.nextNormal() } // non-zero B: the merge matters
+        let ppo = try PPOTrainer(policy: policy, lora: lora, reference: policy.copy(), criticInit: nil, kl: KLController(beta: 0.05), settings: settings)
+        let head = ScalarHead.random(width: config.width, seed: 8, std: 0.5)
+        withExtendedLifetime(head) { _ = ppo.valueHead.storage.update(from: head.storage) }
+        let prompts = (0..<4).map { Prompt(id: $0, text: "", tokens: [Int32(6 + $0), 7, 8]) }
+        var rollout = RolloutSettings()
+        rollout.samplesPerPrompt = 2; rollout.maxNewTokens = 5
+        var samples = try InProcessRollouts(settings: rollout, runSeed: 1).rollouts(
+            iteration: 0, prompts: prompts, policy: ppo.generatingPolicy, valueHead: ppo.generatingValueHead, policyVersion: 0)
+        let pass = try ppo.values(samples.map { $0.trainingSequence() })
+        var worst: Float = 0
+        for (s, v) in zip(samples, pass) {
+            XCTAssertEqual(s.values?.count, s.response.count)
+            worst = max(worst, zip(s.values ?? [], v).map { abs($0 - $1) }.max() ?? .infinity)
+        }
+        XCTAssertLessThan(worst, 1e-4, "values at generation vs the training pass")
+        let all = pass.flatMap { $0 }
+        XCTAssertGreaterThan(all.max()! - all.min()!, 0.1, "the head should tell the rows apart")
+        for i in samples.indices { samples[i].reward = Float(i % 2) }
+        XCTAssertFalse(try ppo.update(samples).valuePass)
+
+        settings.critic = .separate
+        let separate = try PPOTrainer(policy: policy, reference: policy.copy(), criticInit: nil, kl: KLController(beta: 0.05), settings: settings)
+        XCTAssertNil(separate.generatingValueHead)
+        XCTAssertTrue(try separate.update(samples).valuePass, "a separate critic is another model: its values need its own pass")
     }
 
     /// Early stop acts after the minibatch whose approximate KL passes 1.5 x the limit, within an
