@@ -42,6 +42,7 @@ extension PPOTrainer: RLLearner {
         m.kl = s.meanKL; m.beta = s.beta; m.policyLoss = s.policyLoss; m.valueLoss = s.valueLoss; m.entropy = s.entropy
         m.approxKL = s.approxKL; m.clipFraction = s.clipFraction; m.explainedVariance = s.explainedVariance
         m.ppoEpochs = s.epochs; m.ppoMinibatches = s.minibatches; m.earlyStopped = s.earlyStopped; m.skippedSteps = s.skippedSteps
+        m.valuePass = s.valuePass
         m.referenceSeconds = s.referenceSeconds; m.valueSeconds = s.valueSeconds; m.updateSeconds = s.updateSeconds
     }
 

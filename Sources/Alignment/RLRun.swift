@@ -8,6 +8,8 @@ public struct IterationMetrics: Sendable, Codable {
     public var kl: Float = 0, beta: Float = 0
     public var policyLoss: Float?, valueLoss: Float?, entropy: Float?, approxKL: Float?, clipFraction: Float?, explainedVariance: Float?
     public var ppoEpochs: Int?, ppoMinibatches: Int?, earlyStopped: Bool?, kept: Int?
+    /// PPO: whether the old values took a pass of the critic (false: scored as the samples were generated).
+    public var valuePass: Bool?
     /// Rejection sampling: earlier runs' answers that were candidates with the fresh samples (RejectionPool).
     public var pooled: Int?
     public var responseTokensMean: Float = 0

@@ -133,10 +133,13 @@ public final class Coordinator: RolloutSource {
     public private(set) var broadcastSeconds = 0.0
     var broadcastStarted: Double?
 
-    /// The samples of one iteration from the workers, in (prompt, sample) order. Workers do not
-    /// hold the value head, so the samples come without values (PPO computes them itself).
+    /// The samples of one iteration from the workers, in (prompt, sample) order. A value head
+    /// travels with each policy version after 0, and the workers score their samples' values with it.
     public func rollouts(iteration: Int, prompts: [Prompt], policy: ModelWeights, valueHead: ScalarHead?, policyVersion: Int) throws -> [Sample] {
         broadcastSeconds = 0
+        if let valueHead, policyVersion > 0, published[ModelName.valueHead]?.version != policyVersion {
+            publish(ModelName.valueHead, buffers: [valueHead.storage], version: policyVersion)
+        }
         if policyVersion != version || (policyVersion > 0 && published[ModelName.policy]?.manifest == nil) { publish(policy, version: policyVersion) }
         defer { if let s = broadcastStarted { broadcastSeconds = Self.now() - s; broadcastStarted = nil } }
         let live = max(scheduler.aliveWorkers.count, settings.expectedWorkers, 1)
@@ -174,6 +177,7 @@ public final class Coordinator: RolloutSource {
                                          safety: r.hasSafetyScore ? r.safetyScore : nil,
                                          judgeRating: r.hasJudgeRating ? r.judgeRating : nil, rules: r.ruleReward)
                     s.referenceLogprobs = r.referenceLogprobs
+                    if !r.values.isEmpty { s.values = r.values }
                     samples.append(s)
                 }
             }

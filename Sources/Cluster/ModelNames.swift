@@ -7,7 +7,9 @@ import Foundation
 public enum ModelName {
     public static let policy = "policy", reference = "reference", feedback = "feedback"
     public static let helpful = "reward.helpful", safety = "reward.safety"
-    public static let all = [policy, reference, feedback, helpful, safety]
+    /// PPO's value head on the policy trunk: with it, workers score their samples' values.
+    public static let valueHead = "policy.value_head"
+    public static let all = [policy, reference, feedback, helpful, safety, valueHead]
 }
 
 extension RewardModel {

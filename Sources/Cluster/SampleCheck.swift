@@ -4,7 +4,7 @@ import Wire
 /// What an honest worker's rollout sample holds under the run's configuration. The coordinator
 /// drops a result with any sample outside it (and counts it), so a broken or forged worker cannot
 /// end the run or move its rewards: token ids within the vocabulary, at most max_new_tokens of
-/// them, a log-prob per token for the policy and the reference, and exactly the scores the run's
+/// them, a log-prob per token for the policy and the reference (and a value per token, if any), and exactly the scores the run's
 /// reward has, each finite and within what its source can give.
 public struct SampleCheck: Sendable {
     public var helpfulness = false, safety = false, judge = false
@@ -32,6 +32,8 @@ public struct SampleCheck: Sendable {
             // A log-probability is at most 0; the slack covers rounding in log-softmax.
             if values.contains(where: { !($0.isFinite && $0 <= 1e-3) }) { return "\(name) must be finite and at most 0" }
         }
+        if !s.values.isEmpty && s.values.count != n { return "\(s.values.count) values for \(n) tokens" }
+        if let bad = s.values.first(where: { !(abs($0) <= RawScores.limit) }) { return "value \(bad) is not within +-\(RawScores.limit)" }
         for (name, expected, present, value) in [("helpfulness", helpfulness, s.hasHelpfulnessScore, s.helpfulnessScore),
                                                  ("safety", safety, s.hasSafetyScore, s.safetyScore)] {
             if expected != present { return expected ? "no \(name) score" : "a \(name) score the run has no model for" }

@@ -68,6 +68,8 @@ public final class Worker {
     /// The weights that generate: the base model's own buffer, or with LoRA a copy with the adapters merged in.
     var policy: ModelWeights?
     var adapters: LoRAAdapters?
+    /// PPO's value head on the policy trunk (critic: head), as the coordinator last published it.
+    var valueHead: ScalarHead?
     /// Per model, the version held (absent: 0) and its chunk list (served to peers).
     var versions: [String: Int] = [:]
     var heldManifests: [String: WeightManifest] = [:]
@@ -317,6 +319,13 @@ public final class Worker {
         // An endpoint judge's answers are cached for this process only: workers share no folder.
         let cache = FileManager.default.temporaryDirectory.appendingPathComponent("charter-judge-\(options.id)-\(getpid()).jsonl").path
         scorer = try c.makeScorer(tokenizer: model.tokenizer, base: model.weights, judgeCache: cache)
+        valueHead = nil
+        if c.algorithm == "ppo" && c.ppo.critic == .head {
+            // Version 0 is where the coordinator's head starts (RLDriver.learner): a reward model's head, else zeros.
+            let head = ScalarHead(width: model.config.width)
+            if let rm = scorer?.models?.helpfulness ?? scorer?.models?.safety { _ = head.storage.update(from: rm.head.storage) }
+            valueHead = head
+        }
         rollout = c.rolloutSettings(tokenizer: model.tokenizer)
         logger.info("loaded \(c.policy)")
     }
@@ -345,7 +354,7 @@ public final class Worker {
         tasksDone += 1
     }
 
-    /// A rollout task's samples, scored, with reference log-probs.
+    /// A rollout task's samples, scored, with reference log-probs (and values, holding the value head).
     func rolloutResult(_ task: Charter_V1_Task) throws -> Charter_V1_TaskResult {
         guard let policy, let reference, let scorer else { throw WorkerError("a task arrived before the run configuration") }
         let prompts = task.prompts.map { Prompt(id: Int($0.promptID), text: $0.text, tokens: $0.tokens, unsafe: $0.unsafe) }
@@ -357,7 +366,9 @@ public final class Worker {
         settings.maxNewTokens = Int(task.sampling.maxNewTokens)
         settings.stopTokens = task.sampling.stopTokens
         let source = InProcessRollouts(settings: settings, runSeed: task.runSeed)
-        let samples = try source.rollouts(iteration: Int(task.iteration), prompts: prompts, policy: policy,
+        // Values only with the head of this very policy version.
+        let head = (versions[ModelName.valueHead] ?? 0) == Int(task.policyVersion) ? valueHead : nil
+        let samples = try source.rollouts(iteration: Int(task.iteration), prompts: prompts, policy: policy, valueHead: head,
                                           policyVersion: Int(task.policyVersion)) { [self] in stayInTouch() }
         // Raw scores only: combining them (whitening above all) needs the whole iteration.
         let scores = try scorer.raw(samples, conversations: Dictionary(prompts.map { ($0.id, $0.conversation) }, uniquingKeysWith: { a, _ in a })) { stayInTouch() }
@@ -373,6 +384,7 @@ public final class Worker {
             r.response = s.response
             r.logprobs = s.logprobs
             r.referenceLogprobs = references[i]
+            r.values = s.values ?? []
             if let h = scores[i].helpfulness { r.helpfulnessScore = h }
             if let v = scores[i].safety { r.safetyScore = v }
             if let v = scores[i].judgeRating { r.judgeRating = v }

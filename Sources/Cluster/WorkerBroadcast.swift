@@ -18,6 +18,7 @@ extension Worker {
         case ModelName.feedback: return [try ownJudge().weights.storage]
         case ModelName.helpful: return scorer?.models?.helpfulness?.versionedBuffers
         case ModelName.safety: return scorer?.models?.safety?.versionedBuffers
+        case ModelName.valueHead: return valueHead.map { [$0.storage] }
         default: return nil
         }
     }

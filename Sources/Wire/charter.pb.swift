@@ -510,6 +510,9 @@ public nonisolated struct Charter_V1_SampleRecord: Sendable {
   /// Clears the value of `judgeRating`. Subsequent reads from it will return its default value.
   public mutating func clearJudgeRating() {self._judgeRating = nil}
 
+  /// per response token, the value head's score of the row that sampled it (PPO, critic: head, version > 0)
+  public var values: [Float] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1598,7 +1601,7 @@ nonisolated extension Charter_V1_NoTask: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SampleRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prompt_id\0\u{1}index\0\u{1}response\0\u{1}logprobs\0\u{3}reference_logprobs\0\u{2}\u{2}seed\0\u{3}helpfulness_score\0\u{3}safety_score\0\u{3}rule_reward\0\u{1}truncated\0\u{3}judge_rating\0\u{c}\u{6}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prompt_id\0\u{1}index\0\u{1}response\0\u{1}logprobs\0\u{3}reference_logprobs\0\u{2}\u{2}seed\0\u{3}helpfulness_score\0\u{3}safety_score\0\u{3}rule_reward\0\u{1}truncated\0\u{3}judge_rating\0\u{1}values\0\u{c}\u{6}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1617,6 +1620,7 @@ nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProto
       case 10: try { try decoder.decodeSingularFloatField(value: &self.ruleReward) }()
       case 11: try { try decoder.decodeSingularBoolField(value: &self.truncated) }()
       case 12: try { try decoder.decodeSingularFloatField(value: &self._judgeRating) }()
+      case 13: try { try decoder.decodeRepeatedFloatField(value: &self.values) }()
       default: break
       }
     }
@@ -1660,6 +1664,9 @@ nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProto
     try { if let v = self._judgeRating {
       try visitor.visitSingularFloatField(value: v, fieldNumber: 12)
     } }()
+    if !self.values.isEmpty {
+      try visitor.visitPackedFloatField(value: self.values, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1675,6 +1682,7 @@ nonisolated extension Charter_V1_SampleRecord: SwiftProtobuf.Message, SwiftProto
     if lhs.ruleReward != rhs.ruleReward {return false}
     if lhs.truncated != rhs.truncated {return false}
     if lhs._judgeRating != rhs._judgeRating {return false}
+    if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

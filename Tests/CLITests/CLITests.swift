@@ -442,6 +442,9 @@ final class CLITests: XCTestCase {
             XCTAssertEqual(metrics[2].map { $0[key] as? Double }, metrics[0].map { $0[key] as? Double }, key)
         }
         XCTAssertTrue(metrics[0].allSatisfy { ($0["helpfulness_score_mean"] as? Double) != nil }, "the raw score is in the metrics")
+        // The value head on the policy trunk scores the rows that sample, in this process and on the
+        // workers alike (version 0's head is the reward model's): no iteration needs a value pass.
+        XCTAssertEqual(metrics.flatMap { $0.map { $0["value_pass"] as? Bool } }, Array(repeating: false, count: 9))
         let bytesOut = metrics[1...].map { $0.last?["bytes_broadcast"] as? Int ?? 0 }
         XCTAssertGreaterThan(bytesOut[0], 0, "versions after the first travel to the workers")
         // Each worker fetches a chunk from the coordinator at most once (relays cut that to about one

@@ -17,6 +17,9 @@ final class SampleCheckTests: XCTestCase {
         honest.response = [7, 9, 2]; honest.logprobs = [-0.5, -1, 0]; honest.referenceLogprobs = [-0.7, -2, -0.1]
         honest.safetyScore = -3.5; honest.ruleReward = 2.5
         XCTAssertNil(check.problem(honest, vocab: 16, rollout: rollout))
+        var valued = honest
+        valued.values = [0.25, -3, 7]
+        XCTAssertNil(check.problem(valued, vocab: 16, rollout: rollout), "a value per token, from a worker holding the value head")
 
         let cases: [(String, (inout Charter_V1_SampleRecord) -> Void)] = [
             ("0 response tokens", { $0.response = []; $0.logprobs = []; $0.referenceLogprobs = [] }),
@@ -35,6 +38,9 @@ final class SampleCheckTests: XCTestCase {
             ("a judge rating the run has no judge for", { $0.judgeRating = 5 }),
             ("rule reward 2.6 is beyond the rules' weights (+-2.5)", { $0.ruleReward = 2.6 }),
             ("rule reward nan", { $0.ruleReward = .nan }),
+            ("2 values for 3 tokens", { $0.values = [0.5, 1] }),
+            ("value inf is not within +-10000", { $0.values = [0.5, .infinity, 1] }),
+            ("value 20000.0 is not within +-10000", { $0.values = [0.5, 2e4, 1] }),
         ]
         for (message, forge) in cases {
             var s = honest

@@ -32,6 +32,8 @@ final class WireTests: XCTestCase {
         record.promptID = 11; record.index = 1; record.response = [504, 3575]; record.logprobs = [-0.5, -1.25]
         record.referenceLogprobs = [-0.75, -1]; record.seed = 99; record.helpfulnessScore = -2.5; record.ruleReward = 1; record.truncated = true
         var result = Charter_V1_TaskResult(); result.taskID = "7-2"; result.iteration = 7; result.policyVersion = 7; result.samples = [record]
+        // With PPO's value head on the policy trunk: a value per response token.
+        var valued = result; valued.samples[0].values = [0.25, -1.5]
         // A stage task of each kind and a result with one item of each kind (an error item too).
         func item(_ id: String) -> Charter_V1_Item {
             var i = Charter_V1_Item(); i.itemID = id; i.seed = 7
@@ -67,7 +69,7 @@ final class WireTests: XCTestCase {
         return [("register", .register(register)), ("task", .task(task)), ("model_announce", .modelAnnounce(announce)), ("error", .error(error)),
                 ("chunk_request", .chunkRequest(request)), ("chunk_reply_missing", .chunkReply(missing)), ("model_ready", .modelReady(ready)), ("task_result", .taskResult(result)),
                 ("task_generate", .task(generate)), ("task_revise", .task(revise)), ("task_options", .task(options)), ("task_score", .task(score)),
-                ("task_result_items", .taskResult(items)), ("register_kernel", .register(registerKernel))]
+                ("task_result_items", .taskResult(items)), ("register_kernel", .register(registerKernel)), ("task_result_values", .taskResult(valued))]
     }
 
     /// Set CHARTER_WRITE_FIXTURES=1 to write the fixtures anew after a deliberate schema change.
