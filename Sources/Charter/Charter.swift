@@ -15,6 +15,7 @@ struct Charter: ParsableCommand {
         // Each line reaches a log file or pipe when it is printed, not at exit (or never, if killed).
         // glibc's `stdout` is a C global that Swift 6 will not read, so it is looked up by name.
         if let symbol = dlsym(nil, "stdout") { setvbuf(symbol.load(as: UnsafeMutablePointer<FILE>.self), nil, _IOLBF, 0) }
+        HeapReuse.enable()
         do { _ = try Kernel.fromEnvironment() } catch {
             FileHandle.standardError.write(Data("charter: \(error)\n".utf8))
             Foundation.exit(2)

@@ -25,3 +25,10 @@ void charter_round_to_bf16(uint16_t *out, const float *x, size_t count);
 /// sums: VDPBF16PS, 32 products per instruction. Needs AVX512-BF16. Batch invariant like the others.
 void charter_linear_avx512bf16(float *out, const uint16_t *x, size_t m, const uint16_t *w,
                                size_t n0, size_t n1, size_t n, size_t k, int accumulate);
+
+/// Makes glibc serve every block from the heap and keep freed pages (HeapReuse); 1 if it took.
+int charter_heap_reuse(void);
+
+/// The main heap's bytes, the bytes in blocks mapped on their own, and the heap's free bytes.
+struct charter_heap_figures { size_t heap, mapped, free; };
+struct charter_heap_figures charter_heap_figures(void);
