@@ -236,7 +236,7 @@ public nonisolated struct Charter_V1_Register: Sendable {
   /// 0: none
   public var policyVersionHeld: UInt64 = 0
 
-  /// the projection kernel it computes with ("avx2", "avx512"); "": another engine
+  /// the projection kernel it computes with ("avx2", "avx512", "avx512bf16"); "": another engine
   public var kernel: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
