@@ -17,17 +17,18 @@ public enum ReferenceLogprobs {
         for start in stride(from: 0, to: samples.count, by: group) {
             let batch = samples[start ..< min(start + group, samples.count)]
             let items = batch.map { s in (cache: model.makeCache(capacity: s.prompt.count + s.response.count), tokens: s.prompt + s.response) }
-            var logits = try model.forward(items, outputs: .everyToken)
+            // The token at position p is predicted by the row of position p - 1: only those rows.
+            let wanted = batch.map { s in (s.prompt.count - 1) ..< (s.prompt.count - 1 + s.response.count) }
+            var logits = try model.forward(items, outputs: .tokens(wanted))
             if temperature != 1 { logits.withUnsafeMutableBufferPointer { VectorMath.scale($0.baseAddress!, 1 / temperature, $0.count) } }
-            var first = 0 // the batch row of each sample's first token
+            var first = 0 // the logits row of each sample's first response token
             logits.withUnsafeBufferPointer { l in
                 for s in batch {
-                    // The token at position p is predicted by the row of position p - 1.
                     out.append(s.response.enumerated().map { t, token in
-                        let row = l.baseAddress! + (first + s.prompt.count - 1 + t) * vocab
+                        let row = l.baseAddress! + (first + t) * vocab
                         return row[Int(token)] - VectorMath.logSumExp(row, vocab)
                     })
-                    first += s.prompt.count + s.response.count
+                    first += s.response.count
                 }
             }
             between()

@@ -34,8 +34,10 @@ public final class Transformer: @unchecked Sendable {
     }
 
     /// `lastHidden`: instead of logits, the final-normed hidden state (rows, C) of each item's last
-    /// new token, for a scalar head.
-    public enum Outputs: Sendable { case lastPerSequence, everyToken, lastHidden }
+    /// new token, for a scalar head. `tokens`: per item, the logits of those of its new tokens (by
+    /// index into the item's tokens), when only some rows are wanted (a reference pass needs the
+    /// response's, not the prompt's: the output projection is a fifth of a row's work).
+    public enum Outputs: Sendable, Equatable { case lastPerSequence, everyToken, lastHidden, tokens([Range<Int>]) }
 
     /// One step: appends `tokens` of each item to its cache and returns logits, (rows, V) row-major:
     /// one row per item (its last new token) or one per new token in item order.
@@ -64,6 +66,12 @@ public final class Transformer: @unchecked Sendable {
             }
             starts.append(n)
             n += item.tokens.count
+        }
+        if case .tokens(let wanted) = outputs {
+            if wanted.count != items.count { throw .invalidInput("\(items.count) sequences but token ranges for \(wanted.count)") }
+            if let i = items.indices.first(where: { wanted[$0].lowerBound < 0 || wanted[$0].upperBound > items[$0].tokens.count }) {
+                throw .invalidInput("sequence \(i): output tokens \(wanted[i]) outside its \(items[i].tokens.count) new tokens")
+            }
         }
         if n == 0 { return ([], []) }
 
@@ -112,11 +120,17 @@ public final class Transformer: @unchecked Sendable {
         for item in items { item.cache.length += item.tokens.count }
 
         // Final norm and output projection, only for the rows asked for.
-        let rows: [Int] = outputs == .everyToken ? Array(0..<n) : items.indices.map { starts[$0] + items[$0].tokens.count - 1 }
+        let rows: [Int]
+        switch outputs {
+        case .everyToken: rows = Array(0..<n)
+        case .lastPerSequence, .lastHidden: rows = items.indices.map { starts[$0] + items[$0].tokens.count - 1 }
+        case .tokens(let wanted): rows = items.indices.flatMap { i in wanted[i].map { starts[i] + $0 } }
+        }
         for (r, src) in rows.enumerated() {
             RMSNorm.forward(xn + r * C, inv: nil, x + src * C, w + weights.layout.finalNormOffset, rows: 1, n: C, eps: cfg.rmsEps)
         }
         let scores = head?.forward(xn, rows: rows.count) ?? []
+        if rows.isEmpty { return ([], scores) }
         if outputs == .lastHidden { return (Array(UnsafeBufferPointer(start: xn, count: rows.count * C)), scores) }
         var logits = [Float](repeating: 0, count: rows.count * V)
         logits.withUnsafeMutableBufferPointer { out in

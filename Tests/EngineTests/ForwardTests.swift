@@ -42,6 +42,31 @@ final class ForwardTests: XCTestCase {
         }
     }
 
+    /// Logits of chosen tokens only (a reference pass's response rows) are those rows of the full
+    /// output, bit for bit; ranges that do not fit the items are refused before any work.
+    func testChosenTokenRowsAreThoseOfTheFullOutput() throws {
+        let net = try TinyModel.make()
+        let prompts = [TinyModel.tokens(5, seed: 6), TinyModel.tokens(9, seed: 7), TinyModel.tokens(2, seed: 8)]
+        let full = try net.forward(prompts.map { (net.makeCache(capacity: 16), $0) }, outputs: .everyToken)
+        let wanted = [2..<5, 0..<0, 1..<2]
+        let some = try net.forward(prompts.map { (net.makeCache(capacity: 16), $0) }, outputs: .tokens(wanted))
+        var expected: [Float] = [], offset = 0
+        for (p, range) in zip(prompts, wanted) {
+            for t in range { expected += full[(offset + t) * V ..< (offset + t + 1) * V] }
+            offset += p.count
+        }
+        XCTAssertEqual(some.count, 4 * V)
+        XCTAssertEqual(some, expected)
+        let cache = net.makeCache(capacity: 16)
+        XCTAssertThrowsError(try net.forward([(cache, prompts[0])], outputs: .tokens([0..<6]))) {
+            XCTAssertEqual("\($0)", "invalid input: sequence 0: output tokens 0..<6 outside its 5 new tokens")
+        }
+        XCTAssertThrowsError(try net.forward([(cache, prompts[0])], outputs: .tokens([]))) {
+            XCTAssertEqual("\($0)", "invalid input: 1 sequences but token ranges for 0")
+        }
+        XCTAssertEqual(cache.length, 0)
+    }
+
     func testForwardRejectsBadInputWithoutTouchingTheCache() throws {
         let net = try TinyModel.make()
         let cache = net.makeCache(capacity: 4)
