@@ -1,12 +1,16 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Release builds are what we time; keep the hot loops free of overflow and bounds traps there.
+// Release builds are what we time. Only the engine, whose loops are the measured hot kernels,
+// runs without overflow and bounds traps; every module that reads untrusted bytes (GGUF,
+// safetensors, tokenizer.json, protobuf frames, checkpoints, configurations) keeps them, so a bad
+// index in a file is a trap, never a read out of bounds (BENCHMARKS.md: what this costs).
 // The engine's Swift kernels are written for AVX2 + FMA (any x86-64 CPU since 2013 or so).
 let fast: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
     .unsafeFlags(["-target-cpu", "haswell"]),
 ]
+let checked: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
 
 let package = Package(
     name: "Charter",
@@ -36,15 +40,15 @@ let package = Package(
         // the rest of the binary may not have; Engine/Kernel.swift picks it at run time.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "Engine", dependencies: ["CKernels"], swiftSettings: fast, linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "Tokenizer", swiftSettings: fast),
-        .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: fast),
+        .target(name: "Tokenizer", swiftSettings: checked),
+        .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: checked),
         .target(name: "Alignment", dependencies: ["Engine", "Tokenizer", "Formats", "Yams", .product(name: "Logging", package: "swift-log")],
-                swiftSettings: fast),
+                swiftSettings: checked),
         // A judge behind an OpenAI-compatible server (HTTP through Foundation's URLSession).
         .target(name: "Endpoint", dependencies: ["Alignment"]),
         // Coordinator and workers: scheduling, weight broadcast, processes.
         .target(name: "Cluster", dependencies: ["Engine", "Tokenizer", "Formats", "Alignment", "Endpoint", "Wire", "ZeroMQ", "Buffers", "CCRC32C",
-                                                  .product(name: "Logging", package: "swift-log")], swiftSettings: fast),
+                                                  .product(name: "Logging", package: "swift-log")], swiftSettings: checked),
         .executableTarget(
             name: "Charter",
             dependencies: [
@@ -52,7 +56,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: fast),
+            swiftSettings: checked),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ", "Buffers"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
