@@ -88,7 +88,7 @@ public struct RevisionPlan {
     public func itemLine(_ e: Entry) -> [String: Any] {
         var o = e.fields
         o["id"] = e.item.id
-        o["seed"] = Int(e.item.seed)
+        o["seed"] = e.item.seed // all 64 bits: as Int, half the seeds came out negative, which the stage refuses
         o["messages"] = e.item.messages.map { ["role": $0.role, "content": $0.content] }
         o["steps"] = e.item.steps
         o["part"] = e.part.rawValue

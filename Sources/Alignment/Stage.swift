@@ -127,6 +127,7 @@ public enum StageInput {
             switch o["seed"] {
             case nil: item.seed = SplitMix64.derive(runSeed, fnv1a(id.utf8))
             case let s as Int where s >= 0: item.seed = UInt64(s)
+            case let s as UInt64: item.seed = s // above Int.max: a derived seed, written whole
             default: throw fail("\"seed\" must be a whole number, 0 or more")
             }
             switch kind {

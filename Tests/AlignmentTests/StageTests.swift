@@ -13,13 +13,15 @@ final class StageInputTests: XCTestCase {
     }
 
     func testItemsTakeIdsSeedsAndConversations() throws {
-        let path = try write([#"{"prompt": "Hi", "extra": 7}"#, #"{"id": "b", "seed": 5, "messages": [{"role": "user", "content": "Yo"}]}"#])
+        let path = try write([#"{"prompt": "Hi", "extra": 7}"#, #"{"id": "b", "seed": 5, "messages": [{"role": "user", "content": "Yo"}]}"#,
+                              #"{"id": "c", "seed": 18446744073709551615, "prompt": "Hey"}"#])
         let lines = try StageInput.load(path, kind: .generate, runSeed: 1, chat: true, system: "Be kind")
-        XCTAssertEqual(lines.map(\.item.id), ["1", "b"])
+        XCTAssertEqual(lines.map(\.item.id), ["1", "b", "c"])
         XCTAssertEqual(lines[0].item.messages, [ChatMessage(role: "system", content: "Be kind"), ChatMessage(role: "user", content: "Hi")])
         XCTAssertEqual(lines[0].item.seed, SplitMix64.derive(1, StageInput.fnv1a("1".utf8)))
         XCTAssertEqual(lines[0].object["extra"] as? Int, 7)
         XCTAssertEqual(lines[1].item.seed, 5)
+        XCTAssertEqual(lines[2].item.seed, .max, "a derived seed, as revise writes it, is taken whole")
         // Without chat a prompt is raw text.
         XCTAssertEqual(try StageInput.load(path, kind: .generate, runSeed: 1, chat: false, system: nil)[0].item.prompt, "Hi")
     }
@@ -31,6 +33,8 @@ final class StageInputTests: XCTestCase {
             (.generate, #"{"messages": [{"role": "bot", "content": "x"}]}"#, "message 1: \"role\" must be system, user or assistant"),
             (.generate, #"{"prompt": "x", "id": 1.5}"#, "\"id\" must be a non-empty string or an integer"),
             (.generate, #"{"prompt": "x", "seed": -1}"#, "\"seed\" must be a whole number"),
+            (.generate, #"{"prompt": "x", "seed": 18446744073709551616}"#, "\"seed\" must be a whole number"),
+            (.generate, #"{"prompt": "x", "seed": 2.5}"#, "\"seed\" must be a whole number"),
             (.revise, #"{"prompt": "x"}"#, "revise needs \"steps\""),
             (.options, #"{"prompt": "x", "options": ["A", ""]}"#, "options needs \"options\""),
             (.score, #"{"prompt": "x"}"#, "score needs a string \"response\""),
