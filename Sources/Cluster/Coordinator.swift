@@ -167,11 +167,11 @@ public final class Coordinator: RolloutSource {
                     self.refuse(result, from: worker, because: "sample \(r.promptID)/\(r.index): \(problem)")
                     return
                 }
-                guard self.scheduler.complete(result.taskID, from: worker, policyVersion: Int(result.policyVersion)) == .accepted else { return }
+                guard self.scheduler.complete(result.taskID, from: worker, policyVersion: Int(clamping: result.policyVersion)) == .accepted else { return }
                 for r in result.samples {
-                    guard let prompt = byId[Int(r.promptID)] else { continue }
-                    var s = Sample(promptId: prompt.id, index: Int(r.index), prompt: prompt.tokens, response: r.response,
-                                   logprobs: r.logprobs, policyVersion: Int(result.policyVersion), seed: r.seed,
+                    guard let prompt = byId[Int(clamping: r.promptID)] else { continue }
+                    var s = Sample(promptId: prompt.id, index: Int(clamping: r.index), prompt: prompt.tokens, response: r.response,
+                                   logprobs: r.logprobs, policyVersion: Int(clamping: result.policyVersion), seed: r.seed,
                                    finishReason: r.truncated ? .length : .stop)
                     s.scores = RawScores(helpfulness: r.hasHelpfulnessScore ? r.helpfulnessScore : nil,
                                          safety: r.hasSafetyScore ? r.safetyScore : nil,
@@ -329,7 +329,7 @@ public final class Coordinator: RolloutSource {
         case .heartbeat:
             scheduler.heartbeat(worker, now: now)
         case .modelReady(let r):
-            held[worker, default: [:]][r.model] = Int(r.version)
+            held[worker, default: [:]][r.model] = Int(clamping: r.version)
             scheduler.heartbeat(worker, now: now)
             if let s = broadcastStarted, scheduler.aliveWorkers.allSatisfy(holdsCurrentModels) {
                 broadcastSeconds = now - s
@@ -399,13 +399,13 @@ public final class Coordinator: RolloutSource {
         }
         var reply = Charter_V1_ChunkReply()
         reply.model = r.model; reply.version = r.version; reply.index = r.index
-        guard let p = published[r.model], let manifest = p.manifest, let buffer = p.buffer, Int(r.version) == manifest.version,
-              manifest.chunks.indices.contains(Int(r.index)) else {
+        guard let p = published[r.model], let manifest = p.manifest, let buffer = p.buffer, Int(clamping: r.version) == manifest.version,
+              manifest.chunks.indices.contains(Int(clamping: r.index)) else {
             reply.missing = true
             send(.chunkReply(reply), to: peer, on: chunkServer)
             return
         }
-        let c = manifest.chunks[Int(r.index)]
+        let c = manifest.chunks[Int(clamping: r.index)]
         reply.crc32C = c.crc32c
         send(.chunkReply(reply), to: peer, bulk: [.shared(buffer, offset: c.offset, count: c.size)], on: chunkServer)
         counts.bytesBroadcast += c.size

@@ -56,7 +56,7 @@ extension Coordinator {
                     self.refuse(result, from: worker, because: "item \(bad.0): \(bad.1)")
                     return
                 }
-                guard self.scheduler.complete(result.taskID, from: worker, policyVersion: Int(result.policyVersion)) == .accepted else { return }
+                guard self.scheduler.complete(result.taskID, from: worker, policyVersion: Int(clamping: result.policyVersion)) == .accepted else { return }
                 do { try accept(results) } catch { failure = error; return }
                 finished += result.items.count
                 progress(finished, stage.items.count)

@@ -344,8 +344,8 @@ public final class Worker {
     /// Whether this worker holds what `task` is computed with: a rollout's policy version, or the
     /// version of each model a stage task names. Otherwise the task waits for a fetch to finish.
     func holdsModels(_ task: Charter_V1_Task) -> Bool {
-        if task.kind == .rollout { return Int(task.policyVersion) == version }
-        return task.models.allSatisfy { Int($0.version) == versions[$0.name] ?? 0 }
+        if task.kind == .rollout { return Int(clamping: task.policyVersion) == version }
+        return task.models.allSatisfy { Int(clamping: $0.version) == versions[$0.name] ?? 0 }
     }
 
     func work(_ task: Charter_V1_Task) throws {
@@ -357,9 +357,9 @@ public final class Worker {
     /// A rollout task's samples, scored, with reference log-probs (and values, holding the value head).
     func rolloutResult(_ task: Charter_V1_Task) throws -> Charter_V1_TaskResult {
         guard let policy, let reference, let scorer else { throw WorkerError("a task arrived before the run configuration") }
-        let prompts = task.prompts.map { Prompt(id: Int($0.promptID), text: $0.text, tokens: $0.tokens, unsafe: $0.unsafe) }
+        let prompts = task.prompts.map { Prompt(id: Int(clamping: $0.promptID), text: $0.text, tokens: $0.tokens, unsafe: $0.unsafe) }
         var settings = rollout
-        settings.samplesPerPrompt = Int(task.samplesPerPrompt)
+        settings.samplesPerPrompt = Int(clamping: task.samplesPerPrompt)
         settings.temperature = task.sampling.temperature
         settings.topK = Int(task.sampling.topK)
         settings.topP = task.sampling.topP
@@ -367,9 +367,9 @@ public final class Worker {
         settings.stopTokens = task.sampling.stopTokens
         let source = InProcessRollouts(settings: settings, runSeed: task.runSeed)
         // Values only with the head of this very policy version.
-        let head = (versions[ModelName.valueHead] ?? 0) == Int(task.policyVersion) ? valueHead : nil
-        let samples = try source.rollouts(iteration: Int(task.iteration), prompts: prompts, policy: policy, valueHead: head,
-                                          policyVersion: Int(task.policyVersion)) { [self] in stayInTouch() }
+        let head = (versions[ModelName.valueHead] ?? 0) == Int(clamping: task.policyVersion) ? valueHead : nil
+        let samples = try source.rollouts(iteration: Int(clamping: task.iteration), prompts: prompts, policy: policy, valueHead: head,
+                                          policyVersion: Int(clamping: task.policyVersion)) { [self] in stayInTouch() }
         // Raw scores only: combining them (whitening above all) needs the whole iteration.
         let scores = try scorer.raw(samples, conversations: Dictionary(prompts.map { ($0.id, $0.conversation) }, uniquingKeysWith: { a, _ in a })) { stayInTouch() }
         var result = Charter_V1_TaskResult()

@@ -25,8 +25,8 @@ extension Worker {
 
     func startFetch(_ a: Charter_V1_ModelAnnounce) throws {
         let model = a.model, held = versions[model] ?? 0
-        if Int(a.version) == held { return try sendReady(model) }
-        guard Int(a.version) > held else { return }
+        if Int(clamping: a.version) == held { return try sendReady(model) }
+        guard Int(clamping: a.version) > held else { return }
         if case .fetching(let current) = state, current.model != model {
             waitingAnnounces[model] = a // after the fetch in progress
             return
@@ -35,11 +35,11 @@ extension Worker {
             return logger.warning("announce of \(model) version \(a.version), a model this run does not have; ignored")
         }
         let size = buffers.byteCount
-        guard Int(a.totalBytes) == size, model != ModelName.policy || a.lora == (adapters != nil) else {
+        guard Int(clamping: a.totalBytes) == size, model != ModelName.policy || a.lora == (adapters != nil) else {
             throw WorkerError("announced \(model) weights (\(a.totalBytes) bytes, lora \(a.lora)) do not fit this run's \(model == ModelName.policy && adapters != nil ? "adapters" : model) (\(size) bytes)")
         }
-        let manifest = WeightManifest(version: Int(a.version), totalBytes: Int(a.totalBytes), chunks: a.chunks.map {
-            WeightManifest.Chunk(index: Int($0.index), offset: Int($0.offset), size: Int($0.size), crc32c: $0.crc32C)
+        let manifest = WeightManifest(version: Int(clamping: a.version), totalBytes: Int(clamping: a.totalBytes), chunks: a.chunks.map {
+            WeightManifest.Chunk(index: Int(clamping: $0.index), offset: Int(clamping: $0.offset), size: Int(clamping: $0.size), crc32c: $0.crc32C)
         })
         guard manifest.checksum == a.manifestCrc32C else {
             logger.warning("manifest checksum mismatch; waiting for the next announce")
@@ -89,13 +89,13 @@ extension Worker {
     func handleChunkReply(_ frames: [Data]) throws {
         guard case .fetching(let fetch) = state else { return }
         guard let decoded = try? Wire.decode(frames), case .chunkReply(let reply) = decoded.message,
-              reply.model == fetch.model, Int(reply.version) == fetch.version else { return }
+              reply.model == fetch.model, Int(clamping: reply.version) == fetch.version else { return }
         let now = Self.now()
         guard !reply.missing, let bytes = decoded.bulk.first else {
-            fetch.notHeld(index: Int(reply.index), now: now)
+            fetch.notHeld(index: Int(clamping: reply.index), now: now)
             return try requestChunks(fetch, now: now)
         }
-        let outcome = bytes.withUnsafeBytes { fetch.received(index: Int(reply.index), bytes: $0, now: now) }
+        let outcome = bytes.withUnsafeBytes { fetch.received(index: Int(clamping: reply.index), bytes: $0, now: now) }
         if outcome == .badChecksum || outcome == .wrongSize {
             logger.warning("chunk \(reply.index) \(outcome); fetching it again from the coordinator")
         }
@@ -143,7 +143,7 @@ extension Worker {
             reply.version = r.version
             reply.index = r.index
             var bulk: [Frame] = []
-            if let (frame, crc) = heldChunk(model: r.model, version: Int(r.version), index: Int(r.index)) {
+            if let (frame, crc) = heldChunk(model: r.model, version: Int(clamping: r.version), index: Int(clamping: r.index)) {
                 reply.crc32C = crc
                 bulk = [frame]
             } else {

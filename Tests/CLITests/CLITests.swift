@@ -645,7 +645,8 @@ final class CLITests: XCTestCase {
         }
     }
 
-    /// A forged result is refused and counted, its worker gets no more tasks, and an honest worker
+    /// A forged result is refused and counted, its worker gets no more tasks (numbers too large for
+    /// Int change nothing), and an honest worker
     /// finishes the run with every sample once. A forger alone stops the coordinator with one line
     /// rather than leaving it waiting for ever.
     func testAForgedResultIsRefusedAndItsWorkerQuarantined() throws {
@@ -658,6 +659,11 @@ final class CLITests: XCTestCase {
         addTeardownBlock { if honest.isRunning { kill(honest.processIdentifier, SIGKILL) } }
         let registered = Date().addingTimeInterval(60)
         while !(try file(dir.path + "/c.log")).contains("worker honest registered") && Date() < registered { usleep(20_000) }
+        // Wire numbers beyond Int's range are unknown or stale values to the coordinator, never a trap.
+        var huge = Charter_V1_TaskResult(); huge.taskID = "no-such-task"; huge.policyVersion = .max
+        var ready = Charter_V1_ModelReady(); ready.model = "reward.helpful"; ready.version = .max
+        try forger.socket.send([.data(Wire.header(.taskResult(huge)))])
+        try forger.socket.send([.data(Wire.header(.modelReady(ready)))])
         try forger.answerForged()
         // Quarantined: no task for it, though its task still waits to be done.
         guard case .noTask? = try forger.ask(.taskRequest(Charter_V1_TaskRequest())) else { return XCTFail("a quarantined worker got work") }
