@@ -5,6 +5,7 @@
 // (Engine/Kernel.swift).
 #include "kernels.h"
 #include <immintrin.h>
+#include "hsum_avx512.h"
 
 int charter_cpu_has_avx512f(void) {
     __builtin_cpu_init();
@@ -14,16 +15,8 @@ int charter_cpu_has_avx512f(void) {
 #define TARGET "avx512f,avx512bw,avx512vl,fma"
 #define AVX512 __attribute__((target(TARGET), always_inline)) static inline
 
-// The one reduction order every tile shape shares: 16-lane FMAs over K in order, then a fixed
-// horizontal sum.
-AVX512 void finish(__m512 acc, float *o, int accumulate) {
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    q = _mm_add_ss(q, _mm_movehdup_ps(q));
-    float s = _mm_cvtss_f32(q);
-    *o = accumulate ? *o + s : s;
-}
+// The one reduction order every tile shape shares: 16-lane FMAs over K in order, then finish()'s
+// fixed horizontal sum (hsum_avx512.h).
 
 // Whole chunks load plainly; the last partial one through a mask (zeros beyond K), so it adds in the
 // same lanes and order whatever the tile.

@@ -5,6 +5,7 @@
 // them only when charter_cpu_has_avx512bf16() says so.
 #include "kernels.h"
 #include <immintrin.h>
+#include "hsum_avx512.h"
 
 int charter_cpu_has_avx512bf16(void) {
     __builtin_cpu_init();
@@ -28,15 +29,7 @@ void charter_round_to_bf16(uint16_t *out, const float *x, size_t count) {
     }
 }
 
-// The fixed horizontal sum every tile shape shares.
-BF16 void finish(__m512 acc, float *o, int accumulate) {
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    q = _mm_add_ss(q, _mm_movehdup_ps(q));
-    float s = _mm_cvtss_f32(q);
-    *o = accumulate ? *o + s : s;
-}
+// Every tile ends with finish()'s fixed horizontal sum (hsum_avx512.h).
 
 // 32 bfloat16 numbers; the last partial chunk through a mask (zeros beyond K), so it adds in the
 // same lanes and order whatever the tile.
