@@ -71,7 +71,7 @@ public final class EpochDriver {
         let resume = start == .resume && !((try? FileManager.default.contentsOfDirectory(atPath: job.out)) ?? []).isEmpty
         // A LoRA checkpoint holds merged weights; its run resumes from the base model it started from.
         let model = resume && job.lora == nil ? try ModelLoader.load(job.out) : try load(job.baseModel)
-        let adapters = job.lora.map { LoRAAdapters(config: $0, model: model.config) }
+        let adapters = try job.lora.map { try LoRAAdapters(config: $0, model: model.config) }
         adapters?.initialize(seed: SplitMix64.derive(job.seed, 0x107A))
         run = try makeRun(model, adapters)
         if start == .overwrite { // the epochs an earlier run kept beside `out` belong to it

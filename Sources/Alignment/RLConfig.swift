@@ -115,7 +115,7 @@ public struct RLConfig {
             c.mixedKernels = try run.bool("mixed_kernels") ?? c.mixedKernels
             c.runDir = try run.filePath("dir") ?? c.runDir
             c.iterations = try run.int("iterations", min: 1) ?? c.iterations
-            c.seed = UInt64(try run.int("seed", min: 0) ?? 0)
+            c.seed = UInt64(try run.int("seed", min: 0, max: .max) ?? 0)
         }
         if let model = try top.section("model") {
             try model.only(Self.keys["model"]!)
@@ -367,10 +367,13 @@ struct Section {
         return URL(fileURLWithPath: folder).appendingPathComponent(p).standardized.path
     }
 
-    func int(_ key: String, min: Int) throws -> Int? {
+    /// Counts stop at 2^31 - 1 unless `max` says otherwise, so that products of two of them (prompts
+    /// x samples, sequences x tokens) cannot overflow.
+    func int(_ key: String, min: Int, max: Int = Int(Int32.max)) throws -> Int? {
         guard let s = try scalar(key, "an integer") else { return nil }
         guard let v = Int(s) else { throw error(key, "must be an integer, found \"\(s)\"") }
         guard v >= min else { throw error(key, "must be at least \(min), found \(v)") }
+        guard v <= max else { throw error(key, "must be at most \(max), found \(v)") }
         return v
     }
 

@@ -58,7 +58,7 @@ struct RMCommand: ParsableCommand {
             let rm = !resuming ? try RewardModel.initialize(from: modelOptions.load(), seed: seed)
                 : lora == nil ? try RewardModel.load(out)
                 : try { let base = try modelOptions.load(); return try RewardModel(model: base, head: try RewardModel.head(of: out, width: base.config.width)) }()
-            let adapters = lora.map { LoRAAdapters(config: $0, model: rm.model.config) }
+            let adapters = try lora.map { try LoRAAdapters(config: $0, model: rm.model.config) }
             adapters?.initialize(seed: SplitMix64.derive(seed, 0x107A))
             let all = try PreferencePair.load(URL(fileURLWithPath: pairs), rm: rm, maxLength: maxLen)
             let (train, heldOut) = SFTRun.split(all, heldOutFraction: evalFraction, seed: seed)

@@ -23,7 +23,7 @@ struct TrainBench: ParsableCommand {
             TrainingSequence(tokens: (0..<length).map { _ in Int32(rng.next() % UInt64(model.config.vocab)) },
                              lossMask: [0] + [Float](repeating: 1, count: length - 1))
         }
-        let lora = mode == .lora ? LoRAAdapters(config: LoRAConfig(rank: loraRank), model: model.config) : nil
+        let lora = mode == .lora ? try LoRAAdapters(config: LoRAConfig(rank: loraRank), model: model.config) : nil
         lora?.initialize(seed: 2)
         let trainer = try Trainer(weights: model.weights, lora: lora, schedule: LRSchedule(peak: 1e-5, decay: .constant))
         _ = try trainer.step([sequences])

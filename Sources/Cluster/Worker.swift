@@ -309,7 +309,7 @@ public final class Worker {
         base = model
         if let lora = c.lora {
             // The coordinator's adapters start with B = 0, so version 0 generates with the base weights.
-            adapters = LoRAAdapters(config: lora, model: model.config)
+            adapters = try LoRAAdapters(config: lora, model: model.config)
             policy = model.weights.copy()
         } else {
             policy = model.weights

@@ -32,6 +32,33 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         }
         if heads % kvHeads != 0 { throw .invalidConfig("heads (\(heads)) must be a multiple of kvHeads (\(kvHeads))") }
         if headDim % 2 != 0 { throw .invalidConfig("headDim must be even for rotary embeddings, found \(headDim)") }
+        for (name, v) in [("ropeTheta", ropeTheta), ("rmsEps", rmsEps)] where !(v.isFinite && v > 0) {
+            throw .invalidConfig("\(name) must be a positive finite number, found \(v)")
+        }
+        // The rotary table holds every position; no model Charter runs has more than 2^20.
+        if contextLength > Self.longestContext {
+            throw .invalidConfig("contextLength \(contextLength) is more than \(Self.longestContext)")
+        }
+    }
+
+    public static let longestContext = 1 << 20
+
+    /// Bytes of the model's float32 weights, counted without building its layout (a Double, so
+    /// that absurd sizes from a file compare instead of overflowing).
+    public var weightBytes: Double {
+        let C = Double(width), F = Double(ffnWidth), q = Double(heads) * Double(headDim), kv = Double(kvHeads) * Double(headDim)
+        let perLayer = C * (2 + 2 * q + 2 * kv + 3 * F) // two norms, q and o, k and v, gate, up and down
+        return 4 * (Double(layers) * perLayer + Double(vocab) * C * (tiedEmbeddings ? 1 : 2) + C)
+    }
+
+    /// Bytes of the key/value cache of one sequence of `tokens` tokens.
+    public func cacheBytes(tokens: Int) -> Double {
+        4 * 2 * Double(layers) * Double(kvHeads) * Double(headDim) * Double(tokens)
+    }
+
+    /// Refuses a model whose float32 weights would not fit in this machine's memory.
+    public func checkFitsInMemory() throws(EngineError) {
+        try MemoryBudget.check(weightBytes, for: "a model of \(layers) layers, width \(width), vocabulary \(vocab)")
     }
 
     /// SmolLM2-135M: what the GGUF metadata of the default model says.
@@ -43,11 +70,13 @@ public struct ModelConfig: Equatable, Sendable, Codable {
 public enum EngineError: Error, Equatable, CustomStringConvertible {
     case invalidConfig(String)
     case invalidInput(String)
+    case tooLarge(String)
 
     public var description: String {
         switch self {
         case .invalidConfig(let s): return "invalid model config: \(s)"
         case .invalidInput(let s): return "invalid input: \(s)"
+        case .tooLarge(let s): return s
         }
     }
 }

@@ -142,7 +142,15 @@ public enum ModelLoader {
         var isDirectory: ObjCBool = false
         _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
         let url = URL(fileURLWithPath: path)
-        if !isDirectory.boolValue { return try GGUFModel.load(url) }
+        let model = isDirectory.boolValue ? try loadFolder(url) : try GGUFModel.load(url)
+        // Token ids index the embedding: a tokenizer with more tokens than it has rows would read past it.
+        guard model.tokenizer.vocabSize <= model.config.vocab else {
+            throw FormatError("model \(path): the tokenizer has \(model.tokenizer.vocabSize) tokens, the embedding only \(model.config.vocab) rows")
+        }
+        return model
+    }
+
+    static func loadFolder(_ url: URL) throws -> LoadedModel {
         var template: String? = nil
         if let c = try? Data(contentsOf: url.appendingPathComponent("tokenizer_config.json")),
            let config = (try? JSONSerialization.jsonObject(with: c)) as? [String: Any] {

@@ -1,4 +1,5 @@
 import Foundation
+import Tokenizer
 
 /// A GGUF file (version 2 or 3), read from a memory map.
 ///
@@ -48,10 +49,10 @@ public struct GGUFFile {
         for i in 0..<kvCount {
             let key = try r.string(field: "metadata[\(i)] key")
             let typeOffset = r.offset
-            let type = try r.u32(field: "metadata \"\(key)\" type")
-            let value = try r.value(type: type, typeOffset: typeOffset, field: "metadata \"\(key)\"", depth: 0)
+            let type = try r.u32(field: "metadata \(shown(key)) type")
+            let value = try r.value(type: type, typeOffset: typeOffset, field: "metadata \(shown(key))", depth: 0)
             if meta.updateValue(value, forKey: key) != nil {
-                throw GGUFError(field: "metadata \"\(key)\"", offset: typeOffset, problem: "key appears twice")
+                throw GGUFError(field: "metadata \(shown(key))", offset: typeOffset, problem: "key appears twice")
             }
             order.append(key)
         }
@@ -61,7 +62,7 @@ public struct GGUFFile {
         var infos: [GGUFTensorInfo] = []
         for i in 0..<tensorCount {
             let name = try r.string(field: "tensor[\(i)] name")
-            let field = "tensor \"\(name)\""
+            let field = "tensor \(shown(name))"
             let dimsOffset = r.offset
             let dims = Int(try r.u32(field: "\(field) dimension count"))
             guard (1...4).contains(dims) else {
@@ -100,13 +101,19 @@ public struct GGUFFile {
             alignment = v
         }
         dataOffset = (r.offset + alignment - 1) / alignment * alignment
+        // Tensors follow each other in the order of their infos, each padded to the alignment (as
+        // llama.cpp requires): a tensor whose type or extents were changed no longer ends where
+        // the next begins.
+        var expected = 0
         for t in infos {
-            let (end, overflow) = (dataOffset + t.offset).addingReportingOverflow(t.byteCount)
-            guard t.offset % alignment == 0 else {
-                throw GGUFError(field: "tensor \"\(t.name)\" offset", offset: t.infoOffset, problem: "offset \(t.offset) is not a multiple of the alignment \(alignment)")
+            guard t.offset == expected else {
+                throw GGUFError(field: "tensor \(shown(t.name)) offset", offset: t.infoOffset,
+                                problem: "offset \(t.offset), but the tensors before it end at \(expected); a wrong type or extent?")
             }
+            expected += (t.byteCount + alignment - 1) / alignment * alignment
+            let (end, overflow) = (dataOffset + t.offset).addingReportingOverflow(t.byteCount)
             guard !overflow, end <= data.count else {
-                throw GGUFError(field: "tensor \"\(t.name)\" data", offset: t.infoOffset, problem: "needs bytes up to \(dataOffset + t.offset + t.byteCount), the file has \(data.count); truncated?")
+                throw GGUFError(field: "tensor \(shown(t.name)) data", offset: t.infoOffset, problem: "needs bytes up to \(dataOffset + t.offset + t.byteCount), the file has \(data.count); truncated?")
             }
         }
         tensors = infos
@@ -144,13 +151,17 @@ public struct GGUFFile {
         return Float(v)
     }
 
+    /// An optional key: nil when absent, an error when present with the wrong type.
+    public func optionalInt(_ key: String) throws(GGUFError) -> Int? { metadata[key] == nil ? nil : try int(key) }
+    public func optionalFloat(_ key: String) throws(GGUFError) -> Float? { metadata[key] == nil ? nil : try float(key) }
+
     public func array(_ key: String) throws(GGUFError) -> [GGUFValue] {
         guard case .array(let a)? = metadata[key] else { throw missing(key, "an array") }
         return a
     }
 
     private func missing(_ key: String, _ what: String) -> GGUFError {
-        GGUFError(field: "metadata \"\(key)\"", offset: 0,
+        GGUFError(field: "metadata \(shown(key))", offset: 0,
                   problem: metadata[key] == nil ? "missing" : "expected \(what), found \(metadata[key]!)")
     }
 }
@@ -231,7 +242,7 @@ public indirect enum GGUFValue: Equatable, Sendable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .string(let s): return "\"\(s.prefix(60))\""
+        case .string(let s): return shown(s, limit: 60)
         case .array(let a): return "array of \(a.count)"
         case .bool(let b): return "\(b)"
         default: return double.map { "\($0)" } ?? "?"

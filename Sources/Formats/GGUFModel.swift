@@ -25,16 +25,12 @@ public enum GGUFModel {
     public static func load(_ url: URL) throws -> LoadedModel {
         let file = try GGUFFile(url: url)
         let config = try config(of: file)
+        do {
+            try tensorCheck.check(config, tensorNames: file.tensors.map(\.name), shape: { file.tensor($0)?.shape })
+        } catch { throw FormatError("GGUF \(url.lastPathComponent): \(error)") }
         let weights = ModelWeights(config: config)
         for (engineName, fileName) in tensorNames(config) {
-            guard let info = file.tensor(fileName) else {
-                throw GGUFError(field: "tensor \"\(fileName)\"", offset: 0, problem: "missing from the file")
-            }
-            let slot = weights.layout.slot(engineName)!
-            guard info.shape == slot.shape else {
-                throw GGUFError(field: "tensor \"\(fileName)\"", offset: info.infoOffset,
-                                problem: "shape \(info.shape) does not match the config's \(slot.shape)")
-            }
+            let info = file.tensor(fileName)!, slot = weights.layout.slot(engineName)!
             let dst = weights.base + slot.offset
             file.read(info, into: dst)
             if fileName.hasSuffix("attn_q.weight") || fileName.hasSuffix("attn_k.weight") {
@@ -45,20 +41,24 @@ public enum GGUFModel {
                            chatTemplate: file.metadata["tokenizer.chat_template"]?.stringValue)
     }
 
+    static var tensorCheck: TensorCheck {
+        TensorCheck(names: tensorNames, block: { TensorCheck.blockNumber($0, after: "blk.") }, blockKey: "llama.block_count")
+    }
+
     public static func config(of file: GGUFFile) throws(GGUFError) -> ModelConfig {
         let arch = try file.string("general.architecture")
         guard arch == "llama" else {
-            throw GGUFError(field: "metadata \"general.architecture\"", offset: 0, problem: "\"\(arch)\" is not supported (llama)")
+            throw GGUFError(field: "metadata \"general.architecture\"", offset: 0, problem: "\(shown(arch)) is not supported (llama)")
         }
         let width = try file.int("llama.embedding_length"), heads = try file.int("llama.attention.head_count")
-        var vocab = file.metadata["llama.vocab_size"]?.int ?? 0
+        var vocab = try file.optionalInt("llama.vocab_size") ?? 0
         if vocab == 0 { vocab = try file.array("tokenizer.ggml.tokens").count }
-        let headDim = file.metadata["llama.rope.dimension_count"]?.int ?? width / max(heads, 1)
+        let headDim = try file.optionalInt("llama.rope.dimension_count") ?? width / max(heads, 1)
         let config = ModelConfig(
             layers: try file.int("llama.block_count"), width: width, heads: heads,
-            kvHeads: file.metadata["llama.attention.head_count_kv"]?.int ?? heads, headDim: headDim,
+            kvHeads: try file.optionalInt("llama.attention.head_count_kv") ?? heads, headDim: headDim,
             ffnWidth: try file.int("llama.feed_forward_length"), vocab: vocab,
-            ropeTheta: Float(file.metadata["llama.rope.freq_base"]?.double ?? 10000),
+            ropeTheta: try file.optionalFloat("llama.rope.freq_base") ?? 10000,
             rmsEps: try file.float("llama.attention.layer_norm_rms_epsilon"),
             tiedEmbeddings: file.tensor("output.weight") == nil,
             contextLength: try file.int("llama.context_length"))
@@ -102,7 +102,7 @@ public enum GGUFModel {
     public static func tokenizer(of file: GGUFFile) throws -> BPETokenizer {
         let model = try file.string("tokenizer.ggml.model")
         guard model == "gpt2" else {
-            throw GGUFError(field: "metadata \"tokenizer.ggml.model\"", offset: 0, problem: "\"\(model)\" is not supported (gpt2 byte-level BPE)")
+            throw GGUFError(field: "metadata \"tokenizer.ggml.model\"", offset: 0, problem: "\(shown(model)) is not supported (gpt2 byte-level BPE)")
         }
         func strings(_ key: String) throws -> [String] {
             try file.array(key).enumerated().map { i, v in
@@ -110,13 +110,18 @@ public enum GGUFModel {
                 return s
             }
         }
+        // Values outside Int32 become -1, which the tokenizer refuses with the token it belongs to.
         let types: [Int32]? = try file.metadata["tokenizer.ggml.token_type"].map { _ in
-            try file.array("tokenizer.ggml.token_type").map { Int32($0.int ?? 0) }
+            try file.array("tokenizer.ggml.token_type").map { $0.int.flatMap { Int32(exactly: $0) } ?? -1 }
         }
-        func id(_ key: String) -> Int32? { file.metadata[key]?.int.map(Int32.init) }
-        return try BPETokenizer(tokens: try strings("tokenizer.ggml.tokens"), merges: try strings("tokenizer.ggml.merges"),
-                                types: types, bos: id("tokenizer.ggml.bos_token_id"), eos: id("tokenizer.ggml.eos_token_id"),
-                                pad: id("tokenizer.ggml.padding_token_id"), unknown: id("tokenizer.ggml.unknown_token_id"))
+        func id(_ key: String) throws -> Int32? { try file.optionalInt(key).map { Int32(exactly: $0) ?? -1 } }
+        let tokens = try strings("tokenizer.ggml.tokens"), merges = try strings("tokenizer.ggml.merges")
+        do { try BPEMerges.checkPresent(merges, tokens: tokens, types: types ?? tokens.map { _ in 1 }) } catch {
+            throw GGUFError(field: "metadata \"tokenizer.ggml.merges\"", offset: 0, problem: error.description)
+        }
+        return try BPETokenizer(tokens: tokens, merges: merges,
+                                types: types, bos: try id("tokenizer.ggml.bos_token_id"), eos: try id("tokenizer.ggml.eos_token_id"),
+                                pad: try id("tokenizer.ggml.padding_token_id"), unknown: try id("tokenizer.ggml.unknown_token_id"))
     }
 }
 

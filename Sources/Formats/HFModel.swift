@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Tokenizer
 
 /// Hugging Face model folders: config.json + model.safetensors with the standard Llama names.
 /// Hugging Face stores attn_q/attn_k in the half-split rotary layout the engine uses, so tensors
@@ -26,24 +27,36 @@ public enum HFModel {
             throw FormatError("\(url.path): not a JSON object")
         }
         func int(_ key: String) throws -> Int {
-            guard let v = j[key] as? Int else { throw FormatError("\(url.path): \"\(key)\" must be an integer") }
+            guard let v = try optionalInt(key) else { throw FormatError("\(url.path): \"\(key)\" must be an integer") }
             return v
         }
-        func number(_ key: String, in object: [String: Any]? = nil) -> Double? {
-            ((object ?? j)[key] as? NSNumber)?.doubleValue
+        // Optional keys: absent means the default; present with the wrong type is an error, not
+        // silently the default.
+        func optional<T>(_ key: String, in object: [String: Any]? = nil, _ type: String, _ read: (Any) -> T?) throws -> T? {
+            guard let raw = (object ?? j)[key], !(raw is NSNull) else { return nil }
+            guard let v = read(raw) else { throw FormatError("\(url.path): \"\(key)\" must be \(type)") }
+            return v
         }
-        if let type = j["model_type"] as? String, type != "llama" {
-            throw FormatError("\(url.path): model_type \"\(type)\" is not supported (llama)")
+        func optionalInt(_ key: String) throws -> Int? {
+            try optional(key, "an integer") { JSONValue.number($0).flatMap { Int(exactly: $0) } }
+        }
+        func number(_ key: String, in object: [String: Any]? = nil) throws -> Double? {
+            try optional(key, in: object, "a number", JSONValue.number)
+        }
+        if let type = try optional("model_type", "a string", { $0 as? String }), type != "llama" {
+            throw FormatError("\(url.path): model_type \(shown(type)) is not supported (llama)")
         }
         let width = try int("hidden_size"), heads = try int("num_attention_heads")
         // transformers 5 puts rope_theta under rope_parameters; older configs have it at the top.
-        let theta = number("rope_theta") ?? number("rope_theta", in: j["rope_parameters"] as? [String: Any]) ?? 10000
+        let ropeParameters = try optional("rope_parameters", "an object") { $0 as? [String: Any] }
+        let theta = try number("rope_theta") ?? number("rope_theta", in: ropeParameters) ?? 10000
         let config = ModelConfig(
             layers: try int("num_hidden_layers"), width: width, heads: heads,
-            kvHeads: (j["num_key_value_heads"] as? Int) ?? heads, headDim: (j["head_dim"] as? Int) ?? width / max(heads, 1),
+            kvHeads: try optionalInt("num_key_value_heads") ?? heads, headDim: try optionalInt("head_dim") ?? width / max(heads, 1),
             ffnWidth: try int("intermediate_size"), vocab: try int("vocab_size"), ropeTheta: Float(theta),
-            rmsEps: Float(number("rms_norm_eps") ?? 1e-6), tiedEmbeddings: (j["tie_word_embeddings"] as? Bool) ?? false,
-            contextLength: (j["max_position_embeddings"] as? Int) ?? 2048)
+            rmsEps: Float(try number("rms_norm_eps") ?? 1e-6),
+            tiedEmbeddings: try optional("tie_word_embeddings", "true or false", JSONValue.bool) ?? false,
+            contextLength: try optionalInt("max_position_embeddings") ?? 2048)
         do { try config.validate() } catch { throw FormatError("\(url.path): \(error)") }
         return config
     }
@@ -52,16 +65,18 @@ public enum HFModel {
     public static func loadWeights(_ folder: URL) throws -> ModelWeights {
         let config = try config(at: folder)
         let file = try SafetensorsFile(url: folder.appendingPathComponent("model.safetensors"))
+        do {
+            try tensorCheck.check(config, tensorNames: Array(file.tensors.keys), shape: { file.tensors[$0]?.shape })
+        } catch { throw FormatError("model.safetensors: \(error)") }
         let weights = ModelWeights(config: config)
         for (engineName, hfName) in tensorNames(config) {
-            guard let t = file.tensors[hfName] else { throw FormatError("model.safetensors: tensor \"\(hfName)\" is missing") }
-            let slot = weights.layout.slot(engineName)!
-            guard t.shape == slot.shape else {
-                throw FormatError("model.safetensors: tensor \"\(hfName)\" has shape \(t.shape), config.json implies \(slot.shape)")
-            }
-            file.read(t, into: weights.base + slot.offset)
+            file.read(file.tensors[hfName]!, into: weights.base + weights.layout.slot(engineName)!.offset)
         }
         return weights
+    }
+
+    static var tensorCheck: TensorCheck {
+        TensorCheck(names: tensorNames, block: { TensorCheck.blockNumber($0, after: "model.layers.") }, blockKey: "num_hidden_layers")
     }
 
     /// The config.json text for a model.
@@ -87,4 +102,12 @@ public enum HFModel {
         }
         return SafetensorsFile.encode(tensors, metadata: ["format": "pt"], as: type)
     }
+}
+
+/// JSONSerialization hands back true and false as NSNumbers, which `as? Int` turns into 1 and 0:
+/// these tell a JSON boolean from a JSON number.
+enum JSONValue {
+    static func isBool(_ n: NSNumber) -> Bool { String(cString: n.objCType) == "c" }
+    static func number(_ v: Any) -> Double? { (v as? NSNumber).flatMap { isBool($0) ? nil : $0.doubleValue } }
+    static func bool(_ v: Any) -> Bool? { (v as? NSNumber).flatMap { isBool($0) ? $0.boolValue : nil } }
 }

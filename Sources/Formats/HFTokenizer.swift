@@ -74,15 +74,26 @@ public enum HFTokenizer {
             if let pair = $0 as? [String], pair.count == 2 { return pair[0] + " " + pair[1] }
             return nil
         }
-        var tokens = [String](repeating: "", count: (vocab.values.max() ?? -1) + 1)
+        let added = j["added_tokens"] as? [[String: Any]] ?? []
+        // Ids index an array: each must fall inside the vocabulary and added tokens together, so a
+        // corrupted id can neither trap nor ask for a billion empty tokens.
+        let idLimit = vocab.count + added.count
+        func checked(_ id: Int, _ token: String) throws -> Int {
+            guard (0..<idLimit).contains(id) else {
+                throw FormatError("\(url.path): token \(shown(token)) has id \(id), outside 0..<\(idLimit) (the vocabulary and added tokens)")
+            }
+            return id
+        }
+        var tokens = [String](repeating: "", count: try vocab.map { try checked($0.value, $0.key) }.max().map { $0 + 1 } ?? 0)
         var types = [Int32](repeating: 1, count: tokens.count)
         for (token, id) in vocab { tokens[id] = token }
-        for added in j["added_tokens"] as? [[String: Any]] ?? [] {
+        for added in added {
             guard let id = added["id"] as? Int, let content = added["content"] as? String else { continue }
-            if id >= tokens.count { tokens += [String](repeating: "", count: id + 1 - tokens.count); types += [Int32](repeating: 1, count: id + 1 - types.count) }
+            if try checked(id, content) >= tokens.count { tokens += [String](repeating: "", count: id + 1 - tokens.count); types += [Int32](repeating: 1, count: id + 1 - types.count) }
             tokens[id] = content
             types[id] = (added["special"] as? Bool) == true ? 3 : 4
         }
+        do { try BPEMerges.checkPresent(merges, tokens: tokens, types: types) } catch { throw FormatError("\(url.path): \(error)") }
         var special: [String: Int32] = [:]
         if let c = try? Data(contentsOf: folder.appendingPathComponent("tokenizer_config.json")),
            let config = (try? JSONSerialization.jsonObject(with: c)) as? [String: Any] {
@@ -93,5 +104,17 @@ public enum HFTokenizer {
         }
         return try BPETokenizer(tokens: tokens, merges: merges, types: types, bos: special["bos_token"],
                                 eos: special["eos_token"], pad: special["pad_token"], unknown: special["unk_token"])
+    }
+}
+
+enum BPEMerges {
+    /// A BPE vocabulary whose tokens span several symbols cannot produce them without merges: an
+    /// empty merge list means a damaged file, not a tokenizer.
+    static func checkPresent(_ merges: [String], tokens: [String], types: [Int32]) throws(FormatError) {
+        guard merges.isEmpty else { return }
+        let long = tokens.indices.filter { ($0 < types.count ? types[$0] : 1) == 1 && tokens[$0].unicodeScalars.count > 1 }
+        guard long.isEmpty else {
+            throw FormatError("the merge list is empty, but \(long.count) tokens (such as \(shown(tokens[long[0]]))) need merges to be produced")
+        }
     }
 }

@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Tokenizer
 
 /// A safetensors file, read from a memory map.
 ///
@@ -10,7 +11,9 @@ import Foundation
 ///  3. the data section: every tensor row-major, little-endian, at its offsets
 ///
 /// The header length, every tensor's offsets and its byte count (shape x dtype size) are checked
-/// against the file before any tensor is read.
+/// against the file before any tensor is read, and, as the safetensors library requires, the
+/// tensors must tile the data section exactly: no overlap, no gap, nothing after the last one (so a
+/// header length off by one, which shifts every tensor, is caught).
 public struct SafetensorsFile {
     public struct Tensor: Equatable, Sendable {
         public let name: String
@@ -52,19 +55,30 @@ public struct SafetensorsFile {
             }
             guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
                   let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2 else {
-                throw fail("tensor \"\(key)\": needs dtype, shape and data_offsets")
+                throw fail("tensor \(shown(key)): needs dtype, shape and data_offsets")
             }
-            guard let size = Self.dtypeSizes[dtype] else { throw fail("tensor \"\(key)\": dtype \(dtype) is not supported (F64, F32, F16, BF16)") }
-            guard shape.allSatisfy({ $0 >= 0 && $0 < 1 << 40 }) else { throw fail("tensor \"\(key)\": absurd shape \(shape)") }
+            guard let size = Self.dtypeSizes[dtype] else { throw fail("tensor \(shown(key)): dtype \(shown(dtype)) is not supported (F64, F32, F16, BF16)") }
+            guard shape.allSatisfy({ $0 >= 0 && $0 < 1 << 40 }) else { throw fail("tensor \(shown(key)): absurd shape \(shape)") }
             let (bytes, overflow) = shape.reduce(1, *).multipliedReportingOverflow(by: size)
             let (begin, end) = (offsets[0], offsets[1])
             guard !overflow, begin >= 0, end - begin == bytes else {
-                throw fail("tensor \"\(key)\": offsets \(offsets) do not hold \(shape) of \(dtype)")
+                throw fail("tensor \(shown(key)): offsets \(offsets) do not hold \(shape) of \(dtype)")
             }
             guard end <= data.count - headerEnd else {
-                throw fail("tensor \"\(key)\": data ends at byte \(headerEnd + end), the file has \(data.count); truncated?")
+                throw fail("tensor \(shown(key)): data ends at byte \(headerEnd + end), the file has \(data.count); truncated?")
             }
             tensors[key] = Tensor(name: key, dtype: dtype, shape: shape, begin: begin, end: end)
+        }
+        var end = 0
+        for t in tensors.values.sorted(by: { ($0.begin, $0.end) < ($1.begin, $1.end) }) {
+            guard t.begin == end else {
+                throw fail(t.begin < end ? "tensor \(shown(t.name)) at data offset \(t.begin) overlaps the tensor before it, which ends at \(end)"
+                                         : "data offsets \(end)..<\(t.begin) belong to no tensor")
+            }
+            end = t.end
+        }
+        guard end == data.count - headerEnd else {
+            throw fail("the tensors end at data offset \(end), but the data section has \(data.count - headerEnd) bytes; header length wrong?")
         }
         self.tensors = tensors
         self.metadata = metadata

@@ -15,6 +15,7 @@ public enum TinyModel {
         let c = ModelConfig(layers: layers, width: width, heads: heads, kvHeads: kvHeads, ffnWidth: width * 8 / 3 / 8 * 8,
                             vocab: vocab, ropeTheta: 10000, contextLength: 1024)
         try c.validate()
+        try c.checkFitsInMemory()
         return c
     }
 

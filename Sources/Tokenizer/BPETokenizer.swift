@@ -54,10 +54,10 @@ public final class BPETokenizer: @unchecked Sendable {
         var pairs: [(String, String)] = []
         for (rank, line) in merges.enumerated() {
             let parts = line.split(separator: " ", omittingEmptySubsequences: false)
-            guard parts.count == 2 else { throw .invalidVocabulary("merge \(rank) \"\(line)\" is not two symbols separated by one space") }
+            guard parts.count == 2 else { throw .invalidVocabulary("merge \(rank) \(shown(line)) is not two symbols separated by one space") }
             let a = String(parts[0]), b = String(parts[1])
             guard let ia = idOf[a], let ib = idOf[b], let merged = idOf[a + b] else {
-                throw .invalidVocabulary("merge \(rank) \"\(line)\" names a symbol missing from the vocabulary")
+                throw .invalidVocabulary("merge \(rank) \(shown(line)) names a symbol missing from the vocabulary")
             }
             let key = UInt64(UInt32(ia)) << 32 | UInt64(UInt32(ib))
             if table[key] == nil { table[key] = (Int32(rank), merged) }

@@ -53,6 +53,8 @@ final class RLConfigTests: XCTestCase {
             ("    - {type: regex, value: \"[0-9]+\"}", "    - {type: regex, value: \"[0-9\"}", "reward regex \"[0-9\" does not compile"),
             ("    - {type: length, value: 20, weight: 0.5}", "    - {type: length, value: long}", "\"reward.rules[2].value\" must be an integer"),
             ("  seed: 7", "  seed: -1", "c.yaml line 4: \"run.seed\" must be at least 0"),
+            ("  samples_per_prompt: 4", "  samples_per_prompt: 1e9", "\"rollout.samples_per_prompt\" must be an integer, found \"1e9\""),
+            ("  samples_per_prompt: 4", "  samples_per_prompt: 3000000000", "\"rollout.samples_per_prompt\" must be at most 2147483647, found 3000000000"),
             ("run:", "runn:", "c.yaml line 1: unknown key \"runn\""),
         ]
         // PPO refuses sampling it cannot take ratios over: truncation and greedy decoding.

@@ -152,4 +152,18 @@ final class RunDriverTests: XCTestCase {
             XCTAssertEqual("\(error)", "keep must be at least 1, found 0")
         }
     }
+
+    /// An iteration generates all its sequences at once: more than their caches can hold in this
+    /// machine's memory is refused before the run folder is touched.
+    func testAnIterationTooLargeForTheMachineIsRefusedBeforeTheRunStarts() throws {
+        let path = try rlConfig("ppo", lora: false)
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+            .replacingOccurrences(of: "samples_per_prompt: 2", with: "samples_per_prompt: 2000000000")
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try rlDriver(path, .fresh)) { error in
+            XCTAssertTrue("\(error)".contains("an iteration of 8000000000 sequences (data.prompts_per_iteration x rollout.samples_per_prompt) of up to "), "\(error)")
+            XCTAssertTrue("\(error)".contains("more than this machine's"), "\(error)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("run").path))
+    }
 }

@@ -173,7 +173,7 @@ final class TinyRLTests: XCTestCase {
         var settings = PPOSettings()
         settings.critic = .head; settings.epochs = 1; settings.minibatchSize = 8
         let policy = ModelWeights.random(config: config, seed: 5, std: 0.1)
-        let lora = LoRAAdapters(config: LoRAConfig(rank: 4), model: config)
+        let lora = try LoRAAdapters(config: LoRAConfig(rank: 4), model: config)
         var rng = SplitMix64(seed: 3)
         for i in 0..<lora.count { lora.storage[i] = 0.1 * rng.nextNormal() } // non-zero B: the merge matters
         let ppo = try PPOTrainer(policy: policy, lora: lora, reference: policy.copy(), criticInit: nil, kl: KLController(beta: 0.05), settings: settings)

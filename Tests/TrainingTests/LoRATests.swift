@@ -10,7 +10,7 @@ final class LoRATests: XCTestCase {
 
     func testFreshAdaptersLeaveTheModelUnchanged() throws {
         let weights = ModelWeights.random(config: config, seed: 1, std: 0.3)
-        let lora = LoRAAdapters(config: LoRAConfig(rank: 4), model: config)
+        let lora = try LoRAAdapters(config: LoRAConfig(rank: 4), model: config)
         lora.initialize(seed: 2)
         let net = try Backprop(weights: weights)
         let base = try net.logits(batch)
@@ -20,7 +20,7 @@ final class LoRATests: XCTestCase {
 
     func testMergedWeightsGiveTheAdapterForward() throws {
         let weights = ModelWeights.random(config: config, seed: 1, std: 0.3)
-        let lora = LoRAAdapters(config: LoRAConfig(rank: 3, alpha: 5), model: config)
+        let lora = try LoRAAdapters(config: LoRAConfig(rank: 3, alpha: 5), model: config)
         var rng = SplitMix64(seed: 3)
         for i in 0..<lora.count { lora.storage[i] = 0.3 * rng.nextNormal() } // non-zero B too
         let net = try Backprop(weights: weights)
@@ -39,7 +39,7 @@ final class LoRATests: XCTestCase {
     /// Adapter gradients against central differences (float32 loss, step 1e-2).
     func testAdapterGradientsAgreeWithFiniteDifferences() throws {
         let weights = ModelWeights.random(config: config, seed: 4, std: 0.3)
-        let lora = LoRAAdapters(config: LoRAConfig(rank: 2, alpha: 4), model: config)
+        let lora = try LoRAAdapters(config: LoRAConfig(rank: 2, alpha: 4), model: config)
         var rng = SplitMix64(seed: 5)
         for i in 0..<lora.count { lora.storage[i] = 0.3 * rng.nextNormal() }
         let net = try Backprop(weights: weights)
@@ -67,7 +67,7 @@ final class LoRATests: XCTestCase {
     func testAdapterTrainingLowersTheLossAndLeavesTheBaseAlone() throws {
         let weights = ModelWeights.random(config: config, seed: 6, std: 0.3)
         let before = Array(weights.storage)
-        let lora = LoRAAdapters(config: LoRAConfig(rank: 4, targets: [.q, .v, .down]), model: config)
+        let lora = try LoRAAdapters(config: LoRAConfig(rank: 4, targets: [.q, .v, .down]), model: config)
         lora.initialize(seed: 7)
         let trainer = try Trainer(weights: weights, lora: lora, schedule: LRSchedule(peak: 1e-2, decay: .constant))
         let first = try trainer.step([batch]).loss
@@ -85,7 +85,7 @@ final class LoRATests: XCTestCase {
         let c = ModelConfig(layers: 1, width: 16, heads: 2, kvHeads: 1, ffnWidth: 24, vocab: tok.vocabSize, contextLength: 32)
         let base = ModelWeights.random(config: c, seed: 8, std: 0.3)
         let seqs = [TrainingSequence(tokens: [5, 70, 200, 9, 12], lossMask: [0, 1, 1, 1, 1])]
-        let lora = LoRAAdapters(config: LoRAConfig(rank: 2), model: c)
+        let lora = try LoRAAdapters(config: LoRAConfig(rank: 2), model: c)
         lora.initialize(seed: 9)
         let trainer = try Trainer(weights: base, lora: lora, schedule: LRSchedule(peak: 1e-2, decay: .constant))
         for _ in 0..<3 { _ = try trainer.step([seqs]) }
@@ -97,7 +97,7 @@ final class LoRATests: XCTestCase {
         let next = try trainer.step([seqs]).loss
 
         // Resume from the unmerged base: the same next loss.
-        let lora2 = LoRAAdapters(config: LoRAConfig(rank: 2), model: c)
+        let lora2 = try LoRAAdapters(config: LoRAConfig(rank: 2), model: c)
         let resumed = try Trainer(weights: ModelWeights.random(config: c, seed: 8, std: 0.3), lora: lora2, schedule: LRSchedule(peak: 1e-2, decay: .constant))
         _ = try Checkpoint.restoreTraining(resumed, from: folder)
         XCTAssertEqual(resumed.optimizer.step, 3)
@@ -108,14 +108,14 @@ final class LoRATests: XCTestCase {
     /// multiplied out by hand, give the merged weights: W + (alpha / r) B A.
     func testPEFTLayoutRoundTripsAndMergesByHand() throws {
         let weights = ModelWeights.random(config: config, seed: 1, std: 0.3)
-        let lora = LoRAAdapters(config: LoRAConfig(rank: 2, alpha: 6, targets: [.q, .down]), model: config)
+        let lora = try LoRAAdapters(config: LoRAConfig(rank: 2, alpha: 6, targets: [.q, .down]), model: config)
         var rng = SplitMix64(seed: 5)
         for i in 0..<lora.count { lora.storage[i] = Float(rng.nextUniform() - 0.5) }
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("charter-peft-\(UUID())")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
         try PEFTAdapters.write(lora, base: "HuggingFaceTB/SmolLM2-135M-Instruct", into: folder)
-        let back = LoRAAdapters(config: lora.config, model: config)
+        let back = try LoRAAdapters(config: lora.config, model: config)
         try PEFTAdapters.read(folder, into: back)
         XCTAssertEqual(Array(back.storage), Array(lora.storage))
         let adapterConfig = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("adapter_config.json"))) as! [String: Any]

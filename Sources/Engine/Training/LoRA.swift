@@ -28,7 +28,18 @@ public final class LoRAAdapters: @unchecked Sendable {
     public let storage: UnsafeMutableBufferPointer<Float>
     let byLayer: [[LoRAConfig.Target: Int]]
 
-    public init(config: LoRAConfig, model: ModelConfig) {
+    /// Refuses a rank above a targeted matrix's smaller side (such an adapter is no longer low
+    /// rank, and a corrupted rank would ask for gigabytes) and adapters beyond the machine's memory.
+    public init(config: LoRAConfig, model: ModelConfig) throws(EngineError) {
+        var floats = 0.0
+        for t in config.targets {
+            let (i, o) = Self.shape(t, model)
+            if config.rank > min(i, o) {
+                throw .invalidConfig("LoRA rank \(config.rank) is above \(min(i, o)), the smaller side of the \(t.rawValue) projection (\(o) x \(i))")
+            }
+            floats += Double(config.rank) * Double(i + o) * Double(model.layers)
+        }
+        try MemoryBudget.check(4 * floats, for: "LoRA adapters of rank \(config.rank)")
         self.config = config; self.model = model
         var slots: [Slot] = [], offset = 0
         var byLayer: [[LoRAConfig.Target: Int]] = []
