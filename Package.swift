@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "Engine", dependencies: ["CKernels"], swiftSettings: fast, linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "Tokenizer", swiftSettings: checked),
-        .target(name: "Formats", dependencies: ["Engine", "Tokenizer"], swiftSettings: checked),
+        .target(name: "Formats", dependencies: ["Engine", "Tokenizer", "CCRC32C"], swiftSettings: checked),
         .target(name: "Alignment", dependencies: ["Engine", "Tokenizer", "Formats", "Yams", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: checked),
         // A judge behind an OpenAI-compatible server (HTTP through Foundation's URLSession).

@@ -85,6 +85,9 @@ public final class EpochDriver {
         let out = URL(fileURLWithPath: job.out)
         let extra = try Checkpoint.restoreTraining(run.trainer, from: out)
         run.batchesDone = extra["batches_done"] as? Int ?? run.trainer.optimizer.step
+        guard (0...run.totalSteps).contains(run.batchesDone) else {
+            throw DataError("\(out.path)/trainer_state.json: batches_done \(run.batchesDone) is outside 0...\(run.totalSteps); the checkpoint is damaged")
+        }
         if let saved = extra["settings"], let mine = try? JSONSerialization.jsonObject(with: job.settings),
            !NSDictionary(dictionary: saved as? [String: Any] ?? [:]).isEqual(to: mine as? [String: Any] ?? [:]) {
             throw DataError("--resume: the options differ from the run in \(job.out); use the same \(job.settingsOptions)")

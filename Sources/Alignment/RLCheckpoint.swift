@@ -40,6 +40,7 @@ public enum RLCheckpoint {
     /// Puts the saved state into a run built from the same configuration.
     /// `iterations`: the run's length, which the checkpoint's iteration may not exceed.
     public static func restore(_ run: RLRun, configuration: String, iterations: Int, from folder: URL) throws {
+        try CheckpointManifest.verify(folder)
         let stateURL = folder.appendingPathComponent("state.json")
         let state: State
         do { state = try JSONDecoder().decode(State.self, from: Data(contentsOf: stateURL)) } catch {

@@ -150,7 +150,9 @@ public final class RewardModelTrainer {
             guard let t = file.tensors[name], t.count == buffer.count else { throw FormatError("\(url.lastPathComponent): \(name) is missing or has the wrong size") }
             file.read(t, into: buffer.baseAddress!)
         }
-        guard let step = file.floats("adam.step")?.first, step >= 0, step == step.rounded() else { throw FormatError("\(url.lastPathComponent): adam.step is missing") }
+        guard let step = file.floats("adam.step")?.first, (0...1e9).contains(step), step == step.rounded() else {
+            throw FormatError("\(url.lastPathComponent): adam.step is missing or not a step count")
+        }
         headOptimizer.step = Int(step)
     }
 

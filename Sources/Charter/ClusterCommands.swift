@@ -205,6 +205,7 @@ enum ClusterRun {
                 "duplicatesDropped": c.scheduler.counters.duplicates, "staleDropped": c.scheduler.counters.stale,
                 "malformedDropped": c.counters.malformed + c.counters.unknownMessage, "versionMismatches": c.counters.versionMismatch, "kernelMismatches": c.counters.kernelMismatch,
                 "mismatchedResults": c.counters.mismatchedResults, "invalidResults": c.counters.invalidResults,
+                "notRegistered": c.counters.notRegistered, "unknownResults": c.scheduler.counters.unknown, "logLinesHeldBack": c.counters.logLinesHeldBack,
                 "workersQuarantined": c.scheduler.quarantined.count,
                 "bytesBroadcast": c.counters.bytesBroadcast, "curveRefused": c.counters.curveRefused].merging(split) { a, _ in a }
     }

@@ -136,6 +136,7 @@ struct StageRunner {
                 "unknownDropped": s.unknown, "mismatchedResults": coordinator.counters.mismatchedResults,
                 "invalidResults": coordinator.counters.invalidResults, "kernelMismatches": coordinator.counters.kernelMismatch, "workersQuarantined": coordinator.scheduler.quarantined.count,
                 "malformedDropped": coordinator.counters.malformed + coordinator.counters.unknownMessage,
+                "notRegistered": coordinator.counters.notRegistered, "logLinesHeldBack": coordinator.counters.logLinesHeldBack,
                 "bytesBroadcast": coordinator.counters.bytesBroadcast]
     }
 }

@@ -38,6 +38,17 @@ public final class Coordinator: RolloutSource {
         public var mismatchedResults = 0
         /// Results with a sample no honest worker sends (SampleCheck); their workers are quarantined.
         public var invalidResults = 0
+        /// Messages from peers that had not registered, answered NOT_REGISTERED.
+        public var notRegistered = 0
+        /// Log lines about peers' messages held back by the rate limit.
+        public var logLinesHeldBack = 0
+    }
+
+    /// Log lines about what peers send, rate-limited per peer and kind.
+    var logLimiter = LogLimiter()
+
+    func warn(_ peer: String, _ kind: String, _ line: @autoclosure () -> String, level: Logger.Level = .warning) {
+        if logLimiter.allow(peer: peer, kind: kind, now: Self.now()) { logger.log(level: level, "\(line())") }
     }
 
     public let settings: Settings
@@ -56,6 +67,7 @@ public final class Coordinator: RolloutSource {
     public var counters: Counters {
         var c = counts
         c.curveRefused = zap?.refused ?? 0
+        c.logLinesHeldBack = logLimiter.suppressed
         return c
     }
     let zap: ZAPHandler?
@@ -119,7 +131,7 @@ public final class Coordinator: RolloutSource {
         do {
             try (socket ?? control).send([.data(peer), .data(Wire.header(body))] + bulk, wait: false)
         } catch {
-            logger.warning("could not send to \(String(decoding: peer, as: UTF8.self)): \(error)") // a gone worker stops heartbeating too
+            warn(String(decoding: peer, as: UTF8.self), "send", "could not send to \(String(decoding: peer, as: UTF8.self)): \(error)") // a gone worker stops heartbeating too
         }
     }
 
@@ -157,7 +169,7 @@ public final class Coordinator: RolloutSource {
                     let got = result.samples.map { "\($0.promptID)/\($0.index)" }
                     guard got.count == expected.count, Set(got) == expected else {
                         self.counts.mismatchedResults += 1
-                        self.logger.warning("result for task \(result.taskID) from \(worker) does not match the task; dropped, task queued again")
+                        self.warn(worker, "mismatched result", "result for task \(result.taskID) from \(worker) does not match the task; dropped, task queued again")
                         self.scheduler.requeue(result.taskID)
                         return
                     }
@@ -193,7 +205,7 @@ public final class Coordinator: RolloutSource {
         counts.invalidResults += 1
         scheduler.quarantine(worker)
         scheduler.requeue(result.taskID)
-        logger.warning("result for task \(result.taskID) from \(worker) refused, \(problem); the worker gets no more tasks")
+        warn(worker, "invalid result", "result for task \(result.taskID) from \(worker) refused, \(problem); the worker gets no more tasks")
         if scheduler.aliveWorkers.allSatisfy(scheduler.quarantined.contains) {
             noHonestWorker = "every live worker sent results no honest worker sends (the last: \(problem)); see the coordinator's log"
         }
@@ -266,6 +278,9 @@ public final class Coordinator: RolloutSource {
             chunkEndpoints[dead] = nil
             logger.warning("worker \(dead) stopped heartbeating; its tasks go back to the queue")
         }
+        for c in logLimiter.closed(now: Self.now()) {
+            logger.warning("\(c.held) more \"\(c.kind)\" lines about \(c.peer) held back in the last \(Int(logLimiter.window)) s")
+        }
     }
 
     func handleControl(_ frames: [Data], onResult: (String, Charter_V1_TaskResult) -> Void) {
@@ -279,7 +294,7 @@ public final class Coordinator: RolloutSource {
             case .unknownMessage: counts.unknownMessage += 1
             default: counts.malformed += 1
             }
-            logger.warning("from \(worker): \(error)")
+            warn(worker, "bad message", "from \(worker): \(error)")
             send(.error(error.reply))
             return
         }
@@ -291,6 +306,7 @@ public final class Coordinator: RolloutSource {
         default: needsRegistration = true
         }
         if needsRegistration && !scheduler.isAlive(worker) {
+            counts.notRegistered += 1
             var e = Charter_V1_Error(); e.code = .notRegistered; e.message = "register first"
             send(.error(e))
             return
@@ -306,7 +322,7 @@ public final class Coordinator: RolloutSource {
             counts.kernelMismatch += 1
             let why = "worker \(worker) runs the \(r.kernel) projection kernel and this run \(Kernel.active.rawValue): results would differ in the last bits"
                 + " from worker to worker; start it with CHARTER_KERNEL=\(Kernel.active.rawValue), or set run.mixed_kernels: true"
-            logger.warning("\(why)")
+            warn(worker, "kernel", why)
             var e = Charter_V1_Error(); e.code = .kernelMismatch; e.message = why
             send(.error(e))
         case .register(let r):
@@ -347,7 +363,7 @@ public final class Coordinator: RolloutSource {
             scheduler.heartbeat(worker, now: now)
             onResult(worker, r)
         case .error(let e):
-            logger.error("worker \(worker) reports: \(e.message)")
+            warn(worker, "report", "worker \(worker) reports: \(e.message)", level: .error)
             if e.code == .loadFailed {
                 // It is leaving: its tasks go back to the queue now, not after the heartbeat timeout.
                 forget(worker)

@@ -47,7 +47,7 @@ extension Coordinator {
             try serve(timeoutMilliseconds: ProtocolTiming.coordinatorPollMilliseconds) { worker, result in
                 if let spec = self.scheduler.task(result.taskID), result.items.map(\.itemID) != spec.itemIds {
                     self.counts.mismatchedResults += 1
-                    self.logger.warning("result for task \(result.taskID) from \(worker) does not hold the task's items; dropped, task queued again")
+                    self.warn(worker, "mismatched result", "result for task \(result.taskID) from \(worker) does not hold the task's items; dropped, task queued again")
                     self.scheduler.requeue(result.taskID)
                     return
                 }

@@ -14,7 +14,8 @@ import Tokenizer
 /// finding adapter_config.json beside model.safetensors, would apply them to the merged weights
 /// a second time. Resuming reloads
 /// the unmerged base from where the run started. Folders are written beside their final name and
-/// renamed into place, so a crash never leaves half a checkpoint under the final name.
+/// renamed into place, so a crash never leaves half a checkpoint under the final name; each holds
+/// manifest.json (every file's size and CRC-32C), which a resumed run checks first.
 public enum Checkpoint {
     public static func saveModel(_ model: LoadedModel, to folder: URL, as type: SafetensorsFile.StorageType = .f32) throws {
         try atomically(folder) { tmp in try writeModel(model, into: tmp, as: type) }
@@ -62,12 +63,14 @@ public enum Checkpoint {
     /// weights were loaded from the same folder, or for LoRA from the run's base model); returns the
     /// caller's `extra` state.
     public static func restoreTraining(_ trainer: Trainer, from folder: URL) throws -> [String: Any] {
+        try CheckpointManifest.verify(folder)
         let stateURL = folder.appendingPathComponent("trainer_state.json")
         guard let data = try? Data(contentsOf: stateURL),
               let state = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
               let step = state["step"] as? Int, let count = state["parameters"] as? Int else {
             throw FormatError("\(stateURL.path): missing or not a trainer state (needs step and parameters)")
         }
+        guard step >= 0 else { throw FormatError("\(stateURL.path): step \(step) is negative; the checkpoint is damaged") }
         guard count == trainer.optimizer.m.count else {
             throw FormatError("\(stateURL.path): saved for \(count) trained parameters, this run trains \(trainer.optimizer.m.count)")
         }
@@ -113,7 +116,7 @@ public enum Checkpoint {
         let tmp = folder.deletingLastPathComponent().appendingPathComponent(".\(folder.lastPathComponent).partial-\(getpid())")
         try? fm.removeItem(at: tmp)
         try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
-        do { try write(tmp) } catch { try? fm.removeItem(at: tmp); throw error }
+        do { try write(tmp); try CheckpointManifest.write(in: tmp) } catch { try? fm.removeItem(at: tmp); throw error }
         if fm.fileExists(atPath: folder.path) {
             let old = folder.deletingLastPathComponent().appendingPathComponent(".\(folder.lastPathComponent).old-\(getpid())")
             try fm.moveItem(at: folder, to: old)

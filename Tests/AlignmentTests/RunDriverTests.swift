@@ -153,6 +153,20 @@ final class RunDriverTests: XCTestCase {
         }
     }
 
+    /// A checkpoint whose bytes changed after it was written is refused on resume, before any of it
+    /// is used (it would otherwise resume and fail later, or not at all).
+    func testAResumeFromADamagedCheckpointIsRefused() throws {
+        let config = try rlConfig("ppo", lora: false)
+        try rlDriver(config, .fresh).execute(stopAt: 1)
+        let state = folder.appendingPathComponent("run/checkpoint/state.safetensors")
+        var bytes = try Data(contentsOf: state)
+        bytes[bytes.count - 5] ^= 0x01
+        try bytes.write(to: state)
+        XCTAssertThrowsError(try rlDriver(config, .resume).execute()) { error in
+            XCTAssertTrue("\(error)".hasPrefix("\(state.path): checksum "), "\(error)")
+        }
+    }
+
     /// An iteration generates all its sequences at once: more than their caches can hold in this
     /// machine's memory is refused before the run folder is touched.
     func testAnIterationTooLargeForTheMachineIsRefusedBeforeTheRunStarts() throws {

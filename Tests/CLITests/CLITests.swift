@@ -586,7 +586,8 @@ final class CLITests: XCTestCase {
             if case .error(let e)? = try? Wire.decode(got).message { return e }
             return nil
         }
-        XCTAssertEqual(try reply(to: [.data(Data([0xFF, 0x00, 0x13, 0x37]))])?.code, .malformed)
+        // A flood: each message answered and counted, but only the first 5 logged.
+        for _ in 0..<41 { XCTAssertEqual(try reply(to: [.data(Data([0xFF, 0x00, 0x13, 0x37]))])?.code, .malformed) }
         var future = Envelope()
         future.protocolVersion = Wire.protocolVersion + 1
         future.heartbeat = Charter_V1_Heartbeat()
@@ -603,8 +604,12 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(exitStatus(coordinator, by: deadline), 0)
         let line = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("run/metrics.jsonl"))) as! [String: Any]
         XCTAssertEqual(line["version_mismatches"] as? Int, 1)
-        XCTAssertEqual(line["malformed_dropped"] as? Int, 2) // the garbage frame and the envelope without a body
+        XCTAssertEqual(line["malformed_dropped"] as? Int, 42) // the garbage frames and the envelope without a body
+        XCTAssertEqual(line["not_registered"] as? Int, 1)
+        XCTAssertEqual(line["log_lines_held_back"] as? Int, 43 - 5, "41 garbage frames, a future version, an envelope without a body")
         XCTAssertEqual(line["samples"] as? Int, 2)
+        let log = try String(contentsOfFile: dir.path + "/c.log", encoding: .utf8)
+        XCTAssertEqual(log.split(separator: "\n").filter { $0.contains(" warning ") && $0.contains(": from ") }.count, 5, log)
     }
 
     /// A peer that registers, takes a task and answers it with a token id outside the vocabulary.

@@ -32,7 +32,7 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(try twice.tokenizer.encode("abc a<|im_end|>"), try model.tokenizer.encode("abc a<|im_end|>"))
         XCTAssertEqual(try Data(contentsOf: a.appendingPathComponent("model.safetensors")), try Data(contentsOf: b.appendingPathComponent("model.safetensors")))
         let names = try FileManager.default.contentsOfDirectory(atPath: a.path).sorted()
-        XCTAssertEqual(names, ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"])
+        XCTAssertEqual(names, ["config.json", "generation_config.json", "manifest.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"])
     }
 
     /// Train 5 steps straight; train 3, save, load into fresh objects, train 2: same losses and weights, bit for bit.
@@ -95,6 +95,42 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(Array(exported.weights.storage), Array(again.weights.storage), "the same rounded weights")
         XCTAssertThrowsError(try Checkpoint.restoreTraining(try Trainer(weights: exported.weights, schedule: LRSchedule(peak: 1)), from: export)) {
             XCTAssertTrue("\($0)".contains("was saved without its optimizer state (--no-optimizer-state), so it cannot be resumed"), "\($0)")
+        }
+    }
+
+    /// The manifest lists every file; a byte flipped, a file cut short or gone, or the manifest
+    /// itself gone: each refused with one line naming the file, before anything is restored.
+    func testACheckpointWhoseBytesChangedIsRefused() throws {
+        let folder = tempFolder()
+        let model = LoadedModel(weights: .random(config: config, seed: 1), tokenizer: try tokenizer(), source: folder)
+        let lora = try LoRAAdapters(config: LoRAConfig(rank: 2), model: config)
+        let trainer = try Trainer(weights: model.weights, lora: lora, schedule: LRSchedule(peak: 1))
+        try Checkpoint.saveTraining(model, trainer: trainer, extra: [:], files: ["metrics.jsonl": Data("{}\n".utf8)], to: folder)
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("manifest.json"))) as! [String: [String: Any]]
+        XCTAssertEqual(manifest["files"]!.keys.sorted(), ["adapter/adapter_config.json", "adapter/adapter_model.safetensors", "config.json", "generation_config.json",
+                                                          "metrics.jsonl", "model.safetensors", "optimizer.safetensors", "tokenizer.json", "tokenizer_config.json", "trainer_state.json"])
+        XCTAssertNoThrow(try Checkpoint.restoreTraining(trainer, from: folder))
+
+        let optimizer = folder.appendingPathComponent("optimizer.safetensors")
+        let good = try Data(contentsOf: optimizer)
+        var flipped = good
+        flipped[flipped.count - 3] ^= 0x10
+        try flipped.write(to: optimizer)
+        XCTAssertThrowsError(try Checkpoint.restoreTraining(trainer, from: folder)) {
+            XCTAssertTrue("\($0)".hasPrefix("\(optimizer.path): checksum "), "\($0)")
+            XCTAssertTrue("\($0)".hasSuffix("; the checkpoint is damaged"), "\($0)")
+        }
+        try good.prefix(good.count - 1).write(to: optimizer)
+        XCTAssertThrowsError(try Checkpoint.restoreTraining(trainer, from: folder)) {
+            XCTAssertEqual("\($0)", "\(optimizer.path): \(good.count - 1) bytes, the manifest says \(good.count); the checkpoint is damaged")
+        }
+        try good.write(to: optimizer)
+        let adapter = folder.appendingPathComponent("adapter/adapter_model.safetensors")
+        try FileManager.default.removeItem(at: adapter)
+        XCTAssertThrowsError(try Checkpoint.restoreTraining(trainer, from: folder)) { XCTAssertEqual("\($0)", "\(adapter.path): missing; the checkpoint is damaged") }
+        try FileManager.default.removeItem(at: folder.appendingPathComponent("manifest.json"))
+        XCTAssertThrowsError(try Checkpoint.restoreTraining(trainer, from: folder)) {
+            XCTAssertEqual("\($0)", "\(folder.path) has no manifest.json: not a checkpoint Charter finished writing")
         }
     }
 
