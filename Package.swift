@@ -17,6 +17,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "charter", targets: ["Charter"]),
+        .executable(name: "charter-fuzz", targets: ["CharterFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -57,6 +58,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: checked),
+        // Fuzz targets for every parser of outside input: libFuzzer's entry when built by
+        // scripts/fuzz.sh, otherwise a replayer of the seed corpora in fuzz/ (run by the tests).
+        .target(name: "CFuzzDriver"),
+        .executableTarget(name: "CharterFuzz", dependencies: ["Engine", "Formats", "Tokenizer", "Alignment", "Wire", "CFuzzDriver"], swiftSettings: checked),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ", "Buffers"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
@@ -68,6 +73,6 @@ let package = Package(
         .testTarget(name: "AlignmentTests", dependencies: ["Alignment", "Engine", "Formats", "Tokenizer", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "EndpointTests", dependencies: ["Endpoint"]),
         // Runs the built `charter` binary; the dependency makes `swift test` build it first.
-        .testTarget(name: "CLITests", dependencies: ["Charter", "ZeroMQ", "Wire"]),
+        .testTarget(name: "CLITests", dependencies: ["Charter", "CharterFuzz", "ZeroMQ", "Wire"]),
     ]
 )

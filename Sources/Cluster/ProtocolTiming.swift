@@ -4,6 +4,8 @@ public enum ProtocolTiming {
     /// (the coordinator's defaults; it sends them in `Welcome`).
     public static let heartbeatIntervalMilliseconds: UInt32 = 1000
     public static let heartbeatTimeoutMilliseconds: UInt32 = 5000
+    /// The least time a lease runs before its task may be copied to an idle worker (Scheduler).
+    public static let stragglerFloorSeconds = 5.0
     /// How long the coordinator's poll waits for a message before it checks liveness again.
     static let coordinatorPollMilliseconds = 100
     /// The same for a worker, which also times its heartbeats and fetches from its loop.

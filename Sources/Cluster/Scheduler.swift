@@ -1,6 +1,12 @@
 /// The coordinator's bookkeeping of one iteration's work, free of sockets and clocks: tasks are
 /// pulled by workers, leased to them, returned to the queue when a worker goes silent, and
 /// accepted once each. Time comes in as seconds from the caller, so tests drive it directly.
+///
+/// A worker that heartbeats but never answers (a slow machine, or a peer hoarding tasks) would
+/// hold its task for ever. So once the queue is empty, a worker that asks gets a copy of the task
+/// leased longest, if that lease has run past the straggler limit: twice the median time the
+/// tasks accepted so far took, at least `stragglerFloor` seconds. The first result is taken, the
+/// other dropped as a duplicate; each task has at most one copy.
 public final class Scheduler {
     public struct TaskSpec: Sendable, Equatable {
         public let id: String
@@ -15,6 +21,8 @@ public final class Scheduler {
 
     public struct Counters: Sendable, Equatable {
         public var redispatched = 0, duplicates = 0, stale = 0, unknown = 0
+        /// Copies of straggling tasks given to idle workers.
+        public var speculative = 0
         /// Stage items handed to workers, re-dispatches included.
         public var itemsDispatched = 0
         public init(redispatched: Int = 0, duplicates: Int = 0, stale: Int = 0, unknown: Int = 0) {
@@ -25,6 +33,7 @@ public final class Scheduler {
     struct Worker { var lastSeen: Double; var leases: Set<String> }
 
     public let heartbeatTimeout: Double
+    public let stragglerFloor: Double
     public private(set) var iteration = -1
     public private(set) var policyVersion = 0
     public private(set) var counters = Counters()
@@ -32,11 +41,23 @@ public final class Scheduler {
     private var tasks: [String: TaskSpec] = [:]
     private var queue = TaskQueue()                  // task ids waiting, front first
     private var leasedTo: [String: String] = [:]     // task id -> worker id
+    private var leasedAt: [String: Double] = [:]     // task id -> when its lease began
+    private var copyHolder: [String: String] = [:]   // task id -> the worker with its speculative copy
+    private var durations: [Double] = []             // seconds from lease to result, of accepted tasks
+    private var clock = 0.0                          // the latest time a caller gave
     private var done: Set<String> = []
     /// Workers that sent an invalid result: still registered, never given a task again.
     public private(set) var quarantined: Set<String> = []
 
-    public init(heartbeatTimeout: Double) { self.heartbeatTimeout = heartbeatTimeout }
+    public init(heartbeatTimeout: Double, stragglerFloor: Double = ProtocolTiming.stragglerFloorSeconds) {
+        self.heartbeatTimeout = heartbeatTimeout; self.stragglerFloor = stragglerFloor
+    }
+
+    /// How long a lease may run before its task is copied to an idle worker.
+    public var stragglerLimit: Double {
+        guard !durations.isEmpty else { return stragglerFloor }
+        return max(stragglerFloor, 2 * durations.sorted()[durations.count / 2])
+    }
 
     public var aliveWorkers: [String] { workers.keys.sorted() }
     public func isAlive(_ worker: String) -> Bool { workers[worker] != nil }
@@ -46,10 +67,12 @@ public final class Scheduler {
 
     /// A worker (re)joins. A reconnecting worker keeps its leases: its results are still welcome.
     public func register(_ worker: String, now: Double) {
+        clock = now
         workers[worker, default: Worker(lastSeen: now, leases: [])].lastSeen = now
     }
 
     public func heartbeat(_ worker: String, now: Double) {
+        clock = now
         workers[worker]?.lastSeen = now
     }
 
@@ -57,6 +80,8 @@ public final class Scheduler {
     public func remove(_ worker: String) {
         guard let w = workers.removeValue(forKey: worker) else { return }
         for id in w.leases where !done.contains(id) {
+            if copyHolder[id] == worker { copyHolder[id] = nil; continue }
+            if let copy = copyHolder.removeValue(forKey: id) { leasedTo[id] = copy; leasedAt[id] = clock; continue } // the copy carries on
             leasedTo[id] = nil
             queue.pushFront(id)
             counters.redispatched += 1
@@ -68,6 +93,7 @@ public final class Scheduler {
     public func requeue(_ taskId: String) {
         guard tasks[taskId] != nil, !done.contains(taskId), !queue.contains(taskId) else { return }
         if let holder = leasedTo.removeValue(forKey: taskId) { workers[holder]?.leases.remove(taskId) }
+        if let copy = copyHolder.removeValue(forKey: taskId) { workers[copy]?.leases.remove(taskId) }
         queue.pushFront(taskId)
         counters.redispatched += 1
     }
@@ -82,6 +108,7 @@ public final class Scheduler {
     /// Workers silent for longer than the timeout are removed; returns them.
     @discardableResult
     public func expire(now: Double) -> [String] {
+        clock = now
         let dead = workers.filter { now - $0.value.lastSeen > heartbeatTimeout }.keys.sorted()
         dead.forEach(remove)
         return dead
@@ -91,7 +118,7 @@ public final class Scheduler {
     private func begin(iteration: Int, policyVersion: Int) {
         self.iteration = iteration
         self.policyVersion = policyVersion
-        tasks = [:]; queue = TaskQueue(); leasedTo = [:]; done = []
+        tasks = [:]; queue = TaskQueue(); leasedTo = [:]; leasedAt = [:]; copyHolder = [:]; done = []
         workers = workers.mapValues { Worker(lastSeen: $0.lastSeen, leases: []) }
     }
 
@@ -123,12 +150,32 @@ public final class Scheduler {
 
     /// The next task for a worker that asked for one, or nil when nothing waits.
     public func nextTask(for worker: String, now: Double) -> TaskSpec? {
-        guard workers[worker] != nil, !quarantined.contains(worker), let id = queue.popFront() else { return nil }
-        leasedTo[id] = worker
-        workers[worker]!.leases.insert(id)
+        clock = now
+        guard workers[worker] != nil, !quarantined.contains(worker) else { return nil }
         workers[worker]!.lastSeen = now
+        let id: String
+        if let next = queue.popFront() {
+            id = next
+            leasedTo[id] = worker
+            leasedAt[id] = now
+        } else if let late = straggler(for: worker, now: now) {
+            id = late
+            copyHolder[id] = worker
+            counters.speculative += 1
+        } else {
+            return nil
+        }
+        workers[worker]!.leases.insert(id)
         counters.itemsDispatched += tasks[id]!.itemIds.count
         return tasks[id]
+    }
+
+    /// The task whose lease began earliest among those past the straggler limit, held by another
+    /// worker and not copied yet.
+    private func straggler(for worker: String, now: Double) -> String? {
+        let limit = stragglerLimit
+        return leasedTo.filter { id, holder in holder != worker && copyHolder[id] == nil && now - (leasedAt[id] ?? now) >= limit }
+            .min { (leasedAt[$0.key]!, $0.key) < (leasedAt[$1.key]!, $1.key) }?.key
     }
 
     /// A result arrived for `taskId`, produced with `policyVersion`. Each task is accepted once.
@@ -143,8 +190,10 @@ public final class Scheduler {
         if policyVersion != spec.policyVersion { counters.stale += 1; return .stale }
         if done.contains(taskId) { counters.duplicates += 1; return .duplicate }
         done.insert(taskId)
-        if let holder = leasedTo[taskId], holder != worker { workers[holder]?.leases.remove(taskId) }
+        if leasedTo[taskId] == worker, let began = leasedAt[taskId] { durations.append(max(0, clock - began)) } // a copy's time says nothing of the work
+        for holder in [leasedTo[taskId], copyHolder[taskId]].compactMap({ $0 }) where holder != worker { workers[holder]?.leases.remove(taskId) }
         leasedTo[taskId] = nil
+        copyHolder[taskId] = nil
         queue.remove(taskId) // a re-queued task finished by its first holder after all
         return .accepted
     }

@@ -690,6 +690,30 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(aloneLog.contains("every live worker sent results no honest worker sends (the last: sample "), aloneLog)
     }
 
+    /// A peer that takes a task and heartbeats but never answers cannot stall the run: after the
+    /// straggler limit an idle honest worker gets a copy of the task, and every sample comes once.
+    func testAHoardedTaskIsCopiedAndTheRunCompletes() throws {
+        let (dir, tiny) = try tinyModelFolder("hoard")
+        let (path, _) = try runConfig(dir, model: tiny, iterations: 1, seed: 3, prompts: 2, samples: 1, tokens: 3)
+        let (coordinator, endpoint) = try startCoordinator(["--config", path], log: dir.path + "/c.log")
+        let hoarder = try Forger(endpoint)
+        XCTAssertNotNil(hoarder.task, "the hoarder got no task")
+        let honest = try start(["worker", "--connect", endpoint, "--id", "honest"], log: dir.path + "/w.log")
+        addTeardownBlock { if honest.isRunning { kill(honest.processIdentifier, SIGKILL) } }
+        let deadline = Date().addingTimeInterval(90)
+        while coordinator.isRunning && Date() < deadline {
+            try hoarder.socket.send([.data(Wire.header(.heartbeat(Charter_V1_Heartbeat())))])
+            while try hoarder.socket.receive(wait: false) != nil {}
+            usleep(300_000)
+        }
+        let log = try file(dir.path + "/c.log")
+        XCTAssertEqual(exitStatus(coordinator, by: deadline), 0, log)
+        _ = exitStatus(honest, by: deadline)
+        let line = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("run/metrics.jsonl"))) as! [String: Any]
+        XCTAssertEqual(line["speculative_copies"] as? Int, 1)
+        XCTAssertEqual(line["samples"] as? Int, 2)
+    }
+
     /// Workers of one run compute with the coordinator's projection kernel, or their results would
     /// differ in the last bits: another kernel is refused with one line, unless run.mixed_kernels.
     func testAWorkerOnAnotherKernelIsRefusedUnlessTheRunMixesKernels() throws {

@@ -152,6 +152,61 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(s.counters.itemsDispatched, 7, "five items and the two of the dead worker's task again")
         XCTAssertEqual(s.counters.unknown, 1)
     }
+
+    /// A worker that keeps a task and heartbeats without answering: once the queue is empty, an
+    /// idle worker gets a copy of it after the straggler limit, and the first result is taken.
+    func testAHoardedTaskIsCopiedToAnIdleWorkerAfterTheStragglerLimit() {
+        let s = Scheduler(heartbeatTimeout: 3, stragglerFloor: 5)
+        s.register("hoarder", now: 0); s.register("honest", now: 0)
+        s.startIteration(0, policyVersion: 0, promptIds: [0, 1], promptsPerTask: 1)
+        let hoarded = s.nextTask(for: "hoarder", now: 0)!
+        let other = s.nextTask(for: "honest", now: 0)!
+        XCTAssertEqual(s.complete(other.id, from: "honest", policyVersion: 0), .accepted)
+        for t in stride(from: 0.5, through: 4.5, by: 1.0) {
+            s.heartbeat("hoarder", now: t)
+            XCTAssertNil(s.nextTask(for: "honest", now: t), "within the straggler limit at \(t) s")
+        }
+        s.heartbeat("hoarder", now: 5)
+        XCTAssertEqual(s.nextTask(for: "honest", now: 5)?.id, hoarded.id)
+        XCTAssertNil(s.nextTask(for: "honest", now: 6), "one copy a task")
+        XCTAssertEqual(s.counters.speculative, 1)
+        XCTAssertEqual(s.complete(hoarded.id, from: "honest", policyVersion: 0), .accepted)
+        XCTAssertTrue(s.isIterationComplete)
+        XCTAssertEqual(s.complete(hoarded.id, from: "hoarder", policyVersion: 0), .duplicate)
+    }
+
+    /// The limit follows the work: twice the median time from lease to result, at least the floor.
+    func testTheStragglerLimitIsTwiceTheMedianTaskTime() {
+        let s = Scheduler(heartbeatTimeout: 100, stragglerFloor: 5)
+        s.register("w", now: 0)
+        s.startIteration(0, policyVersion: 0, promptIds: [0, 1, 2], promptsPerTask: 1)
+        XCTAssertEqual(s.stragglerLimit, 5, "nothing measured yet: the floor")
+        var now = 0.0
+        for seconds in [1.0, 10, 12] {
+            let t = s.nextTask(for: "w", now: now)!
+            now += seconds
+            s.heartbeat("w", now: now)
+            XCTAssertEqual(s.complete(t.id, from: "w", policyVersion: 0), .accepted)
+        }
+        XCTAssertEqual(s.stragglerLimit, 20)
+    }
+
+    /// When the holder of a copied task dies the copy carries on (nothing is queued again); when
+    /// the copy's holder dies the task simply has no copy and may be copied again.
+    func testACopySurvivesItsOriginalHoldersDeath() {
+        let s = Scheduler(heartbeatTimeout: 3, stragglerFloor: 1)
+        s.register("a", now: 0); s.register("b", now: 0); s.register("c", now: 0)
+        s.startIteration(0, policyVersion: 0, promptIds: [0], promptsPerTask: 1)
+        let t = s.nextTask(for: "a", now: 0)!
+        XCTAssertEqual(s.nextTask(for: "b", now: 2)?.id, t.id)
+        s.remove("b")
+        XCTAssertEqual(s.nextTask(for: "c", now: 2)?.id, t.id, "the dead copy's task is copied again")
+        s.remove("a")
+        XCTAssertEqual(s.counters.redispatched, 0, "c's copy carries on")
+        XCTAssertNil(s.nextTask(for: "c", now: 2.5))
+        XCTAssertEqual(s.complete(t.id, from: "c", policyVersion: 0), .accepted)
+        XCTAssertTrue(s.isIterationComplete)
+    }
 }
 
 final class WeightChunkTests: XCTestCase {
