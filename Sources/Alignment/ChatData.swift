@@ -48,7 +48,7 @@ public enum ChatData {
             guard let m = item as? [String: Any] else { throw fail("message \(i) is not an object") }
             guard let role = m["role"] as? String else { throw fail("message \(i) has no string \"role\"") }
             guard let content = m["content"] as? String else { throw fail("message \(i) has no string \"content\"") }
-            guard ChatTemplate.roles.contains(role) else { throw fail("message \(i) has role \"\(role)\" (system, user or assistant)") }
+            guard ChatTemplate.roles.contains(role) else { throw fail("message \(i) has role \(shown(role)) (system, user or assistant)") }
             if role == "system" && i != 0 { throw fail("message \(i): a system message may only come first") }
             switch m["weight"] {
             case nil: trained.append(role == "assistant")

@@ -69,6 +69,7 @@ public final class EpochDriver {
         try start.claim(job.out)
         // A run folder that is empty or missing has nothing to resume: the run starts.
         let resume = start == .resume && !((try? FileManager.default.contentsOfDirectory(atPath: job.out)) ?? []).isEmpty
+        if resume { try CheckpointManifest.verify(URL(fileURLWithPath: job.out)) }
         // A LoRA checkpoint holds merged weights; its run resumes from the base model it started from.
         let model = resume && job.lora == nil ? try ModelLoader.load(job.out) : try load(job.baseModel)
         let adapters = try job.lora.map { try LoRAAdapters(config: $0, model: model.config) }
@@ -85,15 +86,16 @@ public final class EpochDriver {
         let out = URL(fileURLWithPath: job.out)
         let extra = try Checkpoint.restoreTraining(run.trainer, from: out)
         run.batchesDone = extra["batches_done"] as? Int ?? run.trainer.optimizer.step
-        guard (0...run.totalSteps).contains(run.batchesDone) else {
-            throw DataError("\(out.path)/trainer_state.json: batches_done \(run.batchesDone) is outside 0...\(run.totalSteps); the checkpoint is damaged")
-        }
         if let saved = extra["settings"], let mine = try? JSONSerialization.jsonObject(with: job.settings),
            !NSDictionary(dictionary: saved as? [String: Any] ?? [:]).isEqual(to: mine as? [String: Any] ?? [:]) {
             throw DataError("--resume: the options differ from the run in \(job.out); use the same \(job.settingsOptions)")
         }
         if job.lora != nil, let base = extra["base_model"] as? String, base != job.baseModel {
             throw DataError("--resume: this LoRA run started from --model \(base)")
+        }
+        // Only now: a run with other options has another number of steps.
+        guard (0...run.totalSteps).contains(run.batchesDone) else {
+            throw DataError("\(out.path)/trainer_state.json: batches_done \(run.batchesDone) is outside 0...\(run.totalSteps); the checkpoint is damaged")
         }
         metrics = (try? String(contentsOf: out.appendingPathComponent("metrics.jsonl"), encoding: .utf8))?
             .split(separator: "\n").map(String.init) ?? []

@@ -48,17 +48,20 @@ public final class RLDriver {
         if longest + rollout.maxNewTokens > policy.config.contextLength {
             throw DataError("\(configPath): the longest prompt (\(longest) tokens) plus rollout.max_new_tokens (\(rollout.maxNewTokens)) exceed the model's context of \(policy.config.contextLength) tokens")
         }
-        // An iteration generates all its sequences at once: their caches must fit beside the model.
-        let sequences = min(c.promptsPerIteration, prompts.count) * rollout.samplesPerPrompt // each below 2^31
-        do {
-            try MemoryBudget.check(policy.config.weightBytes + Double(sequences) * policy.config.cacheBytes(tokens: longest + rollout.maxNewTokens),
-                                   for: "an iteration of \(sequences) sequences (data.prompts_per_iteration x rollout.samples_per_prompt) of up to \(longest + rollout.maxNewTokens) tokens")
-        } catch { throw DataError("\(configPath): \(error)") }
         try start.claim(c.runDir) // before anything is written there, workers included
         let lora = try c.lora.map { try LoRAAdapters(config: $0, model: policy.config) }
         lora?.initialize(seed: SplitMix64.derive(c.seed, 0x107A))
         let pool = try RejectionPool.load(c.rejectionPool, vocab: policy.config.vocab, maxNewTokens: rollout.maxNewTokens)
         let rollouts = try source(c, policy, tok, prompts, lora)
+        if rollouts is InProcessRollouts {
+            // All of an iteration's sequences are generated at once here (workers take a task at a
+            // time): their caches must fit beside the model.
+            let sequences = min(c.promptsPerIteration, prompts.count) * rollout.samplesPerPrompt // each below 2^31
+            do {
+                try MemoryBudget.check(policy.config.weightBytes + Double(sequences) * policy.config.cacheBytes(tokens: longest + rollout.maxNewTokens),
+                                       for: "an iteration of \(sequences) sequences (data.prompts_per_iteration x rollout.samples_per_prompt) of up to \(longest + rollout.maxNewTokens) tokens")
+            } catch { throw DataError("\(configPath): \(error)") }
+        }
         // Pooled answers are scored here, so the judge rates here too when there are any.
         let scorer = try makeScorer(c, tok, policy.weights, !rollouts.scoresSamples || pool.count > 0, "\(c.runDir)/judge-cache.jsonl")
         run = try RLRun(prompts: prompts, promptsPerIteration: c.promptsPerIteration, rollouts: rollouts, scorer: scorer,

@@ -52,6 +52,7 @@ struct RMCommand: ParsableCommand {
             try start.claim(out)
             let outURL = URL(fileURLWithPath: out)
             let resuming = start == .resume && FileManager.default.fileExists(atPath: outURL.appendingPathComponent("trainer_state.json").path)
+            if resuming { try CheckpointManifest.verify(outURL) }
             // A checkpoint is itself a reward model folder: resuming loads the trunk and head from it,
             // or with LoRA the head, the adapters and (from --model) the base they adapt.
             let lora = try loraOptions.config()

@@ -3,6 +3,7 @@ import Buffers
 import Engine
 import Foundation
 import Logging
+import Tokenizer
 import Wire
 import ZeroMQ
 
@@ -116,6 +117,7 @@ public final class Coordinator: RolloutSource {
     }
 
     deinit {
+        if !finished { finish(reason: "the coordinator stopped before the run ended; see its log") }
         // Sockets first: the context cannot end while one is open.
         control.close()
         chunkServer.close()
@@ -200,11 +202,10 @@ public final class Coordinator: RolloutSource {
         return samples.sorted { (position[$0.promptId]!, $0.index) < (position[$1.promptId]!, $1.index) }
     }
 
-    /// Drops a result no honest worker sends and quarantines its worker; the task goes to another.
+    /// Drops a result no honest worker sends and quarantines its worker; its tasks go to others.
     func refuse(_ result: Charter_V1_TaskResult, from worker: String, because problem: String) {
         counts.invalidResults += 1
-        scheduler.quarantine(worker)
-        scheduler.requeue(result.taskID)
+        scheduler.quarantine(worker) // its leases, this task's among them if it held it, go on without it
         warn(worker, "invalid result", "result for task \(result.taskID) from \(worker) refused, \(problem); the worker gets no more tasks")
         if scheduler.aliveWorkers.allSatisfy(scheduler.quarantined.contains) {
             noHonestWorker = "every live worker sent results no honest worker sends (the last: \(problem)); see the coordinator's log"
@@ -363,7 +364,7 @@ public final class Coordinator: RolloutSource {
             scheduler.heartbeat(worker, now: now)
             onResult(worker, r)
         case .error(let e):
-            warn(worker, "report", "worker \(worker) reports: \(e.message)", level: .error)
+            warn(worker, "report", "worker \(worker) reports: \(shown(e.message, limit: 300))", level: .error)
             if e.code == .loadFailed {
                 // It is leaving: its tasks go back to the queue now, not after the heartbeat timeout.
                 forget(worker)
@@ -446,10 +447,16 @@ public final class Coordinator: RolloutSource {
         return (Self.now() - began, counts.bytesBroadcast - bytes0)
     }
 
-    /// Tells every worker the run is over.
-    public func finish() {
+    /// Tells every worker the run is over. A coordinator released without it (its run failed) says
+    /// so to them as it goes, so workers leave instead of redialling a coordinator that is gone.
+    public func finish(reason: String = "run finished") {
+        finished = true
         var g = Charter_V1_Goodbye()
-        g.reason = "run finished"
+        g.reason = reason
         for w in scheduler.aliveWorkers { send(.goodbye(g), to: w) }
+        // Sockets linger 0: the goodbyes still queued would be dropped when the socket closes.
+        try? control.set(.lingerMilliseconds(1000))
     }
+
+    private var finished = false
 }

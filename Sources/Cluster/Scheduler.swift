@@ -3,10 +3,11 @@
 /// accepted once each. Time comes in as seconds from the caller, so tests drive it directly.
 ///
 /// A worker that heartbeats but never answers (a slow machine, or a peer hoarding tasks) would
-/// hold its task for ever. So once the queue is empty, a worker that asks gets a copy of the task
-/// leased longest, if that lease has run past the straggler limit: twice the median time the
-/// tasks accepted so far took, at least `stragglerFloor` seconds. The first result is taken, the
-/// other dropped as a duplicate; each task has at most one copy.
+/// hold its task for ever. So once the queue is empty, a worker that asks and holds no unfinished
+/// task gets a copy of the task leased longest, if that lease has run past the straggler limit:
+/// twice the median time recent tasks took from lease to result, at least `stragglerFloor`
+/// seconds. Another copy follows only when the last one has run that long too (so a hoarder cannot
+/// sit on the copy either). The first result is taken, the others dropped as duplicates.
 public final class Scheduler {
     public struct TaskSpec: Sendable, Equatable {
         public let id: String
@@ -42,8 +43,9 @@ public final class Scheduler {
     private var queue = TaskQueue()                  // task ids waiting, front first
     private var leasedTo: [String: String] = [:]     // task id -> worker id
     private var leasedAt: [String: Double] = [:]     // task id -> when its lease began
-    private var copyHolder: [String: String] = [:]   // task id -> the worker with its speculative copy
-    private var durations: [Double] = []             // seconds from lease to result, of accepted tasks
+    private var copies: [String: [String: Double]] = [:] // task id -> worker with a copy -> when it got it
+    private var durations: [Double] = []             // seconds from lease to result, of recent accepted tasks
+    private var limit: Double                        // the straggler limit those durations give
     private var clock = 0.0                          // the latest time a caller gave
     private var done: Set<String> = []
     /// Workers that sent an invalid result: still registered, never given a task again.
@@ -51,12 +53,17 @@ public final class Scheduler {
 
     public init(heartbeatTimeout: Double, stragglerFloor: Double = ProtocolTiming.stragglerFloorSeconds) {
         self.heartbeatTimeout = heartbeatTimeout; self.stragglerFloor = stragglerFloor
+        limit = stragglerFloor
     }
 
     /// How long a lease may run before its task is copied to an idle worker.
-    public var stragglerLimit: Double {
-        guard !durations.isEmpty else { return stragglerFloor }
-        return max(stragglerFloor, 2 * durations.sorted()[durations.count / 2])
+    public var stragglerLimit: Double { limit }
+
+    /// The last 64 tasks' times set the limit (tasks of a stage or of RL iterations are alike in size).
+    private func measured(_ seconds: Double) {
+        durations.append(seconds)
+        if durations.count > 64 { durations.removeFirst() }
+        limit = max(stragglerFloor, 2 * durations.sorted()[durations.count / 2])
     }
 
     public var aliveWorkers: [String] { workers.keys.sorted() }
@@ -79,13 +86,24 @@ public final class Scheduler {
     /// Forgets a worker at once (it said goodbye or its connection died); its leases go back.
     public func remove(_ worker: String) {
         guard let w = workers.removeValue(forKey: worker) else { return }
-        for id in w.leases where !done.contains(id) {
-            if copyHolder[id] == worker { copyHolder[id] = nil; continue }
-            if let copy = copyHolder.removeValue(forKey: id) { leasedTo[id] = copy; leasedAt[id] = clock; continue } // the copy carries on
-            leasedTo[id] = nil
-            queue.pushFront(id)
-            counters.redispatched += 1
+        for id in w.leases { release(id, from: worker) }
+    }
+
+    /// `worker` no longer works on `id`: a copy is dropped; the lease itself passes to the oldest
+    /// copy, or the task goes back to the front of the queue.
+    private func release(_ id: String, from worker: String) {
+        workers[worker]?.leases.remove(id)
+        guard !done.contains(id) else { return }
+        if copies[id]?.removeValue(forKey: worker) != nil { return }
+        guard leasedTo[id] == worker else { return }
+        if let (copy, at) = copies[id]?.min(by: { ($0.value, $0.key) < ($1.value, $1.key) }) {
+            copies[id]![copy] = nil
+            leasedTo[id] = copy; leasedAt[id] = at // the copy carries on
+            return
         }
+        leasedTo[id] = nil
+        queue.pushFront(id)
+        counters.redispatched += 1
     }
 
     /// A result for this task was refused (it did not match the task): unless the task is done or
@@ -93,16 +111,16 @@ public final class Scheduler {
     public func requeue(_ taskId: String) {
         guard tasks[taskId] != nil, !done.contains(taskId), !queue.contains(taskId) else { return }
         if let holder = leasedTo.removeValue(forKey: taskId) { workers[holder]?.leases.remove(taskId) }
-        if let copy = copyHolder.removeValue(forKey: taskId) { workers[copy]?.leases.remove(taskId) }
+        for copy in (copies.removeValue(forKey: taskId) ?? [:]).keys { workers[copy]?.leases.remove(taskId) }
         queue.pushFront(taskId)
         counters.redispatched += 1
     }
 
-    /// A worker sent what no honest worker sends: its leases go back to the queue, and it gets no
-    /// more tasks (it could otherwise take the same task again and again).
+    /// A worker sent what no honest worker sends: it gets no more tasks (it could otherwise take the
+    /// same task again and again), and its leases go as if it had left (to a copy, or the queue).
     public func quarantine(_ worker: String) {
         quarantined.insert(worker)
-        for id in workers[worker]?.leases ?? [] { requeue(id) }
+        for id in workers[worker]?.leases ?? [] { release(id, from: worker) }
     }
 
     /// Workers silent for longer than the timeout are removed; returns them.
@@ -118,7 +136,7 @@ public final class Scheduler {
     private func begin(iteration: Int, policyVersion: Int) {
         self.iteration = iteration
         self.policyVersion = policyVersion
-        tasks = [:]; queue = TaskQueue(); leasedTo = [:]; leasedAt = [:]; copyHolder = [:]; done = []
+        tasks = [:]; queue = TaskQueue(); leasedTo = [:]; leasedAt = [:]; copies = [:]; done = []
         workers = workers.mapValues { Worker(lastSeen: $0.lastSeen, leases: []) }
     }
 
@@ -140,6 +158,7 @@ public final class Scheduler {
     public func startStage(_ name: String, prefix: String, itemIds: [String], itemsPerTask: Int) {
         precondition(itemsPerTask >= 1, "tasks need at least one item")
         begin(iteration: 0, policyVersion: 0)
+        durations = []; limit = stragglerFloor // another stage's tasks may be another size
         for (n, start) in stride(from: 0, to: itemIds.count, by: itemsPerTask).enumerated() {
             var spec = TaskSpec(id: "\(prefix)/\(name)-\(n)", iteration: 0, policyVersion: 0, promptIds: [])
             spec.itemIds = Array(itemIds[start ..< min(start + itemsPerTask, itemIds.count)])
@@ -158,9 +177,9 @@ public final class Scheduler {
             id = next
             leasedTo[id] = worker
             leasedAt[id] = now
-        } else if let late = straggler(for: worker, now: now) {
+        } else if workers[worker]!.leases.isEmpty, let late = straggler(for: worker, now: now) {
             id = late
-            copyHolder[id] = worker
+            copies[id, default: [:]][worker] = now
             counters.speculative += 1
         } else {
             return nil
@@ -170,11 +189,10 @@ public final class Scheduler {
         return tasks[id]
     }
 
-    /// The task whose lease began earliest among those past the straggler limit, held by another
-    /// worker and not copied yet.
+    /// The task whose lease began earliest among those past the straggler limit whose last copy
+    /// (if any) is past it too.
     private func straggler(for worker: String, now: Double) -> String? {
-        let limit = stragglerLimit
-        return leasedTo.filter { id, holder in holder != worker && copyHolder[id] == nil && now - (leasedAt[id] ?? now) >= limit }
+        leasedTo.filter { id, _ in now - leasedAt[id]! >= limit && now - (copies[id]?.values.max() ?? -.infinity) >= limit }
             .min { (leasedAt[$0.key]!, $0.key) < (leasedAt[$1.key]!, $1.key) }?.key
     }
 
@@ -190,10 +208,11 @@ public final class Scheduler {
         if policyVersion != spec.policyVersion { counters.stale += 1; return .stale }
         if done.contains(taskId) { counters.duplicates += 1; return .duplicate }
         done.insert(taskId)
-        if leasedTo[taskId] == worker, let began = leasedAt[taskId] { durations.append(max(0, clock - began)) } // a copy's time says nothing of the work
-        for holder in [leasedTo[taskId], copyHolder[taskId]].compactMap({ $0 }) where holder != worker { workers[holder]?.leases.remove(taskId) }
+        // The time of the lease whose result this is: a straggler's would say nothing of the work.
+        if let began = leasedTo[taskId] == worker ? leasedAt[taskId] : copies[taskId]?[worker] { measured(max(0, clock - began)) }
+        for holder in [leasedTo[taskId]].compactMap({ $0 }) + (copies[taskId]?.keys.map { $0 } ?? []) { workers[holder]?.leases.remove(taskId) }
         leasedTo[taskId] = nil
-        copyHolder[taskId] = nil
+        copies[taskId] = nil
         queue.remove(taskId) // a re-queued task finished by its first holder after all
         return .accepted
     }

@@ -14,7 +14,7 @@ public enum CheckpointManifest {
     }
 
     /// Records every file under `folder` (subfolders included).
-    static func write(in folder: URL) throws {
+    public static func write(in folder: URL) throws {
         var files: [String: Entry] = [:]
         for path in try filePaths(in: folder) where path != name {
             files[path] = try entry(folder.appendingPathComponent(path))
@@ -28,7 +28,7 @@ public enum CheckpointManifest {
     public static func verify(_ folder: URL) throws(FormatError) {
         let url = folder.appendingPathComponent(name)
         guard let data = try? Data(contentsOf: url) else {
-            throw FormatError("\(folder.path) has no \(name): not a checkpoint Charter finished writing")
+            throw FormatError("\(folder.path) has no \(name): not a checkpoint Charter finished writing (or one written before checkpoints had manifests; start again with --overwrite)")
         }
         guard let files = (try? JSONDecoder().decode([String: [String: Entry]].self, from: data))?["files"] else {
             throw FormatError("\(url.path): not a checkpoint manifest; the checkpoint is damaged")

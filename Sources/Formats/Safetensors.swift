@@ -58,10 +58,11 @@ public struct SafetensorsFile {
                 throw fail("tensor \(shown(key)): needs dtype, shape and data_offsets")
             }
             guard let size = Self.dtypeSizes[dtype] else { throw fail("tensor \(shown(key)): dtype \(shown(dtype)) is not supported (F64, F32, F16, BF16)") }
-            guard shape.allSatisfy({ $0 >= 0 && $0 < 1 << 40 }) else { throw fail("tensor \(shown(key)): absurd shape \(shape)") }
-            let (bytes, overflow) = shape.reduce(1, *).multipliedReportingOverflow(by: size)
+            guard shape.count <= 8, shape.allSatisfy({ $0 >= 0 && $0 < 1 << 40 }) else { throw fail("tensor \(shown(key)): absurd shape \(shape.prefix(8))") }
+            var (bytes, overflow) = (size, false)
+            for d in shape where !overflow { (bytes, overflow) = bytes.multipliedReportingOverflow(by: d) }
             let (begin, end) = (offsets[0], offsets[1])
-            guard !overflow, begin >= 0, end - begin == bytes else {
+            guard !overflow, begin >= 0, end >= begin, end - begin == bytes else {
                 throw fail("tensor \(shown(key)): offsets \(offsets) do not hold \(shape) of \(dtype)")
             }
             guard end <= data.count - headerEnd else {

@@ -12,8 +12,8 @@ struct TensorCheck {
     /// The metadata key that gives the block count, for messages.
     let blockKey: String
 
-    /// Every expected tensor present with the shape the config implies, no tensor of a block the
-    /// config does not have, and the weights within the machine's memory. `shape`: a file tensor's
+    /// The weights within the machine's memory, no tensor of a block the config does not have, and
+    /// every expected tensor present with the shape the config implies. `shape`: a file tensor's
     /// shape (outermost first), nil when absent.
     func check(_ config: ModelConfig, tensorNames: [String], shape: (String) -> [Int]?) throws(FormatError) {
         // 9 tensors per block: a block count beyond the tensors present is refused before a
@@ -26,6 +26,8 @@ struct TensorCheck {
                 throw FormatError("tensor \(shown(name)) belongs to block \(b), but \(blockKey) is \(config.layers)")
             }
         }
+        // Before the layout, whose sizes are products of these numbers.
+        do { try config.checkFitsInMemory() } catch { throw FormatError(error.description) }
         let layout = ParameterLayout(config: config)
         for (engineName, fileName) in names(config) {
             guard let found = shape(fileName) else { throw FormatError("tensor \(shown(fileName)) is missing from the file") }
@@ -34,7 +36,6 @@ struct TensorCheck {
                 throw FormatError("tensor \(shown(fileName)) has shape \(found), the metadata implies \(wanted)")
             }
         }
-        do { try config.checkFitsInMemory() } catch { throw FormatError(error.description) }
     }
 
     /// The number after `prefix` in a tensor name such as "blk.12.ffn_up.weight".

@@ -34,6 +34,8 @@ public enum TinyModel {
             guard let v = Int(values[key]!), v > 0 || (key == "seed" && v == 0) else {
                 throw FormatError("model \"\(spec)\": \(key) must be \(key == "seed" ? "a non-negative" : "a positive") integer")
             }
+            // Sizes are multiplied together (the feed-forward width, the weights): no size is larger.
+            if key != "seed" && v > 1 << 20 { throw FormatError("model \"\(spec)\": \(key) must be at most \(1 << 20)") }
             return v
         }
         let source = try tokenizerSource(values["tokenizer"]!)

@@ -16,6 +16,8 @@ public enum SocketOption: Sendable {
     case reconnectIntervalMaxMilliseconds(Int32)
     /// Messages queued for sending before a send blocks or fails.
     case sendHighWaterMark(Int32)
+    /// How long closing waits to deliver messages still queued (ZMQ_LINGER; 0 from the start).
+    case lingerMilliseconds(Int32)
 }
 
 extension ZMQSocket {
@@ -29,6 +31,7 @@ extension ZMQSocket {
         case .reconnectIntervalMilliseconds(let ms): try set(ZMQ_RECONNECT_IVL, ms)
         case .reconnectIntervalMaxMilliseconds(let ms): try set(ZMQ_RECONNECT_IVL_MAX, ms)
         case .sendHighWaterMark(let n): try set(ZMQ_SNDHWM, n)
+        case .lingerMilliseconds(let ms): try set(ZMQ_LINGER, ms)
         }
     }
 }

@@ -165,6 +165,19 @@ final class RunDriverTests: XCTestCase {
         XCTAssertThrowsError(try rlDriver(config, .resume).execute()) { error in
             XCTAssertTrue("\(error)".hasPrefix("\(state.path): checksum "), "\(error)")
         }
+        // Behind the manifest, values no run can continue from (as a faulty writer might seal them).
+        let json = folder.appendingPathComponent("run/checkpoint/state.json")
+        let good = try String(contentsOf: json, encoding: .utf8)
+        for (field, value, message) in [("iteration", "999", "iteration 999 is outside 0...3"), ("iteration", "-1", "iteration -1 is outside 0...3"),
+                                        ("cursor", "-5", "cursor -5 is outside 0..."), ("policyVersion", "-3", "policyVersion -3 is outside 0...")] {
+            let damaged = good.replacingOccurrences(of: #""\#(field)"\s*:\s*-?[0-9]+"#, with: "\"\(field)\": \(value)", options: .regularExpression)
+            XCTAssertNotEqual(damaged, good, field)
+            try damaged.write(to: json, atomically: true, encoding: .utf8)
+            try CheckpointManifest.write(in: json.deletingLastPathComponent())
+            XCTAssertThrowsError(try rlDriver(config, .resume).execute()) { error in
+                XCTAssertTrue("\(error)".contains(message) && "\(error)".contains("the checkpoint is damaged"), "\(error)")
+            }
+        }
     }
 
     /// An iteration generates all its sequences at once: more than their caches can hold in this

@@ -467,7 +467,7 @@ final class CLITests: XCTestCase {
         func log(_ name: String) -> String { (try? String(contentsOfFile: "\(dir.path)/\(name).log", encoding: .utf8)) ?? "" }
         while (worker.isRunning || !log("c").contains("reports:")) && Date() < deadline { usleep(50_000) }
         XCTAssertNotEqual(exitStatus(worker, by: deadline), 0)
-        XCTAssertTrue(log("c").contains("worker elsewhere reports: cannot load the run's configuration"), log("c"))
+        XCTAssertTrue(log("c").contains("worker elsewhere reports: \"cannot load the run's configuration"), log("c"))
         XCTAssertTrue(log("c").contains("model \(tiny) not found"), "the reason names what was missing: \(log("c"))")
     }
 
@@ -683,9 +683,16 @@ final class CLITests: XCTestCase {
 
         let (alonePath, _) = try runConfig(dir, name: "alone", run: "alone", model: tiny, iterations: 1, seed: 3, prompts: 2, samples: 1, tokens: 3)
         let (alone, aloneEndpoint) = try startCoordinator(["--config", alonePath], log: dir.path + "/alone.log")
-        try Forger(aloneEndpoint).answerForged()
+        let lone = try Forger(aloneEndpoint)
+        try lone.answerForged()
         let stopped = Date().addingTimeInterval(60)
         XCTAssertNotEqual(exitStatus(alone, by: stopped), 0)
+        // A coordinator that stops on an error still says goodbye, so workers leave.
+        var goodbye: Charter_V1_Goodbye?
+        while goodbye == nil, try ZMQPoll.readable([lone.socket], timeoutMilliseconds: 5_000) == [true], let got = try lone.socket.receive() {
+            if case .goodbye(let g)? = try? Wire.decode(got).message { goodbye = g }
+        }
+        XCTAssertEqual(goodbye?.reason, "the coordinator stopped before the run ended; see its log")
         let aloneLog = try file(dir.path + "/alone.log")
         XCTAssertTrue(aloneLog.contains("every live worker sent results no honest worker sends (the last: sample "), aloneLog)
     }
@@ -853,7 +860,8 @@ extension CLITests {
         XCTAssertTrue(r.err.contains("the checkpoint was made with a different configuration"), r.err)
     }
 
-    /// A damaged checkpoint is refused with one line instead of finishing at once or dying later,
+    /// A damaged checkpoint is refused with one line instead of finishing at once or dying later
+    /// (here by its manifest; RunDriverTests reach the range checks behind it),
     /// and `--resume` without a checkpoint does not rewrite a run's history (unless the run stopped
     /// before its first checkpoint).
     func testResumeRefusesADamagedOrMissingCheckpoint() throws {
@@ -869,7 +877,7 @@ extension CLITests {
             try damaged.write(toFile: state, atomically: true, encoding: .utf8)
             let r = try charter("rl", "--config", path, "--resume")
             XCTAssertNotEqual(r.status, 0, "\(field) \(value)")
-            XCTAssertTrue(r.err.contains(message) && r.err.contains("the checkpoint is damaged"), r.err)
+            XCTAssertTrue(r.err.contains("state.json: ") && r.err.contains("the manifest says") && r.err.contains("the checkpoint is damaged"), "\(message): \(r.err)")
         }
         let metrics = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8)
         try FileManager.default.removeItem(atPath: dir.path + "/run/checkpoint")

@@ -175,6 +175,24 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(s.complete(hoarded.id, from: "hoarder", policyVersion: 0), .duplicate)
     }
 
+    /// Peers that hold a task (or a copy) get no copy; a copy that straggles too is copied again
+    /// after the limit, so hoarders taking the copies cannot stall the iteration either.
+    func testHoardersCannotHoldTheCopiesEither() {
+        let s = Scheduler(heartbeatTimeout: 100, stragglerFloor: 5)
+        for w in ["h1", "h2", "h3", "honest"] { s.register(w, now: 0) }
+        s.startIteration(0, policyVersion: 0, promptIds: [0, 1], promptsPerTask: 1)
+        let a = s.nextTask(for: "h1", now: 0)!, b = s.nextTask(for: "h2", now: 0)!
+        XCTAssertNil(s.nextTask(for: "h1", now: 5), "a worker with a task of its own gets no copy")
+        XCTAssertEqual(s.nextTask(for: "h3", now: 5)?.id, a.id)
+        XCTAssertEqual(s.nextTask(for: "honest", now: 5)?.id, b.id, "a's copy is fresh: b is copied")
+        XCTAssertEqual(s.complete(b.id, from: "honest", policyVersion: 0), .accepted)
+        XCTAssertNil(s.nextTask(for: "honest", now: 9.9), "a's copy is younger than the limit")
+        XCTAssertEqual(s.nextTask(for: "honest", now: 10)?.id, a.id)
+        XCTAssertEqual(s.complete(a.id, from: "honest", policyVersion: 0), .accepted)
+        XCTAssertTrue(s.isIterationComplete)
+        XCTAssertEqual(s.counters.speculative, 3)
+    }
+
     /// The limit follows the work: twice the median time from lease to result, at least the floor.
     func testTheStragglerLimitIsTwiceTheMedianTaskTime() {
         let s = Scheduler(heartbeatTimeout: 100, stragglerFloor: 5)

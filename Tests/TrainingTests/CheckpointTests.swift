@@ -130,7 +130,7 @@ final class CheckpointTests: XCTestCase {
         XCTAssertThrowsError(try Checkpoint.restoreTraining(trainer, from: folder)) { XCTAssertEqual("\($0)", "\(adapter.path): missing; the checkpoint is damaged") }
         try FileManager.default.removeItem(at: folder.appendingPathComponent("manifest.json"))
         XCTAssertThrowsError(try Checkpoint.restoreTraining(trainer, from: folder)) {
-            XCTAssertEqual("\($0)", "\(folder.path) has no manifest.json: not a checkpoint Charter finished writing")
+            XCTAssertEqual("\($0)", "\(folder.path) has no manifest.json: not a checkpoint Charter finished writing (or one written before checkpoints had manifests; start again with --overwrite)")
         }
     }
 
