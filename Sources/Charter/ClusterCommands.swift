@@ -201,7 +201,7 @@ enum ClusterRun {
     static func metrics(_ c: Coordinator, _ m: IterationMetrics) -> [String: Any] {
         let split = ["waitingSeconds": m.generationSeconds, "broadcastSeconds": c.broadcastSeconds,
                      "trainingSeconds": m.scoringSeconds + m.referenceSeconds + m.valueSeconds + m.updateSeconds]
-        return ["workersAlive": c.scheduler.aliveWorkers.count, "redispatched": c.scheduler.counters.redispatched, "speculativeCopies": c.scheduler.counters.speculative,
+        return ["workersAlive": c.scheduler.aliveWorkers.count, "redispatched": c.scheduler.counters.redispatched, "speculativeCopies": c.scheduler.counters.speculative, "quarantinedResultsDropped": c.scheduler.counters.fromQuarantined,
                 "duplicatesDropped": c.scheduler.counters.duplicates, "staleDropped": c.scheduler.counters.stale,
                 "malformedDropped": c.counters.malformed + c.counters.unknownMessage, "versionMismatches": c.counters.versionMismatch, "kernelMismatches": c.counters.kernelMismatch,
                 "mismatchedResults": c.counters.mismatchedResults, "invalidResults": c.counters.invalidResults,

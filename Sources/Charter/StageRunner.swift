@@ -132,7 +132,7 @@ struct StageRunner {
         coordinator.finish()
         ClusterRun.wait(children, seconds: 10)
         let s = coordinator.scheduler.counters
-        return ["itemsDispatched": s.itemsDispatched, "redispatched": s.redispatched, "speculativeCopies": s.speculative, "duplicatesDropped": s.duplicates,
+        return ["itemsDispatched": s.itemsDispatched, "redispatched": s.redispatched, "speculativeCopies": s.speculative, "quarantinedResultsDropped": s.fromQuarantined, "duplicatesDropped": s.duplicates,
                 "unknownDropped": s.unknown, "mismatchedResults": coordinator.counters.mismatchedResults,
                 "invalidResults": coordinator.counters.invalidResults, "kernelMismatches": coordinator.counters.kernelMismatch, "workersQuarantined": coordinator.scheduler.quarantined.count,
                 "malformedDropped": coordinator.counters.malformed + coordinator.counters.unknownMessage,

@@ -18,12 +18,14 @@ public final class Scheduler {
         public var itemIds: [String] = []
     }
 
-    public enum Outcome: Sendable, Equatable { case accepted, duplicate, stale, unknown }
+    public enum Outcome: Sendable, Equatable { case accepted, duplicate, stale, unknown, quarantined }
 
     public struct Counters: Sendable, Equatable {
         public var redispatched = 0, duplicates = 0, stale = 0, unknown = 0
         /// Copies of straggling tasks given to idle workers.
         public var speculative = 0
+        /// Results from quarantined workers, dropped whatever they hold.
+        public var fromQuarantined = 0
         /// Stage items handed to workers, re-dispatches included.
         public var itemsDispatched = 0
         public init(redispatched: Int = 0, duplicates: Int = 0, stale: Int = 0, unknown: Int = 0) {
@@ -199,6 +201,8 @@ public final class Scheduler {
     /// A result arrived for `taskId`, produced with `policyVersion`. Each task is accepted once.
     public func complete(_ taskId: String, from worker: String, policyVersion: Int) -> Outcome {
         workers[worker]?.leases.remove(taskId)
+        // A worker caught sending what no honest worker sends is not believed again.
+        if quarantined.contains(worker) { counters.fromQuarantined += 1; return .quarantined }
         guard let spec = tasks[taskId] else {
             // A task of an earlier iteration: stale if its version is old, otherwise unknown.
             if policyVersion < self.policyVersion { counters.stale += 1; return .stale }

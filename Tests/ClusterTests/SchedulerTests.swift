@@ -175,6 +175,20 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(s.complete(hoarded.id, from: "hoarder", policyVersion: 0), .duplicate)
     }
 
+    /// A quarantined worker's results are not believed again, even for a task it was given.
+    func testAQuarantinedWorkersLaterResultsAreDropped() {
+        let s = Scheduler(heartbeatTimeout: 100)
+        s.register("liar", now: 0); s.register("honest", now: 0)
+        s.startIteration(0, policyVersion: 0, promptIds: [0, 1], promptsPerTask: 1)
+        let a = s.nextTask(for: "liar", now: 0)!, b = s.nextTask(for: "liar", now: 0)!
+        s.quarantine("liar")
+        XCTAssertEqual(s.complete(a.id, from: "liar", policyVersion: 0), .quarantined)
+        XCTAssertEqual(s.counters.fromQuarantined, 1)
+        let again = [s.nextTask(for: "honest", now: 1)?.id, s.nextTask(for: "honest", now: 1)?.id].compactMap { $0 }
+        XCTAssertEqual(Set(again), [a.id, b.id], "its tasks went back to the queue")
+        XCTAssertFalse(s.isIterationComplete)
+    }
+
     /// Peers that hold a task (or a copy) get no copy; a copy that straggles too is copied again
     /// after the limit, so hoarders taking the copies cannot stall the iteration either.
     func testHoardersCannotHoldTheCopiesEither() {
