@@ -24,6 +24,9 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // The /metrics and /healthz endpoint of coordinators and workers (--metrics-bind).
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // libzmq from Debian's libzmq3-dev; only the ZeroMQ module imports it.
@@ -47,13 +50,20 @@ let package = Package(
                 swiftSettings: checked),
         // A judge behind an OpenAI-compatible server (HTTP through Foundation's URLSession).
         .target(name: "Endpoint", dependencies: ["Alignment"]),
+        // Prometheus's text format served over SwiftNIO's HTTP/1 server: what an operator scrapes.
+        .target(name: "Telemetry", dependencies: [.product(name: "Prometheus", package: "swift-prometheus"),
+                                                  .product(name: "NIOCore", package: "swift-nio"),
+                                                  .product(name: "NIOPosix", package: "swift-nio"),
+                                                  .product(name: "NIOHTTP1", package: "swift-nio")], swiftSettings: checked),
         // Coordinator and workers: scheduling, weight broadcast, processes.
-        .target(name: "Cluster", dependencies: ["Engine", "Tokenizer", "Formats", "Alignment", "Endpoint", "Wire", "ZeroMQ", "Buffers", "CCRC32C",
+        .target(name: "Cluster", dependencies: ["Engine", "Tokenizer", "Formats", "Alignment", "Endpoint", "Wire", "ZeroMQ", "Buffers", "CCRC32C", "Telemetry",
+                                                  .product(name: "Prometheus", package: "swift-prometheus"),
                                                   .product(name: "Logging", package: "swift-log")], swiftSettings: checked),
         .executableTarget(
             name: "Charter",
             dependencies: [
-                "Engine", "Formats", "Tokenizer", "Alignment", "Endpoint", "Cluster", "ZeroMQ", "Buffers",
+                "Engine", "Formats", "Tokenizer", "Alignment", "Endpoint", "Cluster", "ZeroMQ", "Buffers", "Telemetry",
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -65,7 +75,7 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ", "Buffers"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Alignment", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Alignment", "Telemetry", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "Engine", "Tokenizer"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "Formats"]),
         .testTarget(name: "ReferenceTests", dependencies: ["Engine", "Formats", "Tokenizer"]),

@@ -141,7 +141,8 @@ public final class EpochDriver {
         try Checkpoint.saveTraining(model, trainer: run.trainer,
                                     extra: ["settings": try JSONSerialization.jsonObject(with: job.settings), "data": job.data, "epoch": epoch,
                                             "base_model": job.baseModel, "batches_done": run.batchesDone],
-                                    files: ["metrics.jsonl": Data((metrics.joined(separator: "\n") + "\n").utf8)],
+                                    files: ["metrics.jsonl": Data((metrics.joined(separator: "\n") + "\n").utf8),
+                                            "\(TensorBoardEvents.folderName)/\(TensorBoardEvents.fileName)": TensorBoardEvents.contents(metrics)],
                                     as: job.storage, optimizerState: job.optimizerState, base: job.baseModel,
                                     keepingOldAs: kept, to: URL(fileURLWithPath: job.out))
         if previous - (job.keep - 1) >= 1 { try? FileManager.default.removeItem(at: job.epochFolder(previous - (job.keep - 1))) }

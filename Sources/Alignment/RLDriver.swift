@@ -113,7 +113,8 @@ public final class RLDriver {
             logger.info("no checkpoint in \(checkpointFolder.path); starting from the beginning")
         }
         try Data(configText.utf8).write(to: folder.appendingPathComponent("config.yaml"))
-        let metricsLog = try RunLog(folder.appendingPathComponent("metrics.jsonl"), keepBefore: run.iteration)
+        let metricsLog = try RunLog(folder.appendingPathComponent("metrics.jsonl"), keepBefore: run.iteration,
+                                    tensorboard: folder.appendingPathComponent(TensorBoardEvents.folderName))
         let samplesLog = try RunLog(folder.appendingPathComponent("samples.jsonl"), keepBefore: run.iteration)
         let rejection = run.learner as? RejectionSampler
         let keptLog = rejection == nil ? nil : try RunLog(folder.appendingPathComponent("kept.jsonl"), keepBefore: run.iteration)
@@ -206,14 +207,17 @@ public final class RLDriver {
 final class RunLog {
     let handle: FileHandle
     let url: URL
+    /// The same lines as TensorBoard events (metrics.jsonl only).
+    let events: TensorBoardEvents?
 
-    init(_ url: URL, keepBefore iteration: Int) throws {
+    init(_ url: URL, keepBefore iteration: Int, tensorboard: URL? = nil) throws {
         self.url = url
         let kept = ((try? String(contentsOf: url, encoding: .utf8)) ?? "").split(separator: "\n").filter { line in
             let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
             return (object?["iteration"] as? Int ?? .max) < iteration
         }
         try Data(kept.map { $0 + "\n" }.joined().utf8).write(to: url)
+        events = try tensorboard.map { try TensorBoardEvents(folder: $0, replaying: kept.map(String.init)) }
         handle = try FileHandle(forWritingTo: url)
         try handle.seekToEnd()
     }
@@ -222,6 +226,7 @@ final class RunLog {
         let line = try JSONSerialization.data(withJSONObject: SnakeCase.keys(object), options: [.sortedKeys]) + Data("\n".utf8)
         // A full disk is an error that names the file (a partial line is dropped on resume).
         do { try handle.write(contentsOf: line) } catch { throw DataError("\(url.path): cannot write (\(error.localizedDescription))") }
+        try events?.append(jsonLine: String(decoding: line, as: UTF8.self))
     }
 
     deinit { try? handle.close() }

@@ -19,6 +19,7 @@ struct CoordinatorCommand: ParsableCommand {
     @Flag(help: "Empty a run folder that already holds a run, and start again.") var overwrite = false
     @Option(help: "CURVE: file with the coordinator's secret key (charter keys); needs --allow-keys.") var curveSecretKey: String?
     @Option(help: "CURVE: file with the public keys of the workers to admit, one per line.") var allowKeys: String?
+    @OptionGroup var metrics: MetricsOptions
     @OptionGroup var logging: LogOptions
 
     func validate() throws {
@@ -35,7 +36,7 @@ struct CoordinatorCommand: ParsableCommand {
         default: return // validate() refused it
         }
         try ClusterRun.coordinate(config: config, bind: bind, chunkBind: chunkBind, promptsPerTask: promptsPerTask,
-                                  start: try RunStart(resume: resume, overwrite: overwrite), curve: curve) { _ in }
+                                  start: try RunStart(resume: resume, overwrite: overwrite), curve: curve, metrics: metrics) { _ in }
     }
 }
 
@@ -60,6 +61,7 @@ struct WorkerCommand: ParsableCommand {
 
     @Option(help: "Exit non-zero after this many seconds without an answer to registration (default: keep trying).")
     var giveUpAfter: Double?
+    @OptionGroup var metrics: MetricsOptions
     @OptionGroup var logging: LogOptions
 
     func validate() throws {
@@ -84,7 +86,12 @@ struct WorkerCommand: ParsableCommand {
             options.curve = (try CurveKeys.one(server, what: "server key file"), keys)
         default: break // validate() refused it
         }
-        try Worker(options: options).run()
+        let worker = try Worker(options: options)
+        let telemetry = WorkerMetrics()
+        let server = try metrics.serve(telemetry.registry, telemetry.liveness, logger: Logger(label: "worker \(options.id)"))
+        defer { server?.close() }
+        if server != nil { worker.metrics = telemetry }
+        try worker.run()
     }
 }
 
@@ -97,6 +104,7 @@ struct LocalCommand: ParsableCommand {
     @Option(help: "Prompts per task (default: about two tasks per live worker each iteration).") var promptsPerTask: Int?
     @Flag(help: "Continue from the run folder's last iteration checkpoint, if there is one.") var resume = false
     @Flag(help: "Empty a run folder that already holds a run, and start again.") var overwrite = false
+    @OptionGroup var metrics: MetricsOptions
     @OptionGroup var logging: LogOptions
 
     func validate() throws {
@@ -109,7 +117,7 @@ struct LocalCommand: ParsableCommand {
         var children: [Process] = []
         defer { ClusterRun.stop(children) }
         try ClusterRun.coordinate(config: config, bind: "tcp://127.0.0.1:*", promptsPerTask: promptsPerTask, expectedWorkers: workers,
-                                  start: try RunStart(resume: resume, overwrite: overwrite)) { endpoint in
+                                  start: try RunStart(resume: resume, overwrite: overwrite), metrics: metrics) { endpoint in
             children = try ClusterRun.startWorkers(workers, connect: endpoint, role: "local", logLevel: logging.logLevel)
         }
         ClusterRun.wait(children, seconds: 10)
@@ -157,14 +165,23 @@ enum ClusterRun {
     }
 
     static func coordinate(config: String, bind: String, chunkBind: String? = nil, promptsPerTask: Int?, expectedWorkers: Int = 0, start: RunStart, curve: (secret: String, allowed: [String])? = nil,
-                           started: (String) throws -> Void) throws {
+                           metrics options: MetricsOptions, started: (String) throws -> Void) throws {
         stopChildrenOnSignals()
         var coordinator: Coordinator?
         // The run id is known before anything is loaded, so every line of this run carries it.
         let runId = "run-\((try? RLConfig.load(config))?.seed ?? 0)-\(getpid())-\(Int(Date().timeIntervalSince1970))"
         var logger = Logger(label: "coordinator")
         logger[metadataKey: "run"] = .string(runId)
-        try RLCommand.execute(config: config, start: start, logger: logger, extra: { m in coordinator.map { metrics($0, m) } ?? [:] }) { c, _, tok, prompts, lora in
+        // Served from the start, so a probe sees the process while the model loads.
+        let telemetry = CoordinatorMetrics()
+        let metricsServer = try options.serve(telemetry.registry, telemetry.liveness, logger: logger)
+        defer { metricsServer?.close() }
+        let extra = { (m: IterationMetrics) -> [String: Any] in
+            guard let coordinator else { return [:] }
+            coordinator.metrics?.iterationFinished(m)
+            return metrics(coordinator, m)
+        }
+        try RLCommand.execute(config: config, start: start, logger: logger, extra: extra) { c, _, tok, prompts, lora in
             var settings = Coordinator.Settings()
             settings.bind = bind
             settings.chunkBind = chunkBind
@@ -175,6 +192,7 @@ enum ClusterRun {
             settings.allowedKeys = curve?.allowed ?? []
             let server = try rolloutCoordinator(c, tokenizer: tok, prompts: prompts, lora: lora, configText: try String(contentsOfFile: config, encoding: .utf8),
                                                 configFolder: RLConfig.folder(of: config), settings: settings, runId: runId, logger: logger)
+            if options.metricsBind != nil { server.metrics = telemetry }
             coordinator = server
             try started(server.controlEndpoint)
             return server

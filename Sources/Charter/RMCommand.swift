@@ -103,7 +103,8 @@ struct RMCommand: ParsableCommand {
                 // Each epoch ends in a checkpoint that is also the reward model so far.
                 try Checkpoint.saveTraining(rm.model, trainer: trainer.trunk, extra: ["epochs_done": epoch + 1, "settings": settings],
                                             files: ["score_head.safetensors": try rm.headFile(), "head_optimizer.safetensors": try trainer.headOptimizerFile(),
-                                                    "metrics.jsonl": Data((metrics.joined(separator: "\n") + "\n").utf8)],
+                                                    "metrics.jsonl": Data((metrics.joined(separator: "\n") + "\n").utf8),
+                                                    "\(TensorBoardEvents.folderName)/\(TensorBoardEvents.fileName)": TensorBoardEvents.contents(metrics)],
                                             base: modelOptions.model, to: outURL)
                 if epoch + 1 == stopAfterEpochs { throw ExitCode(3) }
             }

@@ -73,6 +73,10 @@ public final class Coordinator: RolloutSource {
     }
     let zap: ZAPHandler?
     public internal(set) var logger: Logger
+    /// What `--metrics-bind` serves; the loop publishes into it.
+    public var metrics: CoordinatorMetrics?
+    /// Tokens generated in accepted results, by worker.
+    var tokensByWorker: [String: Int] = [:]
 
     /// A model's current version and, after version 0, its chunks as the workers fetch them.
     struct Published {
@@ -182,6 +186,7 @@ public final class Coordinator: RolloutSource {
                     return
                 }
                 guard self.scheduler.complete(result.taskID, from: worker, policyVersion: Int(clamping: result.policyVersion)) == .accepted else { return }
+                self.tokensByWorker[worker, default: 0] += result.samples.reduce(0) { $0 + $1.response.count }
                 for r in result.samples {
                     guard let prompt = byId[Int(clamping: r.promptID)] else { continue }
                     var s = Sample(promptId: prompt.id, index: Int(clamping: r.index), prompt: prompt.tokens, response: r.response,
@@ -282,6 +287,7 @@ public final class Coordinator: RolloutSource {
         for c in logLimiter.closed(now: Self.now()) {
             logger.warning("\(c.held) more \"\(c.kind)\" lines about \(c.peer) held back in the last \(Int(logLimiter.window)) s")
         }
+        metrics?.publish(self, now: Self.now())
     }
 
     func handleControl(_ frames: [Data], onResult: (String, Charter_V1_TaskResult) -> Void) {

@@ -39,7 +39,8 @@ extension Coordinator {
             }
             return t
         }
-        defer { stageTask = nil }
+        metrics?.setStage(stage.name)
+        defer { stageTask = nil; metrics?.setStage(nil) }
         var finished = 0
         var failure: Error?
         while !scheduler.isIterationComplete && failure == nil {
@@ -58,6 +59,7 @@ extension Coordinator {
                 }
                 guard self.scheduler.complete(result.taskID, from: worker, policyVersion: Int(clamping: result.policyVersion)) == .accepted else { return }
                 do { try accept(results) } catch { failure = error; return }
+                self.tokensByWorker[worker, default: 0] += result.items.reduce(0) { $0 + $1.textTokens.reduce(0) { $0 + Int($1) } }
                 finished += result.items.count
                 progress(finished, stage.items.count)
             }

@@ -72,6 +72,8 @@ public final class Scheduler {
     public func isAlive(_ worker: String) -> Bool { workers[worker] != nil }
     public var isIterationComplete: Bool { !tasks.isEmpty && done.count == tasks.count }
     public var pendingTasks: Int { tasks.count - done.count }
+    /// The current iteration's (or stage's) tasks by state; a task leased and copied counts once.
+    public var taskCounts: (queued: Int, leased: Int, done: Int) { (queue.count, leasedTo.count, done.count) }
     public func task(_ id: String) -> TaskSpec? { tasks[id] }
 
     /// A worker (re)joins. A reconnecting worker keeps its leases: its results are still welcome.
@@ -230,6 +232,7 @@ struct TaskQueue {
     private var waiting: Set<String> = []
 
     var isEmpty: Bool { waiting.isEmpty }
+    var count: Int { waiting.count }
     func contains(_ id: String) -> Bool { waiting.contains(id) }
 
     mutating func append(_ id: String) {

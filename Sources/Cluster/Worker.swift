@@ -87,6 +87,8 @@ public final class Worker {
     var pendingTasks: [Charter_V1_Task] = []
     public private(set) var tasksDone = 0
     var faults: WorkerFaults
+    /// What `--metrics-bind` serves; the loop updates it.
+    public var metrics: WorkerMetrics?
 
     public init(options: Options) throws {
         self.options = options
@@ -160,6 +162,10 @@ public final class Worker {
             }
             serveChunkRequests()
             try tick(now: Self.now())
+            if let metrics {
+                if case .registering = state { metrics.tick(registered: false, versions: versions, tasksDone: tasksDone) }
+                else { metrics.tick(registered: true, versions: versions, tasksDone: tasksDone) }
+            }
         }
     }
 
@@ -339,6 +345,7 @@ public final class Worker {
         let now = Self.now()
         if now - lastHeartbeat >= heartbeatInterval { try? heartbeat(now) }
         serveChunkRequests()
+        metrics?.liveness.tick()
     }
 
     /// Whether this worker holds what `task` is computed with: a rollout's policy version, or the
@@ -350,8 +357,11 @@ public final class Worker {
 
     func work(_ task: Charter_V1_Task) throws {
         guard faults.allows(task.taskID, tasksDone: tasksDone, log: { logger.info("\($0)") }) else { return }
-        try send(.taskResult(task.kind == .rollout ? try rolloutResult(task) : try stageResult(task)))
+        let began = Self.now()
+        let result = task.kind == .rollout ? try rolloutResult(task) : try stageResult(task)
+        try send(.taskResult(result))
         tasksDone += 1
+        metrics?.finished(result, seconds: Self.now() - began)
     }
 
     /// A rollout task's samples, scored, with reference log-probs (and values, holding the value head).

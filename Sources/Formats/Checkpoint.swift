@@ -38,7 +38,11 @@ public enum Checkpoint {
             } else {
                 try writeModel(model, into: tmp, as: type)
             }
-            for (name, data) in files { try data.write(to: tmp.appendingPathComponent(name)) }
+            for (name, data) in files {
+                let url = tmp.appendingPathComponent(name)
+                try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try data.write(to: url)
+            }
             let adam = trainer.optimizer
             if optimizerState {
                 var tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)] =

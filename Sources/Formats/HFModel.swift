@@ -106,8 +106,8 @@ public enum HFModel {
 
 /// JSONSerialization hands back true and false as NSNumbers, which `as? Int` turns into 1 and 0:
 /// these tell a JSON boolean from a JSON number.
-enum JSONValue {
-    static func isBool(_ n: NSNumber) -> Bool { String(cString: n.objCType) == "c" }
-    static func number(_ v: Any) -> Double? { (v as? NSNumber).flatMap { isBool($0) ? nil : $0.doubleValue } }
-    static func bool(_ v: Any) -> Bool? { (v as? NSNumber).flatMap { isBool($0) ? $0.boolValue : nil } }
+public enum JSONValue {
+    public static func isBool(_ n: NSNumber) -> Bool { String(cString: n.objCType) == "c" }
+    public static func number(_ v: Any) -> Double? { (v as? NSNumber).flatMap { isBool($0) ? nil : $0.doubleValue } }
+    public static func bool(_ v: Any) -> Bool? { (v as? NSNumber).flatMap { isBool($0) ? $0.boolValue : nil } }
 }
