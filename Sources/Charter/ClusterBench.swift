@@ -5,6 +5,7 @@ import Cluster
 import Engine
 import Formats
 import Foundation
+import Telemetry
 import Tokenizer
 import ZeroMQ
 
@@ -18,6 +19,7 @@ struct DispatchBench: ParsableCommand {
     @Option(help: "Prompts per task.") var promptsPerTask = 1
     @Option(help: "Measure a generate stage of this many items instead (each result appended to a stage output file).") var items: Int?
     @Option(help: "Items per task, with --items.") var itemsPerTask = 1
+    @Flag(help: "Serve /metrics as --metrics-bind does and have another process scrape it every second.") var scrape = false
 
     func run() throws {
         if let items { return try stage(items) }
@@ -34,12 +36,26 @@ struct DispatchBench: ParsableCommand {
         defer { ClusterRun.stop([child]) }
         guard try coordinator.waitForWorkers(workers, seconds: 60) else { throw CLIError("only \(coordinator.scheduler.aliveWorkers.count) of \(workers) workers registered") }
         let unused = ModelWeights(config: try TinyModel.config(layers: 1, width: 8, heads: 1, kvHeads: 1, vocab: 16)) // version 0 never travels
+        var scraping: (server: MetricsServer, scraper: Process)?
+        if scrape {
+            let metrics = CoordinatorMetrics()
+            coordinator.metrics = metrics
+            let liveness = metrics.liveness
+            let server = try MetricsServer(bind: "127.0.0.1:0", registry: metrics.registry) { liveness.health() }
+            let loop = "import time, urllib.request\nwhile True:\n    urllib.request.urlopen('http://\(server.address)/metrics').read(); time.sleep(1)"
+            let scraper = Process()
+            scraper.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            scraper.arguments = ["python3", "-c", loop]
+            try scraper.run()
+            scraping = (server, scraper)
+        }
+        defer { if let scraping { scraping.scraper.terminate(); scraping.server.close() } }
         let cpu0 = ClusterBench.cpuSeconds(), began = ContinuousClock.now
         let samples = try coordinator.rollouts(iteration: 0, prompts: prompts, policy: unused, policyVersion: 0)
         let wall = (ContinuousClock.now - began).seconds, cpu = ClusterBench.cpuSeconds() - cpu0
         coordinator.finish()
         guard samples.count == prompts.count * rollout.samplesPerPrompt else { throw CLIError("got \(samples.count) samples, expected \(prompts.count * 2)") }
-        print(String(format: "dispatch: %d simulated workers, %d tasks of %d prompt(s) x 2 samples in %.2f s: %.0f tasks/s; coordinator CPU %.2f s = %.0f%% of one core, %.0f us per task",
+        print((scrape ? "dispatch (metrics scraped every 1 s)" : "dispatch") + String(format: ": %d simulated workers, %d tasks of %d prompt(s) x 2 samples in %.2f s: %.0f tasks/s; coordinator CPU %.2f s = %.0f%% of one core, %.0f us per task",
                      workers, tasks, promptsPerTask, wall, Double(tasks) / wall, cpu, 100 * cpu / wall, 1e6 * cpu / Double(tasks)))
     }
 

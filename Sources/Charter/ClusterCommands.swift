@@ -176,12 +176,7 @@ enum ClusterRun {
         let telemetry = CoordinatorMetrics()
         let metricsServer = try options.serve(telemetry.registry, telemetry.liveness, logger: logger)
         defer { metricsServer?.close() }
-        let extra = { (m: IterationMetrics) -> [String: Any] in
-            guard let coordinator else { return [:] }
-            coordinator.metrics?.iterationFinished(m)
-            return metrics(coordinator, m)
-        }
-        try RLCommand.execute(config: config, start: start, logger: logger, extra: extra) { c, _, tok, prompts, lora in
+        try RLCommand.execute(config: config, start: start, logger: logger, extra: { m in coordinator.map { iterationDone($0, m) } ?? [:] }) { c, _, tok, prompts, lora in
             var settings = Coordinator.Settings()
             settings.bind = bind
             settings.chunkBind = chunkBind
@@ -212,6 +207,12 @@ enum ClusterRun {
         server.sampleCheck = SampleCheck(c)
         server.logger.info("control \(server.controlEndpoint), chunks \(server.chunkEndpoint)")
         return server
+    }
+
+    /// An iteration ended: its figures go to the coordinator's /metrics, and its counters to the metrics line.
+    static func iterationDone(_ c: Coordinator, _ m: IterationMetrics) -> [String: Any] {
+        c.metrics?.iterationFinished(m)
+        return metrics(c, m)
     }
 
     /// What a coordinator adds to each metrics line: its counters, and the iteration's time split

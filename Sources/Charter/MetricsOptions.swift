@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cluster
 import Logging
 import Prometheus
 import Telemetry
@@ -14,5 +15,13 @@ struct MetricsOptions: ParsableArguments {
         let server = try MetricsServer(bind: metricsBind, registry: registry) { liveness.health() }
         logger.info("metrics on http://\(server.address)/metrics, health on http://\(server.address)/healthz")
         return server
+    }
+
+    /// Serves what `coordinator` publishes; nil without --metrics-bind.
+    func serve(_ coordinator: Coordinator, logger: Logger) throws -> MetricsServer? {
+        guard metricsBind != nil else { return nil }
+        let telemetry = CoordinatorMetrics()
+        coordinator.metrics = telemetry
+        return try serve(telemetry.registry, telemetry.liveness, logger: logger)
     }
 }

@@ -10,6 +10,7 @@ struct StagePlacement: ParsableArguments {
     @Flag(help: "Compute every item in this process: no coordinator, no workers.") var inProcess = false
     @Flag(help: "Keep the items already in the output and run only the others.") var resume = false
     @Flag(help: "Empty an output folder that already holds a stage, and start again.") var overwrite = false
+    @OptionGroup var metrics: MetricsOptions
     @OptionGroup var logging: LogOptions
 
     func validate() throws {

@@ -114,6 +114,8 @@ struct StageRunner {
                                           runId: "stage-\(c.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))", logger: Logger(label: "coordinator"))
         coordinator.configFolder = configFolder
         coordinator.logger.info("control \(coordinator.controlEndpoint), chunks \(coordinator.chunkEndpoint)")
+        let metricsServer = try placement.metrics.serve(coordinator, logger: coordinator.logger)
+        defer { metricsServer?.close() }
         for (name, model) in replacements { coordinator.publish(name, buffers: model.buffers, version: 1) }
         let children = try ClusterRun.startWorkers(workers, connect: coordinator.controlEndpoint, role: "stage \(name)", logLevel: placement.logging.logLevel)
         defer { ClusterRun.stop(children) }

@@ -4,6 +4,7 @@ import Cluster
 import Engine
 import Foundation
 import Logging
+import Telemetry
 import Tokenizer
 
 /// One `charter train` run: its stages in order, each in RUN/round-K/STAGE/ (sl_cai in round 0,
@@ -216,18 +217,19 @@ struct TrainRun {
         settings.expectedWorkers = placement.workers
         settings.mixedKernels = c.mixedKernels
         settings.promptsPerTask = placement.itemsPerTask
-        var coordinator: Coordinator?, children: [Process] = []
-        defer { ClusterRun.stop(children) }
+        var coordinator: Coordinator?, children: [Process] = [], metricsServer: MetricsServer?
+        defer { ClusterRun.stop(children); metricsServer?.close() }
         ClusterRun.stopChildrenOnSignals()
         let runId = "train-\(config.seed)-\(getpid())-\(Int(Date().timeIntervalSince1970))"
         let driver = try RLDriver(config: c, configText: text, name: configPath, start: .resume, logger: log, scorer: RLCommand.scorer) { c, _, tok, prompts, lora in
             let server = try ClusterRun.rolloutCoordinator(c, tokenizer: tok, prompts: prompts, lora: lora, configText: workerText, configFolder: RLConfig.folder(of: configPath),
                                                            settings: settings, runId: runId, logger: Logger(label: "coordinator"))
             coordinator = server
+            metricsServer = try placement.metrics.serve(server, logger: server.logger)
             children = try ClusterRun.startWorkers(placement.workers, connect: server.controlEndpoint, role: step.stage.rawValue, logLevel: placement.logging.logLevel)
             return server
         }
-        driver.extra = { m in coordinator.map { ClusterRun.metrics($0, m) } ?? [:] }
+        driver.extra = { m in coordinator.map { ClusterRun.iterationDone($0, m) } ?? [:] }
         try driver.execute(progress: ProgressBar(logger: log))
         coordinator?.finish()
         ClusterRun.wait(children, seconds: 10)
@@ -249,6 +251,7 @@ struct TrainRun {
     /// The options every stage built on `charter stage` shares, from this command's.
     var placementArgs: [String] {
         ["--workers", String(placement.workers), "--bind", placement.bind, "--log-level", placement.logging.logLevel.rawValue]
+            + (placement.metrics.metricsBind.map { ["--metrics-bind", $0] } ?? [])
             + (placement.inProcess ? ["--in-process"] : []) + (placement.itemsPerTask.map { ["--items-per-task", String($0)] } ?? [])
     }
 

@@ -163,8 +163,9 @@ public final class Worker {
             serveChunkRequests()
             try tick(now: Self.now())
             if let metrics {
-                if case .registering = state { metrics.tick(registered: false, versions: versions, tasksDone: tasksDone) }
-                else { metrics.tick(registered: true, versions: versions, tasksDone: tasksDone) }
+                var registering = false
+                if case .registering = state { registering = true }
+                metrics.tick(registered: !registering, versions: versions, tasksDone: tasksDone, now: Self.now())
             }
         }
     }

@@ -10,6 +10,7 @@ public final class WorkerMetrics {
     /// The loop goes round between generation passes too (heartbeats), so minutes of silence mean stuck.
     public let liveness = Liveness(limit: 300)
     let tasks: Counter, tokens: Counter, tokensPerSecond: Gauge, registered: Gauge
+    var lastPublished = -Double.infinity
 
     public init() {
         tasks = registry.makeCounter(name: "charter_worker_tasks_total", help: "Tasks this worker finished and sent.")
@@ -26,12 +27,15 @@ public final class WorkerMetrics {
         tokensPerSecond.set(seconds > 0 ? Double(n) / seconds : 0)
     }
 
-    /// Each loop round: registration state, the versions held, what /healthz says.
-    func tick(registered isRegistered: Bool, versions: [String: Int], tasksDone: Int) {
+    /// Each loop round: what /healthz says; at most twice a second, the registration state and the
+    /// versions held.
+    func tick(registered isRegistered: Bool, versions: [String: Int], tasksDone: Int, now: Double) {
+        liveness.tick(isRegistered ? "registered, \(tasksDone) tasks done" : "registering")
+        guard now - lastPublished >= 0.5 else { return }
+        lastPublished = now
         registered.set(Int64(isRegistered ? 1 : 0))
         for (model, v) in versions {
             registry.makeGauge(name: "charter_worker_model_version", labels: [("model", model)], help: "The version of each model this worker holds.").set(Int64(v))
         }
-        liveness.tick(isRegistered ? "registered, \(tasksDone) tasks done" : "registering")
     }
 }
