@@ -1,6 +1,5 @@
 import CCRC32C
 import Foundation
-import Tokenizer
 
 /// manifest.json in every folder `Checkpoint.atomically` writes: each file's size and CRC-32C, so
 /// a resumed run refuses a checkpoint whose bytes changed after it was written (a flipped bit in
