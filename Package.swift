@@ -55,6 +55,10 @@ let package = Package(
                                                   .product(name: "NIOCore", package: "swift-nio"),
                                                   .product(name: "NIOPosix", package: "swift-nio"),
                                                   .product(name: "NIOHTTP1", package: "swift-nio")], swiftSettings: checked),
+        // `charter serve`: an OpenAI-compatible API over the engine, batching concurrent requests.
+        .target(name: "Serve", dependencies: ["Engine", "Tokenizer", "Formats", "Telemetry",
+                                              .product(name: "NIOCore", package: "swift-nio"),
+                                              .product(name: "NIOHTTP1", package: "swift-nio")], swiftSettings: checked),
         // Coordinator and workers: scheduling, weight broadcast, processes.
         .target(name: "Cluster", dependencies: ["Engine", "Tokenizer", "Formats", "Alignment", "Endpoint", "Wire", "ZeroMQ", "Buffers", "CCRC32C", "Telemetry",
                                                   .product(name: "Prometheus", package: "swift-prometheus"),
@@ -62,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "Charter",
             dependencies: [
-                "Engine", "Formats", "Tokenizer", "Alignment", "Endpoint", "Cluster", "ZeroMQ", "Buffers", "Telemetry",
+                "Engine", "Formats", "Tokenizer", "Alignment", "Endpoint", "Cluster", "ZeroMQ", "Buffers", "Telemetry", "Serve",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -8,7 +8,7 @@ struct Charter: ParsableCommand {
         commandName: "charter",
         abstract: "Constitutional AI / RLAIF training on Llama-architecture models.",
         version: "charter 0.1.0; \(Kernel.withBLAS)",
-        subcommands: [ModelCommand.self, TokenizeCommand.self, GenerateCommand.self, TrainCommand.self, ReportCommand.self, SFTCommand.self, DPOCommand.self, RMCommand.self, RLCommand.self, StageCommand.self, ReviseCommand.self, LabelCommand.self,
+        subcommands: [ModelCommand.self, TokenizeCommand.self, GenerateCommand.self, TrainCommand.self, ReportCommand.self, SFTCommand.self, DPOCommand.self, RMCommand.self, RLCommand.self, StageCommand.self, ReviseCommand.self, LabelCommand.self, ServeCommand.self,
                       CoordinatorCommand.self, WorkerCommand.self, LocalCommand.self, KeysCommand.self, BenchCommand.self])
 
     static func main() {

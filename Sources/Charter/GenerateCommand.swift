@@ -47,10 +47,10 @@ struct GenerateCommand: ParsableCommand {
 
         var stream = UTF8Stream()
         let streaming = n == 1 && !json
-        let results = try generator.generate(requests) { _, token in
+        let results = try generator.generate(requests, onToken: { _, token in
             guard streaming, !stops.contains(token.id), let bytes = try? tok.decodeBytes([token.id]) else { return }
             FileHandle.standardOutput.write(stream.push(bytes))
-        }
+        })
         for (i, r) in results.enumerated() {
             let visible = r.tokens.filter { !stops.contains($0) }
             if json {
@@ -69,31 +69,5 @@ struct GenerateCommand: ParsableCommand {
                 print(try tok.decode(visible))
             }
         }
-    }
-}
-
-/// Holds back the bytes of a character cut between two tokens, so streamed output stays valid UTF-8.
-struct UTF8Stream {
-    private var pending: [UInt8] = []
-
-    mutating func push(_ bytes: [UInt8]) -> Data {
-        pending += bytes
-        // Find where the last, possibly incomplete, character starts.
-        var start = pending.count
-        while start > 0 && pending.count - start < 4 {
-            start -= 1
-            if pending[start] & 0xC0 != 0x80 { break }
-        }
-        guard start < pending.count else { return Data() }
-        let lead = pending[start]
-        let need = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1
-        let cut = pending.count - start >= need ? pending.count : start
-        defer { pending.removeFirst(cut) }
-        return Data(pending[..<cut])
-    }
-
-    mutating func flush() -> Data {
-        defer { pending = [] }
-        return Data(pending)
     }
 }

@@ -20,8 +20,8 @@ public final class CoordinatorMetrics {
     public init(interval: Double = 0.5) { self.interval = interval }
 
     /// Copies `c`'s figures into the registry, unless it did less than `interval` seconds ago.
-    func publish(_ c: Coordinator, now: Double, force: Bool = false) {
-        guard force || now - lastPublished >= interval else { return }
+    func publish(_ c: Coordinator, now: Double) {
+        guard now - lastPublished >= interval else { return }
         lastPublished = now
         let s = c.scheduler, tasks = s.taskCounts
         gauge("charter_iteration", "The iteration being gathered (-1 before the first).").set(Int64(s.iteration))

@@ -43,14 +43,19 @@ public struct Generator {
     /// is not fed to its cache.
     /// `valueHead`: a scalar head on this model's trunk (PPO's value head) that scores every row
     /// that samples a token, into the results' `values`.
+    /// A server's hooks: `onLogits(requestIndex, row)` sees each row of logits before its token is
+    /// chosen (the top log-probs an API returns); `ended(requestIndex)`, asked after `onToken`,
+    /// ends a sequence early (a stop string in its text), as a stop token would.
     public func generate(_ requests: [GenerationRequest], caches: [SequenceCache]? = nil, valueHead: ScalarHead? = nil,
-                         onToken: ((Int, SampledToken) -> Void)? = nil, between: () -> Void = {}) throws(EngineError) -> [GenerationResult] {
+                         onLogits: ((Int, UnsafePointer<Float>) -> Void)? = nil, onToken: ((Int, SampledToken) -> Void)? = nil,
+                         ended: ((Int) -> Bool)? = nil, between: () -> Void = {}) throws(EngineError) -> [GenerationResult] {
         var stats = GenerationStats()
-        return try generate(requests, caches: caches, valueHead: valueHead, stats: &stats, onToken: onToken, between: between)
+        return try generate(requests, caches: caches, valueHead: valueHead, stats: &stats, onLogits: onLogits, onToken: onToken, ended: ended, between: between)
     }
 
     public func generate(_ requests: [GenerationRequest], caches given: [SequenceCache]? = nil, valueHead: ScalarHead? = nil,
-                         stats: inout GenerationStats, onToken: ((Int, SampledToken) -> Void)? = nil,
+                         stats: inout GenerationStats, onLogits: ((Int, UnsafePointer<Float>) -> Void)? = nil,
+                         onToken: ((Int, SampledToken) -> Void)? = nil, ended: ((Int) -> Bool)? = nil,
                          between: () -> Void = {}) throws(EngineError) -> [GenerationResult] {
         if let valueHead, valueHead.width != model.config.width {
             throw .invalidInput("a value head of width \(valueHead.width) cannot score a model of width \(model.config.width)")
@@ -95,13 +100,14 @@ public struct Generator {
             logits.withUnsafeBufferPointer { buf in
                 for (row, i) in active.enumerated() {
                     let p = requests[i].params
+                    onLogits?(i, buf.baseAddress! + row * V)
                     let t = Sampler.sample(logits: buf.baseAddress! + row * V, vocab: V, params: p, rng: &rngs[i])
                     results[i].tokens.append(t.id)
                     results[i].logprobs.append(t.logprob)
                     results[i].rawLogprobs.append(t.rawLogprob)
                     if valueHead != nil { results[i].values.append(values[row]) }
                     onToken?(i, t)
-                    if p.stopTokens.contains(t.id) {
+                    if p.stopTokens.contains(t.id) || ended?(i) == true {
                         results[i].finishReason = .stop
                     } else if results[i].tokens.count >= p.maxNewTokens || held[i] + requests[i].prompt.count + results[i].tokens.count >= context {
                         // prompt + response fills the context: a training pass over it still fits.

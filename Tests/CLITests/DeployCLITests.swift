@@ -4,10 +4,12 @@ import XCTest
 /// deploy/k8s checked offline against Kubernetes' own schemas (PyPI kubernetes-validate); no cluster
 /// is started here.
 extension CLITests {
-    func run(_ executable: String, _ args: [String]) throws -> (status: Int32, out: String) {
+    /// Any program, from the package folder: its status and its stdout and stderr together.
+    func run(_ executable: String, _ args: [String], environment: [String: String] = [:]) throws -> (status: Int32, out: String) {
         let p = Process(), out = Pipe()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = args
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         p.currentDirectoryURL = Self.root
         p.standardOutput = out; p.standardError = out
         try p.run()

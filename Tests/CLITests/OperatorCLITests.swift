@@ -72,18 +72,6 @@ extension CLITests {
         throw CocoaError(.fileReadUnknown)
     }
 
-    /// A loopback port free a moment ago (Prometheus cannot be told to pick one and say which).
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET); addr.sin_addr.s_addr = inet_addr("127.0.0.1"); addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     static func httpGet(_ url: String) -> (status: Int, body: String) {
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var answer = (0, "")
@@ -124,7 +112,7 @@ extension CLITests {
         defer { for p in [coordinator, slow] where p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         let workerMetrics = try metricsAddress(inLog: dir.path + "/slow.log", of: slow)
 
-        let port = Self.freePort(), api = "127.0.0.1:\(port)"
+        let port = try freeLoopbackPort(), api = "127.0.0.1:\(port)"
         let config = """
             global: {scrape_interval: 1s, evaluation_interval: 1s}
             scrape_configs:

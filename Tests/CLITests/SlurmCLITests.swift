@@ -12,16 +12,8 @@ extension CLITests {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
         func sh(_ args: [String], environment: [String: String] = [:]) throws -> (Int32, String) {
-            let p = Process(), out = Pipe()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = args
-            p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-            p.currentDirectoryURL = Self.root
-            p.standardOutput = out; p.standardError = out
-            try p.run()
-            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (p.terminationStatus, text)
+            let r = try run("/usr/bin/env", args, environment: environment)
+            return (r.status, r.out)
         }
         let cluster = dir.appendingPathComponent("slurm").path
         let up = try sh(["bash", "scripts/slurm-one-node.sh", "start", cluster])
@@ -35,7 +27,7 @@ extension CLITests {
             .replacingOccurrences(of: "prompts: prompts.jsonl", with: "prompts: \(Self.root.path)/examples/prompts.jsonl")
             .replacingOccurrences(of: "iterations: 8", with: "iterations: 3")
         try Data(config.utf8).write(to: dir.appendingPathComponent("tiny.yaml"))
-        let environment = ["SLURM_CONF": cluster + "/slurm.conf", "CHARTER": Self.binary.path, "CHARTER_PORT": String(Self.freePort())]
+        let environment = ["SLURM_CONF": cluster + "/slurm.conf", "CHARTER": Self.binary.path, "CHARTER_PORT": String(try freeLoopbackPort())]
         func submit(_ log: String) throws -> (Int32, String) {
             // Three tasks on a two-CPU node: --overcommit lets them share the CPUs.
             let r = try sh(["timeout", "240", "sbatch", "--wait", "--nodes=1", "--ntasks=3", "--overcommit", "--output=\(dir.path)/\(log)",

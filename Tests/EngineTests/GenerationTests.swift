@@ -46,6 +46,29 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(stopped.finishReason, .stop)
     }
 
+    /// A server's hooks: each row of logits is seen before its token is chosen (the chosen token's
+    /// raw log-prob is that row's log-softmax), and `ended` stops one sequence of a batch early.
+    func testServerHooksSeeTheLogitsAndEndASequence() throws {
+        let gen = Generator(model: try TinyModel.make())
+        let p = TinyModel.tokens(5, seed: 1)
+        let free = try gen.generate([request(p, seed: 10), request(p, seed: 11)])
+        var rows: [[Float]] = [], chosen: [SampledToken] = [], counts = [0, 0]
+        let hooked = try gen.generate([request(p, seed: 10), request(p, seed: 11)], onLogits: { i, row in
+            if i == 0 { rows.append(Array(UnsafeBufferPointer(start: row, count: gen.model.config.vocab))) }
+        }, onToken: { i, t in
+            counts[i] += 1
+            if i == 0 { chosen.append(t) }
+        }, ended: { i in i == 1 && counts[1] == 3 })
+        XCTAssertEqual(hooked[0], free[0], "the hooks change nothing of a sequence they do not end")
+        XCTAssertEqual(hooked[1].tokens, Array(free[1].tokens.prefix(3)))
+        XCTAssertEqual(hooked[1].finishReason, .stop)
+        XCTAssertEqual(rows.count, free[0].tokens.count)
+        for (row, t) in zip(rows, chosen) {
+            let logZ = log(row.map { exp(Double($0)) }.reduce(0, +))
+            XCTAssertEqual(Double(row[Int(t.id)]) - logZ, Double(t.rawLogprob), accuracy: 1e-4)
+        }
+    }
+
     func testRecordedRawLogprobsEqualAFreshForwardPass() throws {
         let net = try TinyModel.make()
         let p = TinyModel.tokens(5, seed: 1)
