@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Labels per second (BENCHMARKS.md, "Self-revision and labels"): `charter label` with the local
 # judge, in this process and on 1 and 2 workers, beside the same questions through llama-cpp-python's
-# OpenAI-compatible server (F32 weights, the same prompt text), in one run. 24 pairs x 2 orders.
+# OpenAI-compatible server and through `charter serve` (F32 weights, the same prompt text), in one
+# run. 24 pairs x 2 orders.
 # Needs a release build; the peer comes from scripts/setup-peer.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,12 @@ $charter --version | head -n 1
 label() { $charter label --pairs examples/polite-pairs.jsonl --constitution constitutions/polite.yaml --out "$out/$1.jsonl" "${@:2}" 2>&1 >/dev/null | grep "labels/s" | sed "s/^/$1: /"; }
 label server-c1 --judge-url "http://127.0.0.1:$port" --judge-model smollm2 --judge-concurrency 1
 label server-c2 --judge-url "http://127.0.0.1:$port" --judge-model smollm2 --judge-concurrency 2
+kill $server; wait $server 2>/dev/null || true
+$charter serve --model "$f32" --name smollm2 --bind "127.0.0.1:$port" >"$out/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/v1/models" >/dev/null && break; sleep 0.2; done
+label charter-serve-c1 --judge-url "http://127.0.0.1:$port" --judge-model smollm2 --judge-concurrency 1
+label charter-serve-c8 --judge-url "http://127.0.0.1:$port" --judge-model smollm2 --judge-concurrency 8
 kill $server; wait $server 2>/dev/null || true
 label local-in-process --judge "$f32" --in-process
 label local-1-worker --judge "$f32" --workers 1
