@@ -303,10 +303,18 @@ extension CLITests {
         while server.isRunning && Date() < deadline && (try? Data(contentsOf: URL(string: url + "/v1/models")!)) == nil { usleep(200_000) }
         XCTAssertTrue(server.isRunning, (try? file(serverLog)) ?? "")
 
+        try labelsThroughTheServerAgreeWithTheLocalJudge(url: url, judge: f32, concurrency: 1, pairs: pairs, dir: dir)
+        try ratingsThroughTheServerAgreeWithTheLocalJudge(url: url, f32: f32, pairs: pairs, dir: dir)
+    }
+
+    /// `charter label` through the server at `url` (model name smollm2) against the local judge
+    /// `judge` on the same 20 pairs: p_a within 1e-4, no option missing from the top log-probs; and
+    /// through `/v1/chat/completions` (the server's own chat template), a label for every pair.
+    func labelsThroughTheServerAgreeWithTheLocalJudge(url: String, judge: String, concurrency: Int, pairs: String, dir: URL) throws {
         let remote = try charter("label", "--pairs", pairs, "--out", dir.path + "/remote.jsonl", "--judge-url", url, "--judge-model", "smollm2",
-                                 "--judge-concurrency", "1")
+                                 "--judge-concurrency", String(concurrency))
         XCTAssertEqual(remote.status, 0, remote.err)
-        let local = try charter("label", "--pairs", pairs, "--out", dir.path + "/local.jsonl", "--judge", f32, "--in-process")
+        let local = try charter("label", "--pairs", pairs, "--out", dir.path + "/local.jsonl", "--judge", judge, "--in-process")
         XCTAssertEqual(local.status, 0, local.err)
         let r = try jsonLines(dir.path + "/remote.jsonl"), l = try jsonLines(dir.path + "/local.jsonl")
         XCTAssertEqual(r.count, 20)
@@ -314,12 +322,10 @@ extension CLITests {
         for (a, b) in zip(r, l) { worst = max(worst, abs((a["p_a"] as! Double) - (b["p_a"] as! Double))) }
         XCTAssertLessThan(worst, 1e-4, "largest |p_a difference| over 20 pairs")
         XCTAssertEqual(try stageMetrics(dir.path + "/remote.stage/judge.metrics.json")["missing_options"] as? Int, 0)
-        // The server's own chat template through /v1/chat/completions: labels for every pair.
         let chat = try charter("label", "--pairs", pairs, "--out", dir.path + "/chat.jsonl", "--judge-url", url, "--judge-model", "smollm2",
-                               "--judge-api", "chat", "--judge-concurrency", "1")
+                               "--judge-api", "chat", "--judge-concurrency", String(concurrency))
         XCTAssertEqual(chat.status, 0, chat.err)
         XCTAssertEqual(try jsonLines(dir.path + "/chat.jsonl").filter { $0["p_a"] is Double }.count, 20)
-        try ratingsThroughTheServerAgreeWithTheLocalJudge(url: url, f32: f32, pairs: pairs, dir: dir)
     }
 
     /// Direct RLAIF (`reward.judge.url`): the expected ratings of 20 answers through the server

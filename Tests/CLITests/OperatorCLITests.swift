@@ -72,18 +72,7 @@ extension CLITests {
         throw CocoaError(.fileReadUnknown)
     }
 
-    static func httpGet(_ url: String) -> (status: Int, body: String) {
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var answer = (0, "")
-        var request = URLRequest(url: URL(string: url)!)
-        request.timeoutInterval = 10
-        URLSession.shared.dataTask(with: request) { data, response, _ in
-            answer = ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data ?? Data(), as: UTF8.self))
-            done.signal()
-        }.resume()
-        done.wait()
-        return answer
-    }
+    static func httpGet(_ url: String) -> (status: Int, body: String) { request(url, method: "GET") }
 
     /// An instant query of Prometheus's HTTP API: each series' instance and value.
     static func query(_ prometheus: String, _ expression: String) -> [(instance: String, value: Double)] {

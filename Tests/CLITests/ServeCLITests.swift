@@ -137,20 +137,6 @@ extension CLITests {
         let pairs = dir.path + "/pairs.jsonl"
         try (try file("examples/polite-pairs.jsonl")).split(separator: "\n").prefix(20).joined(separator: "\n").appending("\n").write(toFile: pairs, atomically: true, encoding: .utf8)
         let (_, url) = try startServer(["--name", "smollm2"], log: dir.path + "/serve.log")
-        let remote = try charter("label", "--pairs", pairs, "--out", dir.path + "/remote.jsonl", "--judge-url", url, "--judge-model", "smollm2",
-                                 "--judge-concurrency", "4")
-        XCTAssertEqual(remote.status, 0, remote.err)
-        let local = try charter("label", "--pairs", pairs, "--out", dir.path + "/local.jsonl", "--in-process")
-        XCTAssertEqual(local.status, 0, local.err)
-        let r = try jsonLines(dir.path + "/remote.jsonl"), l = try jsonLines(dir.path + "/local.jsonl")
-        XCTAssertEqual(r.count, 20)
-        var worst = 0.0
-        for (a, b) in zip(r, l) { worst = max(worst, abs((a["p_a"] as! Double) - (b["p_a"] as! Double))) }
-        XCTAssertLessThan(worst, 1e-4, "largest |p_a difference| over 20 pairs")
-        XCTAssertEqual(try stageMetrics(dir.path + "/remote.stage/judge.metrics.json")["missing_options"] as? Int, 0)
-        let chat = try charter("label", "--pairs", pairs, "--out", dir.path + "/chat.jsonl", "--judge-url", url, "--judge-model", "smollm2",
-                               "--judge-api", "chat", "--judge-concurrency", "4")
-        XCTAssertEqual(chat.status, 0, chat.err)
-        XCTAssertEqual(try jsonLines(dir.path + "/chat.jsonl").filter { $0["p_a"] is Double }.count, 20)
+        try labelsThroughTheServerAgreeWithTheLocalJudge(url: url, judge: "models/SmolLM2-135M-Instruct.Q4_1.gguf", concurrency: 4, pairs: pairs, dir: dir)
     }
 }
