@@ -33,7 +33,7 @@ struct LabelCommand: ParsableCommand {
     @Option(help: "Draw only among comparisons with this tag (helpful, harmless, ...).") var tag: String?
     @Option(help: "Clamp the final probability into LO,HI (say 0.4,0.6).") var clamp: String?
     @Option(help: "Worked comparisons of the constitution shown first (default 0).") var fewShot = 0
-    @Flag(help: "Chain of thought: the judge writes a rationale first (greedy), then the letters are read after it (local judge only).") var cot = false
+    @Flag(help: "Chain of thought: the judge writes a rationale first (greedy), then the letters are read after it.") var cot = false
     @Option(help: "Token limit of a rationale (with --cot).") var cotTokens = 128
     @Flag(help: "Report agreement with each pair's \"better\" field (a or b) and calibration.") var eval = false
     @Option(help: "A run configuration (YAML): its model, data.system and run.seed apply.") var config: String?
@@ -47,7 +47,7 @@ struct LabelCommand: ParsableCommand {
         _ = try clampRange()
         if judgeUrl != nil && judge != nil { throw ValidationError("--judge and --judge-url exclude each other: a local model or an endpoint") }
         if judgeUrl != nil && judgeModel == nil { throw ValidationError("--judge-url needs --judge-model: the model name the server knows the judge by") }
-        if cot && judgeUrl != nil { throw ValidationError("--cot needs a local judge (--judge): the endpoint judge reads only the letters") }
+        if cot && judgeApi == .chat { throw ValidationError("--cot needs --judge-api completions: the rationale's prompt is the judge's raw text") }
         if cotTokens < 1 { throw ValidationError("--cot-tokens must be at least 1") }
         if judgeUrl == nil && (judgeModel != nil || judgeKeyEnv != nil) { throw ValidationError("--judge-model and --judge-key-env go with --judge-url") }
         if judgeConcurrency < 1 { throw ValidationError("--judge-concurrency must be at least 1") }
@@ -107,8 +107,10 @@ struct LabelCommand: ParsableCommand {
         log("\(plan.pairs.count) pairs x \(principles) principle\(principles == 1 ? "" : "s") x \(orders == .both ? 2 : 1) order\(orders == .both ? "s" : "") = \(plan.questions.count) questions, "
             + "constitution \(constitution.name) v\(constitution.version), judge \(endpoint.map { "\($0.model) at \($0.url)" } ?? c.policy)")
         let began = Date()
+        let judge = try endpoint.map { try EndpointJudge($0, cachePath: "\(folder)/\(Self.cacheFile)") }
+        defer { if let judge { reportEndpoint(judge, folder: folder) } }
         if cot { c.rollout.temperature = 0; c.rollout.topK = 0; c.rollout.topP = 1; c.rollout.maxNewTokens = cotTokens }
-        var questions = cot ? try afterRationales(plan, config: c, folder: folder, start: start) : plan.questions
+        var questions = cot ? try afterRationales(plan, config: c, folder: folder, start: start, judge: judge) : plan.questions
         if endpoint?.api == .chat { for i in questions.indices { questions[i].item.messages = questions[i].turns; questions[i].item.prompt = "" } }
         let itemsPath = "\(folder)/items.jsonl"
         let itemLines: [[String: Any]] = questions.map { q in
@@ -119,9 +121,7 @@ struct LabelCommand: ParsableCommand {
         try writeJSONL(itemLines, to: itemsPath)
         var runner = StageRunner(kind: .options, name: "options", config: c, configText: endpoint.map(Self.endpointRecord) ?? StageRunner.workerConfig(c),
                                  out: folder, placement: placement)
-        let judge = try endpoint.map { try EndpointJudge($0, cachePath: "\(folder)/\(Self.cacheFile)") }
         if let judge { runner.compute = judge.options }
-        defer { if let judge { reportEndpoint(judge, folder: folder) } }
         try runner.run(zip(questions, itemLines).map { StageInput.Line(item: $0.item, object: $1) }, itemsFile: itemsPath, start: start)
         let seconds = Date().timeIntervalSince(began)
 
@@ -135,12 +135,15 @@ struct LabelCommand: ParsableCommand {
     }
 
     /// Chain of thought, step 1: each question's rationale, greedy, as a generate stage of its own
-    /// (OUT.stage/rationales.jsonl); the questions then end with their rationales.
-    func afterRationales(_ plan: LabelPlan, config c: RLConfig, folder: String, start: RunStart) throws -> [LabelPlan.Question] {
+    /// (OUT.stage/rationales.jsonl), by the local judge or through the endpoint; the questions then
+    /// end with their rationales.
+    func afterRationales(_ plan: LabelPlan, config c: RLConfig, folder: String, start: RunStart, judge: EndpointJudge?) throws -> [LabelPlan.Question] {
         let path = "\(folder)/rationale-items.jsonl"
         let lines: [[String: Any]] = plan.questions.map { ["id": $0.item.id, "prompt": $0.item.prompt] }
         try writeJSONL(lines, to: path)
-        let stage = StageRunner(kind: .generate, name: "rationales", config: c, configText: StageRunner.workerConfig(c), out: folder, placement: placement)
+        var stage = StageRunner(kind: .generate, name: "rationales", config: c, configText: judge.map { Self.endpointRecord($0.settings) } ?? StageRunner.workerConfig(c),
+                                out: folder, placement: placement)
+        if let judge { stage.compute = { [cotTokens] in try judge.rationales($0, maxTokens: cotTokens) } }
         try stage.run(zip(plan.questions, lines).map { StageInput.Line(item: $0.item, object: $1) }, itemsFile: path, start: start)
         let texts = try JSONLines.read("\(folder)/rationales.jsonl").map { ($0.object["id"] as? String ?? "", $0.object["text"] as? String ?? "") }
         return try plan.afterRationales(Dictionary(texts) { a, _ in a })

@@ -22,6 +22,20 @@ public enum Completions {
         ["model": model, "prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": topLogprobs, "echo": false]
     }
 
+    /// A rationale: the prompt as raw text, greedy, at most `maxTokens` tokens.
+    public static func textBody(model: String, prompt: String, maxTokens: Int) -> [String: Any] {
+        ["model": model, "prompt": prompt, "max_tokens": maxTokens, "temperature": 0, "echo": false]
+    }
+
+    /// `choices[0].text`, and whether it ended at the token limit (`finish_reason` "length").
+    public static func text(_ data: Data) throws -> (text: String, truncated: Bool) {
+        guard let json = try? JSONSerialization.jsonObject(with: data), let root = json as? [String: Any],
+              let first = (root["choices"] as? [[String: Any]])?.first, let text = first["text"] as? String else {
+            throw Malformed(description: "the answer has no choices[0].text: \(excerpt(data))")
+        }
+        return (text, first["finish_reason"] as? String == "length")
+    }
+
     /// The options' log-probs and how many of them were missing from the top list: a missing
     /// option gets the floor, the smallest log-prob listed (its own is at most that).
     public struct Answer: Equatable {

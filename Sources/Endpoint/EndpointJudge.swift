@@ -79,15 +79,35 @@ public final class EndpointJudge: @unchecked Sendable {
     /// Answers every item (its log-probs for each option), `concurrency` requests at a time. Throws
     /// when an item still fails after every retry, or the server refuses a request outright (4xx
     /// but 429): items answered before then are in the cache.
-    public func options(_ items: [StageItem]) throws -> [StageItemResult] {
+    public func options(_ items: [StageItem]) throws -> [StageItemResult] { try concurrently(items) { [self] in try answer($0) } }
+
+    /// Chain of thought through the endpoint: each item's rationale, greedy, at most `maxTokens`
+    /// tokens, as a generate stage's results (text and whether it was cut off).
+    public func rationales(_ items: [StageItem], maxTokens: Int) throws -> [StageItemResult] {
+        try concurrently(items) { [self] item in
+            let body = Data(JSONLine.encode(Completions.textBody(model: settings.model, prompt: item.prompt, maxTokens: maxTokens)))
+            let key = JudgeCache.key(endpoint.absoluteString, body)
+            let answer = try cache.text(key).map { a in lock.withLock { counters.cacheHits += 1 }; return a }
+                ?? ask(body, id: item.id) { data in
+                    let a = try Completions.text(data)
+                    try cache.store(key, text: a)
+                    return a
+                }
+            var result = StageItemResult(id: item.id)
+            result.texts = [answer.text]; result.truncated = [answer.truncated]
+            return result
+        }
+    }
+
+    func concurrently(_ items: [StageItem], _ one: @escaping @Sendable (StageItem) throws -> StageItemResult) throws -> [StageItemResult] {
         let work = Work(items.map { StageItemResult(id: $0.id) })
         let group = DispatchGroup()
         for _ in 0..<min(settings.concurrency, items.count) {
             group.enter()
-            Thread.detachNewThread { [self] in
+            Thread.detachNewThread {
                 defer { group.leave() }
                 while let i = work.take(below: items.count) {
-                    do { work.put(i, try answer(items[i])) } catch { work.fail(error) }
+                    do { work.put(i, try one(items[i])) } catch { work.fail(error) }
                 }
             }
         }
@@ -108,6 +128,18 @@ public final class EndpointJudge: @unchecked Sendable {
             result.optionLogprobs = cached
             return result
         }
+        result.optionLogprobs = try ask(body, id: item.id) { data in
+            let answer = settings.api == .chat ? try Completions.chatAnswer(data, options: item.options) : try Completions.answer(data, options: item.options)
+            try cache.store(key, answer.logprobs)
+            lock.withLock { counters.missingOptions += answer.missing }
+            return answer.logprobs
+        }
+        return result
+    }
+
+    /// POSTs `body` until `read` takes an answer: retries with backoff on time-outs, dropped
+    /// connections, 429, 5xx and malformed answers; any other status stops the run.
+    func ask<T>(_ body: Data, id: String, read: (Data) throws -> T) throws -> T {
         var wait = settings.backoffSeconds, reason = ""
         for attempt in 0...settings.retries {
             if attempt > 0 {
@@ -126,11 +158,7 @@ public final class EndpointJudge: @unchecked Sendable {
                 throw Failure(description: "the judge at \(endpoint.absoluteString) answered \(status): \(Completions.excerpt(data))")
             } else {
                 do {
-                    let answer = settings.api == .chat ? try Completions.chatAnswer(data, options: item.options) : try Completions.answer(data, options: item.options)
-                    try cache.store(key, answer.logprobs)
-                    lock.withLock { counters.missingOptions += answer.missing }
-                    result.optionLogprobs = answer.logprobs
-                    return result
+                    return try read(data)
                 } catch let e as Completions.Malformed {
                     if attempt == settings.retries { throw Failure(description: "the judge at \(endpoint.absoluteString): \(e)") }
                     reason = "malformed"
@@ -138,7 +166,7 @@ public final class EndpointJudge: @unchecked Sendable {
             }
             lock.withLock { counters.failures[reason, default: 0] += 1 }
         }
-        throw Failure(description: "the judge at \(endpoint.absoluteString) failed \(settings.retries + 1) times for \(item.id) (last: \(reason)); run again with --resume to go on")
+        throw Failure(description: "the judge at \(endpoint.absoluteString) failed \(settings.retries + 1) times for \(id) (last: \(reason)); run again with --resume to go on")
     }
 
     /// One POST, waited for: the body, the HTTP status (0 without an answer) and the error.

@@ -259,7 +259,7 @@ extension CLITests {
             (endpointArgs(keyed, out: out).filter { $0 != "--judge-model" && $0 != "fake" }, "--judge-url needs --judge-model"),
             (endpointArgs(keyed, out: out) + ["--judge", "models/x.gguf"], "--judge and --judge-url exclude each other"),
             (endpointArgs(keyed, out: out) + ["--judge-concurrency", "0"], "--judge-concurrency must be at least 1"),
-            (endpointArgs(keyed, out: out) + ["--cot"], "--cot needs a local judge (--judge)"),
+            (endpointArgs(keyed, out: out) + ["--cot", "--judge-api", "chat"], "--cot needs --judge-api completions"),
             (endpointArgs(keyed, out: out) + ["--judge-key-env", "CHARTER_TEST_NO_SUCH_VARIABLE"], "the environment has no CHARTER_TEST_NO_SUCH_VARIABLE"),
             (endpointArgs(keyed, out: out) + ["--overwrite"], "answered 401: {\"error\": \"bad key\"}"),
         ]

@@ -139,4 +139,33 @@ extension CLITests {
         let (_, url) = try startServer(["--name", "smollm2"], log: dir.path + "/serve.log")
         try labelsThroughTheServerAgreeWithTheLocalJudge(url: url, judge: "models/SmolLM2-135M-Instruct.Q4_1.gguf", concurrency: 4, pairs: pairs, dir: dir)
     }
+
+    /// Chain of thought through the endpoint: the rationales `charter serve` writes are the local
+    /// judge's (same engine, greedy), so are the labels read after them; a rerun asks nothing.
+    func testChainOfThoughtThroughCharterServeEqualsTheLocalOne() throws {
+        let dir = try labelFolder("serve-cot")
+        let pairs = dir.path + "/pairs.jsonl"
+        try (try file("examples/polite-pairs.jsonl")).split(separator: "\n").prefix(6).joined(separator: "\n").appending("\n").write(toFile: pairs, atomically: true, encoding: .utf8)
+        let (_, url) = try startServer(["--name", "smollm2"], log: dir.path + "/serve.log")
+        let common = ["label", "--pairs", pairs, "--constitution", "constitutions/polite.yaml", "--cot", "--cot-tokens", "16"]
+        let local = try charter(common + ["--out", dir.path + "/local.jsonl", "--in-process"])
+        XCTAssertEqual(local.status, 0, local.err)
+        let remoteArgs = common + ["--out", dir.path + "/remote.jsonl", "--judge-url", url, "--judge-model", "smollm2", "--judge-concurrency", "4"]
+        let remote = try charter(remoteArgs)
+        XCTAssertEqual(remote.status, 0, remote.err)
+        func rationales(_ name: String) throws -> [String: String] {
+            Dictionary(uniqueKeysWithValues: try jsonLines("\(dir.path)/\(name).stage/rationales.jsonl").map { ($0["id"] as! String, $0["text"] as! String) })
+        }
+        XCTAssertEqual(try rationales("remote"), try rationales("local"))
+        XCTAssertEqual(try rationales("remote").count, 12)
+        let r = try jsonLines(dir.path + "/remote.jsonl"), l = try jsonLines(dir.path + "/local.jsonl")
+        XCTAssertEqual(r.count, 6)
+        for (a, b) in zip(r, l) { XCTAssertEqual(a["p_a"] as! Double, b["p_a"] as! Double, accuracy: 1e-4) }
+        // 12 rationales and 12 questions, each asked once; the rerun finds them all in the cache.
+        XCTAssertEqual(try stageMetrics(dir.path + "/remote.stage/judge.metrics.json")["requests"] as? Int, 24)
+        let again = try charter(remoteArgs + ["--overwrite"])
+        XCTAssertEqual(again.status, 0, again.err)
+        XCTAssertEqual(try stageMetrics(dir.path + "/remote.stage/judge.metrics.json")["requests"] as? Int, 0)
+        XCTAssertEqual(try stageMetrics(dir.path + "/remote.stage/judge.metrics.json")["cache_hits"] as? Int, 24)
+    }
 }
