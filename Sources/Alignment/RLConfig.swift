@@ -296,7 +296,7 @@ public struct RLConfig {
     /// Rollout settings with the tokenizer's stop tokens.
     public func rolloutSettings(tokenizer: BPETokenizer) -> RolloutSettings {
         var r = rollout
-        r.stopTokens = [tokenizer.eos, tokenizer.id(of: "<|endoftext|>")].compactMap { $0 }
+        r.stopTokens = tokenizer.endTokens
         return r
     }
 

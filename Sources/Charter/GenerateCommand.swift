@@ -37,7 +37,7 @@ struct GenerateCommand: ParsableCommand {
             : prompt
         let ids = try tok.encode(text)
         if ids.isEmpty { throw CLIError("the prompt is empty") }
-        let stops = Set([tok.eos, tok.id(of: "<|endoftext|>")].compactMap { $0 })
+        let stops = Set(tok.endTokens)
         let requests = (0..<n).map { i in
             GenerationRequest(prompt: ids, params: SamplingParams(
                 temperature: temperature, topK: topK, topP: topP, maxNewTokens: maxTokens, stopTokens: stops,

@@ -26,12 +26,10 @@ struct ServeCommand: ParsableCommand {
         let model = try modelOptions.load()
         let tok = model.tokenizer
         let queue = EngineQueue(generator: Generator(model: try Transformer(weights: model.weights, precision: weights)), maxBatch: maxBatch)
-        let stops = Set([tok.eos, tok.id(of: "<|endoftext|>")].compactMap { $0 })
         let served = name ?? URL(fileURLWithPath: modelOptions.model).lastPathComponent
-        let server = try OpenAIServer(bind: bind, shared: ServeContext(queue: queue, tokenizer: tok, stopTokens: stops,
+        let server = try OpenAIServer(bind: bind, shared: ServeContext(queue: queue, tokenizer: tok, stopTokens: Set(tok.endTokens),
                                                                       context: model.config.contextLength, modelName: served))
         logger.info("serving \(served) on http://\(server.address)/v1 (batches of at most \(maxBatch))")
         while true { sleep(3600) } // until a signal ends the process
-
     }
 }

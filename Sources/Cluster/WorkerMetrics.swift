@@ -27,12 +27,12 @@ public final class WorkerMetrics {
         tokensPerSecond.set(seconds > 0 ? Double(n) / seconds : 0)
     }
 
-    /// Each loop round: what /healthz says; at most twice a second, the registration state and the
-    /// versions held.
+    /// Each loop round: /healthz's clock; at most twice a second, the status it shows, the
+    /// registration state and the versions held.
     func tick(registered isRegistered: Bool, versions: [String: Int], tasksDone: Int, now: Double) {
-        liveness.tick(isRegistered ? "registered, \(tasksDone) tasks done" : "registering")
-        guard now - lastPublished >= 0.5 else { return }
+        guard now - lastPublished >= 0.5 else { return liveness.tick() }
         lastPublished = now
+        liveness.tick(isRegistered ? "registered, \(tasksDone) tasks done" : "registering")
         registered.set(Int64(isRegistered ? 1 : 0))
         for (model, v) in versions {
             registry.makeGauge(name: "charter_worker_model_version", labels: [("model", model)], help: "The version of each model this worker holds.").set(Int64(v))

@@ -71,7 +71,7 @@ final class OpenAIHandler: ChannelInboundHandler {
         switch (head.method, path) {
         case (.GET, "/v1/models"):
             let models: [String: Any] = ["object": "list", "data": [["id": shared.modelName, "object": "model", "created": 0, "owned_by": "charter"]]]
-            context.respond(head, status: .ok, type: "application/json", body: Array(Self.json(models).utf8))
+            context.respond(head, status: .ok, type: "application/json", body: Array(json(models).utf8))
         case (.POST, "/v1/completions"): generate(head, api: .completions, context: context)
         case (.POST, "/v1/chat/completions"): generate(head, api: .chat, context: context)
         case (_, "/v1/models"), (_, "/v1/completions"), (_, "/v1/chat/completions"):
@@ -125,11 +125,11 @@ final class OpenAIHandler: ChannelInboundHandler {
                 let text = reply.finish(r)
                 loop.execute { bound.value.respond(head, status: .ok, type: "application/json", body: Array(text.utf8)) }
             case .failure(let error) where parsed.stream:
-                send("data: " + Self.json(Self.errorBody("\(error)", type: "server_error")) + "\n\ndata: [DONE]\n\n", end: true)
+                send("data: " + json(Self.errorBody("\(error)", type: "server_error")) + "\n\ndata: [DONE]\n\n", end: true)
             case .failure(let error):
                 loop.execute {
                     bound.value.respond(head, status: .internalServerError, type: "application/json",
-                                        body: Array(Self.json(Self.errorBody("\(error)", type: "server_error")).utf8))
+                                        body: Array(json(Self.errorBody("\(error)", type: "server_error")).utf8))
                 }
             }
         }))
@@ -137,14 +137,10 @@ final class OpenAIHandler: ChannelInboundHandler {
 
     func fail(_ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ message: String, context: ChannelHandlerContext) {
         context.respond(head, status: status, type: "application/json",
-                        body: Array(Self.json(Self.errorBody(message, type: "invalid_request_error")).utf8))
+                        body: Array(json(Self.errorBody(message, type: "invalid_request_error")).utf8))
     }
 
     static func errorBody(_ message: String, type: String) -> [String: Any] { ["error": ["message": message, "type": type]] }
-
-    static func json(_ object: [String: Any]) -> String {
-        String(decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8), as: UTF8.self)
-    }
 }
 
 /// `charter serve`'s listener.

@@ -119,7 +119,9 @@ final class OpenAIReply {
         }
     }
 
-    func json(_ object: [String: Any]) -> String {
-        String(decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8), as: UTF8.self)
-    }
+}
+
+/// A JSON body or event of the API: keys sorted, slashes as they are.
+func json(_ object: [String: Any]) -> String {
+    String(decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8), as: UTF8.self)
 }

@@ -13,6 +13,8 @@ public final class BPETokenizer: @unchecked Sendable {
     public let types: [TokenType]
     public let bos: Int32?, eos: Int32?, pad: Int32?, unknown: Int32?
     public let merges: [(String, String)]
+    /// The tokens that end an answer: the end-of-sequence token and `<|endoftext|>`, where they exist.
+    public var endTokens: [Int32] { [eos, id(of: "<|endoftext|>")].compactMap { $0 } }
 
     private let byteToken: [Int32?]                 // (256) the single-byte symbol's id, if any
     private let tokenBytes: [[UInt8]?]             // per id: the bytes it stands for (byte-level tokens)
