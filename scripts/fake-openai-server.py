@@ -5,11 +5,12 @@
 Answers with top_logprobs for the tokens "A" and "B" (and one other), derived from a hash of the
 prompt (a chat request: of its messages), so the same request always gets the same answer; a chat
 answer is "(A)" or "(B)", the letter at its second token. With --faults, the first request for each
-prompt fails in one of five ways picked by the hash (429, 500, an answer later than the client's
-time-out, a connection closed without an answer, a body that is not JSON) or succeeds; later
-requests succeed. With --delay S every answer waits S seconds. Each request appends a line
-"HASH asked" to --log when it arrives and "HASH OUTCOME" when it is done, so a test can count the
-requests and what was answered (outcome "ok") per prompt.
+prompt fails in one of six ways picked by the hash (429, 500, an answer later than the client's
+time-out, an answer trickled a byte at a time so the connection is never idle yet never done, a
+connection closed without an answer, a body that is not JSON) or succeeds; later requests succeed.
+With --delay S every answer waits S seconds. Each request appends a line "HASH asked" to --log
+when it arrives and "HASH OUTCOME" when it is done, so a test can count the requests and what was
+answered (outcome "ok") per prompt.
 
   python3 scripts/fake-openai-server.py --log FILE [--faults] [--delay S] [--key K]
 
@@ -23,7 +24,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULTS = ["429", "500", "slow", "drop", "malformed", "none"]
+FAULTS = ["429", "500", "slow", "trickle", "drop", "malformed", "none"]
 
 
 def main():
@@ -83,6 +84,21 @@ def main():
                 record(digest, "drop")
                 self.close_connection = True
                 self.connection.shutdown(2)
+                return
+            if fault == "trickle":
+                record(digest, "trickle")
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "1000000")
+                self.end_headers()
+                try:
+                    for _ in range(100):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
                 return
             if fault == "slow":
                 record(digest, "slow")

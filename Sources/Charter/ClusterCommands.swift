@@ -91,6 +91,7 @@ struct WorkerCommand: ParsableCommand {
         let server = try metrics.serve(telemetry.registry, telemetry.liveness, logger: Logger(label: "worker \(options.id)"))
         defer { server?.close() }
         if server != nil { worker.metrics = telemetry }
+        Worker.leaveOnSignals()
         try worker.run()
     }
 }

@@ -375,7 +375,8 @@ public final class Coordinator: RolloutSource {
                 // It is leaving: its tasks go back to the queue now, not after the heartbeat timeout.
                 forget(worker)
             }
-        case .goodbye:
+        case .goodbye(let g):
+            warn(worker, "goodbye", "worker \(worker) left: \(shown(g.reason, limit: 200))", level: .info)
             forget(worker)
         default:
             counts.unknownMessage += 1

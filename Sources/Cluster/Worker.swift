@@ -5,6 +5,7 @@ import Engine
 import Formats
 import Foundation
 import Logging
+import Synchronization
 import Wire
 import ZeroMQ
 
@@ -145,8 +146,13 @@ public final class Worker {
         try send(.register(r))
     }
 
+    /// An endpoint judge's answers are cached for this process only (workers share no folder), and
+    /// the file goes with it.
+    var judgeCache: String { FileManager.default.temporaryDirectory.appendingPathComponent("charter-judge-\(options.id)-\(getpid()).jsonl").path }
+
     /// Runs until the coordinator says goodbye; throws on a fatal protocol error.
     public func run() throws {
+        defer { unlink(judgeCache) }
         let start = Self.now()
         state = .registering(since: start, attempt: 0)
         try register()
@@ -188,16 +194,48 @@ public final class Worker {
         }
     }
 
+    /// The signal that asked this process to stop (0: none yet); see `leaveOnSignals`.
+    static let signalled = Atomic<Int32>(0)
+
+    /// SIGTERM and SIGINT make the worker leave at its next step, telling the coordinator, so its
+    /// tasks go back to the queue at once rather than after the heartbeat timeout. A second
+    /// signal ends it at once.
+    public static func leaveOnSignals() {
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig) { sig in
+                if Worker.signalled.exchange(sig, ordering: .relaxed) != 0 { _exit(128 + sig) }
+            }
+        }
+    }
+
+    /// Ends this process if a signal asked it to: Goodbye to the coordinator first (given at most
+    /// a second to go out), and the exit status of a process the signal ended.
+    func leaveIfSignalled() {
+        let sig = Self.signalled.load(ordering: .relaxed)
+        guard sig != 0 else { return }
+        var g = Charter_V1_Goodbye()
+        g.reason = "stopped by signal \(sig)"
+        try? control.set(.lingerMilliseconds(1000))
+        try? send(.goodbye(g))
+        logger.info("stopped by signal \(sig); told the coordinator; \(tasksDone) tasks done")
+        unlink(judgeCache)
+        for socket in [handshakes, control] + Array(sourceSockets.values) + (chunkServer.map { [$0] } ?? []) { socket.close() }
+        _ = context.terminate(waitingAtMost: 1.5)
+        _exit(128 + sig)
+    }
+
     /// Ends this process if the parent it was started with is gone (its pid is then another's).
     func exitIfOrphaned() {
         guard let parent = options.parent, getppid() != parent else { return }
         logger.warning("the process that started it is gone; exiting")
+        unlink(judgeCache)
         _exit(0) // at once: nothing of the run lives here, and the sockets' threads need no goodbye
     }
 
     /// Timers: registration retries with backoff, heartbeats, task requests.
     func tick(now: Double) throws {
         exitIfOrphaned()
+        leaveIfSignalled()
         switch state {
         case .registering(let since, let attempt):
             // A Register lost with a broken connection is sent again. Always on the same socket: a
@@ -323,9 +361,7 @@ public final class Worker {
         }
         feedback = nil
         reference = try Transformer(weights: try c.reference.map { try ModelLoader.load($0).weights } ?? model.weights.copy())
-        // An endpoint judge's answers are cached for this process only: workers share no folder.
-        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("charter-judge-\(options.id)-\(getpid()).jsonl").path
-        scorer = try c.makeScorer(tokenizer: model.tokenizer, base: model.weights, judgeCache: cache)
+        scorer = try c.makeScorer(tokenizer: model.tokenizer, base: model.weights, judgeCache: judgeCache)
         valueHead = nil
         if c.algorithm == "ppo" && c.ppo.critic == .head {
             // Version 0 is where the coordinator's head starts (RLDriver.learner): a reward model's head, else zeros.
@@ -343,6 +379,7 @@ public final class Worker {
     /// its peers still get their chunks.
     func stayInTouch() {
         exitIfOrphaned()
+        leaveIfSignalled()
         let now = Self.now()
         if now - lastHeartbeat >= heartbeatInterval { try? heartbeat(now) }
         serveChunkRequests()

@@ -170,6 +170,8 @@ public final class EndpointJudge: @unchecked Sendable {
     }
 
     /// One POST, waited for: the body, the HTTP status (0 without an answer) and the error.
+    /// URLSession's own time-out counts idle time; the wait here also ends, as a time-out, at
+    /// twice the limit whatever the connection does, so a stuck request cannot stall the stage.
     func post(_ body: Data) -> (Data, Int, Error?) {
         var request = URLRequest(url: endpoint, timeoutInterval: settings.timeoutSeconds)
         request.httpMethod = "POST"
@@ -177,13 +179,23 @@ public final class EndpointJudge: @unchecked Sendable {
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         if let key = settings.apiKey { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
         let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var out: (Data, Int, Error?) = (Data(), 0, nil)
-        session.dataTask(with: request) { data, response, error in
-            out = (data ?? Data(), (response as? HTTPURLResponse)?.statusCode ?? 0, error)
+        let answer = Answer()
+        let task = session.dataTask(with: request) { data, response, error in
+            answer.lock.withLock { answer.value = (data ?? Data(), (response as? HTTPURLResponse)?.statusCode ?? 0, error) }
             done.signal()
-        }.resume()
-        done.wait()
-        return out
+        }
+        task.resume()
+        if done.wait(timeout: .now() + 2 * settings.timeoutSeconds) == .timedOut {
+            task.cancel()
+            return (Data(), 0, URLError(.timedOut))
+        }
+        return answer.lock.withLock { answer.value }
+    }
+
+    /// Where a request's completion handler leaves its answer (it may come after the wait gave up).
+    final class Answer: @unchecked Sendable {
+        let lock = NSLock()
+        var value: (Data, Int, Error?) = (Data(), 0, nil)
     }
 
     public func sync() throws { try cache.sync() }

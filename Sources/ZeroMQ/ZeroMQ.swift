@@ -1,5 +1,6 @@
 import CZeroMQ
 import Foundation
+import Synchronization
 
 /// The one door to libzmq: every call's return code becomes a Swift error here; EINTR is retried,
 /// EAGAIN is returned as "not now" by the callers that expect it.
@@ -37,8 +38,24 @@ public final class ZMQContext: @unchecked Sendable {
     /// Makes blocking calls in every thread fail with ETERM, so owners close their sockets.
     public func shutdown() { zmq_ctx_shutdown(handle) }
 
+    private let terminated = Atomic<Bool>(false)
+
+    /// Ends the context once its sockets are closed and their lingering messages sent, waiting at
+    /// most `seconds` for that (a process about to exit uses it to get its last message out).
+    /// True if it ended in time.
+    public func terminate(waitingAtMost seconds: Double) -> Bool {
+        guard !terminated.exchange(true, ordering: .relaxed) else { return true }
+        let done = DispatchSemaphore(value: 0)
+        let handle = UInt(bitPattern: handle)
+        Thread.detachNewThread {
+            while zmq_ctx_term(UnsafeMutableRawPointer(bitPattern: handle)) != 0 && zmq_errno() == EINTR {}
+            done.signal()
+        }
+        return done.wait(timeout: .now() + seconds) == .success
+    }
+
     /// Terminates once every socket is closed (sockets linger 0, so this does not hang on unsent messages).
-    deinit { while zmq_ctx_term(handle) != 0 && zmq_errno() == EINTR {} }
+    deinit { if !terminated.load(ordering: .relaxed) { while zmq_ctx_term(handle) != 0 && zmq_errno() == EINTR {} } }
 }
 
 /// Z85-encoded CURVE keys (40 characters each).

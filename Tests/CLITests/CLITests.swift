@@ -43,30 +43,21 @@ final class CLITests: XCTestCase {
     }
 
     /// The exit status of `p` once it ends. Still running at `deadline`, it fails the test and is
-    /// killed: reading `terminationStatus` of a running process traps and would end the whole run.
-    func exitStatus(_ p: Process, by deadline: Date, file: StaticString = #filePath, line: UInt = #line) -> Int32 {
-        while p.isRunning && Date() < deadline { usleep(20_000) }
-        if p.isRunning {
-            XCTFail("\(p.arguments?.first ?? "process") still running at the deadline", file: file, line: line)
-            kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
+    /// killed with all it started.
+    func exitStatus(_ p: Child, by deadline: Date, file: StaticString = #filePath, line: UInt = #line) -> Int32 {
+        if !p.waitUntilExit(seconds: deadline.timeIntervalSinceNow) {
+            XCTFail("\(p.arguments.first ?? "process") still running at the deadline", file: file, line: line)
         }
         return p.terminationStatus
     }
 
-    /// Starts `charter args` in the background with stdout and stderr going to the file `log`.
-    func start(_ args: [String], log: String, in folder: URL = CLITests.root, environment: [String: String] = [:]) throws -> Process {
-        let p = Process()
-        p.executableURL = Self.binary
-        p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        p.currentDirectoryURL = folder
+    /// Starts `charter args` (or `executable args`) in the background with stdout and stderr going to the file `log`;
+    /// it is killed (with all it started) when the test ends.
+    func start(_ args: [String], log: String, in folder: URL = CLITests.root, environment: [String: String] = [:],
+               executable: String = CLITests.binary.path) throws -> Child {
         FileManager.default.createFile(atPath: log, contents: nil)
-        // One handle for both, so the two streams share an offset instead of overwriting each other.
-        let handle = FileHandle(forWritingAtPath: log)
-        p.standardOutput = handle
-        p.standardError = handle
-        try p.run()
+        let p = try Child(executable, args, in: folder.path, environment: environment, stdout: log, stderr: log)
+        addTeardownBlock { if p.isRunning { p.killTree() } }
         return p
     }
 
@@ -74,9 +65,8 @@ final class CLITests: XCTestCase {
     /// endpoint it printed. Chosen ports could collide with another process; port 0 cannot.
     /// `command`: the subcommand that coordinates (`coordinator`, or `stage KIND`).
     func startCoordinator(_ args: [String], log: String, bind: String = "tcp://127.0.0.1:*",
-                          command: [String] = ["coordinator"]) throws -> (process: Process, endpoint: String) {
+                          command: [String] = ["coordinator"]) throws -> (process: Child, endpoint: String) {
         let p = try start(command + ["--bind", bind] + args, log: log)
-        addTeardownBlock { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline && p.isRunning {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
@@ -108,22 +98,21 @@ final class CLITests: XCTestCase {
             XCTFail("no charter binary at \(Self.binary.path)")
             throw CocoaError(.fileNoSuchFile)
         }
-        let p = Process()
-        p.executableURL = Self.binary
-        p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        p.currentDirectoryURL = folder
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        // No test may hang CI: a run still going after 5 minutes is stopped (and its test fails).
-        nonisolated(unsafe) let running = p
-        DispatchQueue.global().asyncAfter(deadline: .now() + 300) { if running.isRunning { running.terminate() } }
-        // stderr is small; read stdout to the end first so a full pipe cannot block the child.
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Run(status: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
+        return try tool(Self.binary.path, args, in: folder, environment: environment)
+    }
+
+    /// Runs `executable args` to its end with stdout and stderr captured (`together`: both in `out`; in files: a pipe would
+    /// keep the reader waiting for as long as anything the program started holds it). No test may
+    /// hang CI: a program still going after `seconds` is killed with all it started, and fails the test.
+    func tool(_ executable: String, _ args: [String], in folder: URL = CLITests.root, environment: [String: String] = [:],
+              seconds: Double = 300, together: Bool = false, file: StaticString = #filePath, line: UInt = #line) throws -> Run {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("charter-run-\(UUID())").path
+        defer { for s in [".out", ".err"] { try? FileManager.default.removeItem(atPath: base + s) } }
+        let p = try Child(executable, args, in: folder.path, environment: environment, stdout: base + ".out", stderr: base + (together ? ".out" : ".err"))
+        let ended = p.waitUntilExit(seconds: seconds)
+        let out = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? "", err = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+        if !ended { XCTFail("\(([executable] + args).joined(separator: " ")) was still running after \(Int(seconds)) s and was killed; its stderr: \(err.suffix(2000))", file: file, line: line) }
+        return Run(status: p.terminationStatus, out: out, err: err)
     }
 
     func testTokenizePrintsTheReferenceIds() throws {
@@ -568,6 +557,31 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(lines.count, 2)
         XCTAssertEqual(lines.map { $0["samples"] as? Int }, [16, 16], "every prompt answered exactly once")
         XCTAssertGreaterThanOrEqual(lines.last?["redispatched"] as? Int ?? 0, 1)
+    }
+
+    /// A worker stopped with SIGTERM while it holds a task says Goodbye before it exits: the
+    /// coordinator logs why it left and hands the task to another worker without waiting for
+    /// heartbeats to time out; every prompt is answered once.
+    func testAWorkerStoppedBySIGTERMSaysGoodbyeAndItsTaskGoesOn() throws {
+        let (dir, tiny) = try tinyModelFolder("sigterm")
+        let (path, _) = try runConfig(dir, model: tiny, iterations: 1, seed: 3, prompts: 8)
+        let (coordinator, endpoint) = try startCoordinator(["--config", path, "--prompts-per-task", "1"], log: dir.path + "/c.log")
+        let victim = try start(["worker", "--connect", endpoint, "--id", "victim", "--pause-after-tasks", "2"], log: dir.path + "/v.log")
+        let deadline = Date().addingTimeInterval(120)
+        while !Self.isStopped(victim.processIdentifier) && victim.isRunning && Date() < deadline { usleep(10_000) }
+        // Stopped holding its third task: the signal waits for it, and takes effect as it goes on.
+        kill(victim.processIdentifier, SIGTERM)
+        kill(victim.processIdentifier, SIGCONT)
+        XCTAssertEqual(exitStatus(victim, by: deadline), 128 + SIGTERM, log("v"))
+        XCTAssertTrue(log("v").contains("stopped by signal 15; told the coordinator"), log("v"))
+        let survivor = try start(["worker", "--connect", endpoint, "--id", "survivor"], log: dir.path + "/s.log")
+        defer { if survivor.isRunning { survivor.terminate() } }
+        XCTAssertEqual(exitStatus(coordinator, by: deadline), 0, log("c"))
+        XCTAssertTrue(log("c").contains(#"worker victim left: "stopped by signal 15""#), log("c"))
+        let lines = try jsonLines(dir.path + "/run/metrics.jsonl")
+        XCTAssertEqual(lines.map { $0["samples"] as? Int }, [16], "every prompt answered exactly once")
+        XCTAssertGreaterThanOrEqual(lines.last?["redispatched"] as? Int ?? 0, 1)
+        func log(_ name: String) -> String { (try? String(contentsOfFile: "\(dir.path)/\(name).log", encoding: .utf8)) ?? "" }
     }
 
     /// Garbage frames, a wrong protocol version and an unknown message get error replies and are

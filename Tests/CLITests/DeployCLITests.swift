@@ -6,16 +6,8 @@ import XCTest
 extension CLITests {
     /// Any program, from the package folder: its status and its stdout and stderr together.
     func run(_ executable: String, _ args: [String], environment: [String: String] = [:]) throws -> (status: Int32, out: String) {
-        let p = Process(), out = Pipe()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        p.currentDirectoryURL = Self.root
-        p.standardOutput = out; p.standardError = out
-        try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return (p.terminationStatus, text)
+        let r = try tool(executable, args, environment: environment, together: true)
+        return (r.status, r.out)
     }
 
     func testKubernetesManifestsValidate() throws {

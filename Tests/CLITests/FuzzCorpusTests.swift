@@ -12,17 +12,9 @@ extension CLITests {
         for target in targets {
             let files = try FileManager.default.contentsOfDirectory(atPath: corpus.appendingPathComponent(target).path).sorted()
                 .map { corpus.appendingPathComponent(target).appendingPathComponent($0).path }
-            let p = Process()
-            p.executableURL = Self.binary.deletingLastPathComponent().appendingPathComponent("charter-fuzz")
-            p.arguments = [target] + files
-            p.currentDirectoryURL = Self.root
-            let out = Pipe()
-            p.standardOutput = out
-            try p.run()
-            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            XCTAssertEqual(p.terminationStatus, 0, "\(target): \(text)")
-            XCTAssertEqual(text, "\(target): \(files.count) inputs, no crash\n")
+            let r = try tool(Self.binary.deletingLastPathComponent().appendingPathComponent("charter-fuzz").path, [target] + files)
+            XCTAssertEqual(r.status, 0, "\(target): \(r.out) \(r.err)")
+            XCTAssertEqual(r.out, "\(target): \(files.count) inputs, no crash\n")
         }
     }
 }

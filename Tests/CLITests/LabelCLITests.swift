@@ -149,16 +149,12 @@ extension CLITests {
 /// `charter label --judge-url`: a judge behind an OpenAI-compatible server (scripts/fake-openai-server.py).
 extension CLITests {
     /// Starts the stand-in server (its request log in `log`) and returns it with its address.
-    func fakeJudge(_ options: [String], log: String) throws -> (process: Process, url: String) {
-        let p = Process(), out = Pipe()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "scripts/fake-openai-server.py", "--log", log] + options
-        p.currentDirectoryURL = Self.root
-        p.standardOutput = out
-        try p.run()
-        addTeardownBlock { if p.isRunning { p.terminate() } }
-        let line = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
-        let port = try XCTUnwrap(line.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }, line)
+    func fakeJudge(_ options: [String], log: String) throws -> (process: Child, url: String) {
+        let p = try start(["python3", "scripts/fake-openai-server.py", "--log", log] + options, log: log + ".out", executable: "/usr/bin/env")
+        let deadline = Date().addingTimeInterval(30)
+        var said = ""
+        while p.isRunning && Date() < deadline && !said.hasSuffix("\n") { usleep(10_000); said = (try? String(contentsOfFile: log + ".out", encoding: .utf8)) ?? "" }
+        let port = try XCTUnwrap(said.split(separator: "\n").first { $0.hasPrefix("port ") }?.dropFirst(5), "the fake judge did not say its port: \(said)")
         return (p, "http://127.0.0.1:\(port)")
     }
 
@@ -177,9 +173,9 @@ extension CLITests {
          "--judge-timeout", "2.5", "--judge-retries", "4"]
     }
 
-    /// Under 429s, 500s, time-outs, dropped connections and bodies that are not JSON, every label
-    /// ends up in the output once, each question is answered (paid) once, the failures are
-    /// counted, and the labels equal those of a server that never fails. Run again with
+    /// Under 429s, 500s, time-outs, answers that trickle in and never end, dropped connections and
+    /// bodies that are not JSON, every label ends up in the output once, each question is answered
+    /// (paid) once, the failures are counted, and the labels equal those of a server that never fails. Run again with
     /// --overwrite, every answer comes from the cache: not one request.
     func testLabelThroughAFaultyEndpointLosesAndRepeatsNothing() throws {
         let dir = try labelFolder("endpoint")
@@ -191,6 +187,7 @@ extension CLITests {
         let asked = try judgeLog(dir.path + "/faulty.log").filter { $0.key != "-" }
         XCTAssertEqual(asked.count, 48, "48 questions")
         XCTAssertTrue(asked.values.allSatisfy { $0.filter { $0 == "ok" }.count == 1 }, "each answered once: \(asked)")
+        XCTAssertTrue(asked.values.contains { $0.contains("trickle") }, "an answer trickled byte by byte was given up on and asked again")
         let metrics = try stageMetrics(dir.path + "/labels.stage/judge.metrics.json")
         let failures = metrics["failures"] as! [String: Int]
         for reason in ["429", "5xx", "malformed", "timeout"] { XCTAssertGreaterThanOrEqual(failures[reason] ?? 0, 1, "\(reason): \(metrics)") }
@@ -287,17 +284,11 @@ extension CLITests {
         try (try file("examples/polite-pairs.jsonl")).split(separator: "\n").prefix(20).joined(separator: "\n").appending("\n").write(toFile: pairs, atomically: true, encoding: .utf8)
         // A free port: bind port 0, read it, let it go (the server takes it a moment later).
         let port = try freeLoopbackPort()
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: python)
-        server.arguments = ["-m", "llama_cpp.server", "--model", f32, "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", "\(port)",
-                            "--n_ctx", "2048", "--n_threads", "2", "--logits_all", "true", "--type_k", "0", "--type_v", "0"]
-        server.currentDirectoryURL = Self.root
         let serverLog = dir.path + "/server.log"
-        FileManager.default.createFile(atPath: serverLog, contents: nil)
-        server.standardOutput = FileHandle(forWritingAtPath: serverLog)
-        server.standardError = FileHandle(forWritingAtPath: serverLog)
-        try server.run()
-        defer { server.terminate(); server.waitUntilExit() }
+        let server = try start(["-m", "llama_cpp.server", "--model", f32, "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", "\(port)",
+                                "--n_ctx", "2048", "--n_threads", "2", "--logits_all", "true", "--type_k", "0", "--type_v", "0"],
+                               log: serverLog, executable: python)
+        defer { server.terminate(); server.waitUntilExit(seconds: 30) }
         let url = "http://127.0.0.1:\(port)"
         let deadline = Date().addingTimeInterval(120)
         while server.isRunning && Date() < deadline && (try? Data(contentsOf: URL(string: url + "/v1/models")!)) == nil { usleep(200_000) }
@@ -336,12 +327,17 @@ extension CLITests {
             ["a", "b"].map { k in String(decoding: try! JSONSerialization.data(withJSONObject: ["id": "\(p["id"]!)\(k)", "prompt": p["prompt"]!, "response": p[k]!]), as: UTF8.self) }
         }
         try (answers.joined(separator: "\n") + "\n").write(toFile: items, atomically: true, encoding: .utf8)
+        func workerCaches() -> Set<String> {
+            Set(((try? FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())) ?? []).filter { $0.hasPrefix("charter-judge-local-") })
+        }
+        let cachesBefore = workerCaches()
         var ratings: [[Double]] = []
-        for (name, judge) in [("remote", "{principle: \"How polite is the answer?\", url: \"\(url)\", model: smollm2}"),
-                              ("local", "{principle: \"How polite is the answer?\"}")] {
+        for (name, judge, placement) in [("remote", "{principle: \"How polite is the answer?\", url: \"\(url)\", model: smollm2}", "--in-process"),
+                                         ("local", "{principle: \"How polite is the answer?\"}", "--in-process"),
+                                         ("worker", "{principle: \"How polite is the answer?\", url: \"\(url)\", model: smollm2}", "--workers=1")] {
             let config = "\(dir.path)/\(name).yaml"
             try "model: {feedback: \(Self.root.path)/\(f32)}\nreward:\n  judge: \(judge)\n".write(toFile: config, atomically: true, encoding: .utf8)
-            let r = try charter("stage", "score", "--config", config, "--items", items, "--out", "\(dir.path)/\(name)-score", "--in-process")
+            let r = try charter("stage", "score", "--config", config, "--items", items, "--out", "\(dir.path)/\(name)-score", placement)
             XCTAssertEqual(r.status, 0, r.err)
             ratings.append(try jsonLines("\(dir.path)/\(name)-score/score.jsonl").map { try XCTUnwrap($0["judge_rating"] as? Double) })
         }
@@ -350,6 +346,10 @@ extension CLITests {
         print("rating through llama.cpp's server: largest difference from the local judge \(worst)")
         XCTAssertLessThan(worst, 1e-3, "largest |rating difference| over 20 answers")
         XCTAssertEqual(try jsonLines("\(dir.path)/remote-score/judge-cache.jsonl").count, 40, "two questions per answer, each cached")
+        // A worker asks the same server and gets the same ratings; its cache goes with it.
+        XCTAssertEqual(ratings[2].count, 20)
+        XCTAssertLessThan(zip(ratings[2], ratings[0]).map { abs($0 - $1) }.max() ?? 1, 1e-4)
+        XCTAssertEqual(workerCaches(), cachesBefore, "the worker's judge cache is removed when it ends")
     }
 
     func freeLoopbackPort() throws -> Int {

@@ -12,16 +12,9 @@ extension CLITests {
     /// The scalars `tensorboard` itself reads under `folder`: run -> tag -> [(step, value)].
     func tensorboardScalars(_ folder: String) throws -> [String: [String: [[Double]]]] {
         guard FileManager.default.isExecutableFile(atPath: Self.opsPython) else { throw XCTSkip("no \(Self.opsPython): run scripts/setup-ops.sh") }
-        let p = Process(), out = Pipe(), err = Pipe()
-        p.executableURL = URL(fileURLWithPath: Self.opsPython)
-        p.arguments = [Self.root.path + "/scripts/read-tfevents.py", folder]
-        p.standardOutput = out; p.standardError = err
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        let problem = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0, problem)
-        return try JSONSerialization.jsonObject(with: data) as? [String: [String: [[Double]]]] ?? [:]
+        let r = try tool(Self.opsPython, [Self.root.path + "/scripts/read-tfevents.py", folder])
+        XCTAssertEqual(r.status, 0, r.err)
+        return try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: [String: [[Double]]]] ?? [:]
     }
 
     func testTensorBoardReadsEveryMetricOfRLAndSFTRuns() throws {
@@ -59,7 +52,7 @@ extension CLITests {
 
 extension CLITests {
     /// The address a process serves metrics on: its line "metrics on http://ADDRESS/metrics, ...".
-    func metricsAddress(inLog log: String, of p: Process) throws -> String {
+    func metricsAddress(inLog log: String, of p: Child) throws -> String {
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline && p.isRunning {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
@@ -109,13 +102,9 @@ extension CLITests {
                 static_configs: [{targets: ["\(coordinatorMetrics)", "\(workerMetrics)"]}]
             """
         try Data(config.utf8).write(to: dir.appendingPathComponent("prometheus.yml"))
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: prometheus)
-        server.arguments = ["--config.file=\(dir.path)/prometheus.yml", "--storage.tsdb.path=\(dir.path)/tsdb", "--web.listen-address=\(api)"]
-        let serverLog = FileHandle(forWritingAtPath: { FileManager.default.createFile(atPath: dir.path + "/prometheus.log", contents: nil); return dir.path + "/prometheus.log" }())
-        server.standardOutput = serverLog; server.standardError = serverLog
-        try server.run()
-        defer { server.terminate(); server.waitUntilExit() }
+        let server = try start(["--config.file=\(dir.path)/prometheus.yml", "--storage.tsdb.path=\(dir.path)/tsdb", "--web.listen-address=\(api)"],
+                               log: dir.path + "/prometheus.log", executable: prometheus)
+        defer { server.terminate(); server.waitUntilExit(seconds: 30) }
 
         // Both targets up, the worker's finished task and the coordinator's done task in the TSDB.
         let deadline = Date().addingTimeInterval(90)

@@ -9,9 +9,8 @@ import XCTest
 /// it as its judge endpoint.
 extension CLITests {
     /// Starts `charter serve` on a free port; returns the process and its base URL.
-    func startServer(_ args: [String], log: String) throws -> (Process, String) {
+    func startServer(_ args: [String], log: String) throws -> (Child, String) {
         let p = try start(["serve", "--bind", "127.0.0.1:0"] + args, log: log)
-        addTeardownBlock { if p.isRunning { p.terminate(); p.waitUntilExit() } }
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline && p.isRunning {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
@@ -39,6 +38,26 @@ extension CLITests {
         }.resume()
         done.wait()
         return answer
+    }
+
+    /// Sends `raw` on one connection to `url`'s host and port and reads until the server closes it.
+    static func exchange(_ url: String, _ raw: String) -> String {
+        let parts = url.dropFirst("http://".count).split(separator: ":")
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr(String(parts[0]))
+        addr.sin_port = in_port_t(UInt16(parts[1])!).bigEndian
+        var wait = timeval(tv_sec: 120, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected, Array(raw.utf8).withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == raw.utf8.count else { return "" }
+        var received: [UInt8] = [], buffer = [UInt8](repeating: 0, count: 65536)
+        while case let n = recv(fd, &buffer, buffer.count, 0), n > 0 { received += buffer[0 ..< n] }
+        return String(decoding: received, as: UTF8.self)
     }
 
     static func object(_ text: String) -> [String: Any] {
@@ -95,6 +114,16 @@ extension CLITests {
         let stopped = Self.choice(Self.request(url + "/v1/completions", body: ["prompt": "The capital of France is", "max_tokens": 12, "temperature": 0, "stop": [word]]).body)
         XCTAssertEqual(stopped["text"] as? String, (expected ?? "").components(separatedBy: word).first)
         XCTAssertEqual(stopped["finish_reason"] as? String, "stop")
+
+        // Two requests sent back to back on one connection (HTTP/1.1 pipelining) are answered in order.
+        let first = #"{"prompt": "The capital of France is", "max_tokens": 12, "temperature": 0}"#, second = #"{"prompt": "x", "max_tokens": 1}"#
+        let pipelined = Self.exchange(url, [(first, "keep-alive"), (second, "close")].map { body, connection in
+            "POST /v1/completions HTTP/1.1\r\nHost: charter\r\nContent-Type: application/json\r\nConnection: \(connection)\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        }.joined())
+        let replies = pipelined.components(separatedBy: "HTTP/1.1 200 OK").dropFirst().map { Self.choice(String($0[($0.range(of: "\r\n\r\n")?.upperBound ?? $0.endIndex)...])) }
+        XCTAssertEqual(replies.count, 2, pipelined)
+        XCTAssertEqual(replies.first?["text"] as? String, expected)
+        XCTAssertEqual(replies.last?["finish_reason"] as? String, "length")
 
         // Chat: the model's template, logprobs in chat's shape, and a streamed answer equal to the whole one.
         let chatBody: [String: Any] = ["messages": [["role": "user", "content": "Say hello."]], "max_tokens": 8, "temperature": 0, "logprobs": true, "top_logprobs": 2]

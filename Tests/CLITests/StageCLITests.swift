@@ -165,14 +165,9 @@ extension CLITests {
             let out = "\(dir.path)/\(kind)"
             let (stage, endpoint) = try startCoordinator(["--config", config, "--items", items, "--out", out, "--workers", "0", "--items-per-task", "3"],
                                                          log: "\(dir.path)/\(kind).log", command: ["stage", kind])
-            let worker = Process()
-            worker.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            worker.arguments = [Self.root.path + "/scripts/python-worker/worker.py", "--connect", endpoint, "--id", "py-\(kind)"]
             let workerLog = "\(dir.path)/\(kind)-py.log"
-            FileManager.default.createFile(atPath: workerLog, contents: nil)
-            worker.standardOutput = FileHandle(forWritingAtPath: workerLog)
-            worker.standardError = worker.standardOutput
-            try worker.run()
+            let worker = try start([Self.root.path + "/scripts/python-worker/worker.py", "--connect", endpoint, "--id", "py-\(kind)"],
+                                   log: workerLog, executable: "/usr/bin/python3")
             defer { for p in [stage, worker] where p.isRunning { p.terminate() } }
             let deadline = Date().addingTimeInterval(60)
             let (stageStatus, workerStatus) = (exitStatus(stage, by: deadline), exitStatus(worker, by: deadline))
