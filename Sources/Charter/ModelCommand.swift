@@ -45,6 +45,9 @@ struct ModelCommand: ParsableCommand {
             switch to {
             case .hf: try Checkpoint.saveModel(model, to: url)
             case .ggufF32, .ggufF16:
+                if model.config.attentionBias || model.config.ropeScaling != nil {
+                    throw CLIError("--to \(to.rawValue): GGUF export writes the plain Llama architecture; this model has \(model.config.attentionBias ? "q, k, v biases (Qwen2)" : "Llama 3 rope scaling") (use --to hf)")
+                }
                 var writer = GGUFModel.writer(weights: model.weights, tokenizer: model.tokenizer, name: url.deletingPathExtension().lastPathComponent,
                                               type: to == .ggufF32 ? .f32 : .f16)
                 if let template = model.chatTemplate { writer.add("tokenizer.chat_template", .string(template)) }

@@ -14,14 +14,19 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     public var rmsEps: Float
     public var tiedEmbeddings: Bool
     public var contextLength: Int
+    /// Biases on the query, key and value projections (Qwen2); Llama has none.
+    public var attentionBias: Bool
+    /// Llama 3's rescaled rotary frequencies; nil: plain RoPE.
+    public var ropeScaling: RopeScaling?
 
     public init(layers: Int, width: Int, heads: Int, kvHeads: Int, headDim: Int? = nil, ffnWidth: Int,
                 vocab: Int, ropeTheta: Float = 10000, rmsEps: Float = 1e-5, tiedEmbeddings: Bool = true,
-                contextLength: Int = 2048) {
+                contextLength: Int = 2048, attentionBias: Bool = false, ropeScaling: RopeScaling? = nil) {
         self.layers = layers; self.width = width; self.heads = heads; self.kvHeads = kvHeads
         self.headDim = headDim ?? width / heads
         self.ffnWidth = ffnWidth; self.vocab = vocab; self.ropeTheta = ropeTheta; self.rmsEps = rmsEps
         self.tiedEmbeddings = tiedEmbeddings; self.contextLength = contextLength
+        self.attentionBias = attentionBias; self.ropeScaling = ropeScaling
     }
 
     /// Checks the relations the forward pass relies on; the message names the field.
@@ -35,6 +40,7 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         for (name, v) in [("ropeTheta", ropeTheta), ("rmsEps", rmsEps)] where !(v.isFinite && v > 0) {
             throw .invalidConfig("\(name) must be a positive finite number, found \(v)")
         }
+        if let s = ropeScaling { try s.validate() }
         // The rotary table holds every position; no model Charter runs has more than 2^20.
         if contextLength > Self.longestContext {
             throw .invalidConfig("contextLength \(contextLength) is more than \(Self.longestContext)")
@@ -48,6 +54,7 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     public var weightBytes: Double {
         let C = Double(width), F = Double(ffnWidth), q = Double(heads) * Double(headDim), kv = Double(kvHeads) * Double(headDim)
         let perLayer = C * (2 + 2 * q + 2 * kv + 3 * F) // two norms, q and o, k and v, gate, up and down
+            + (attentionBias ? q + 2 * kv : 0)
         return 4 * (Double(layers) * perLayer + Double(vocab) * C * (tiedEmbeddings ? 1 : 2) + C)
     }
 

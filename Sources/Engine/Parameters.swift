@@ -26,6 +26,10 @@ public struct ParameterLayout: Sendable {
                 ("layers.\(l).wq", [hd, c]),
                 ("layers.\(l).wk", [kvd, c]),
                 ("layers.\(l).wv", [kvd, c]),
+            ]
+            // Adjacent like the matrices: one add after the one product of all three.
+            if config.attentionBias { shapes += [("layers.\(l).bq", [hd]), ("layers.\(l).bk", [kvd]), ("layers.\(l).bv", [kvd])] }
+            shapes += [
                 ("layers.\(l).wo", [c, hd]),
                 ("layers.\(l).ffn_norm", [c]),
                 ("layers.\(l).w_gate", [config.ffnWidth, c]),
@@ -53,12 +57,15 @@ public struct ParameterLayout: Sendable {
     /// Offsets of one layer's tensors, looked up once per layer rather than by name in the hot path.
     public struct LayerOffsets: Sendable {
         public let attnNorm, wq, wk, wv, wo, ffnNorm, wGate, wUp, wDown: Int
+        /// The q, k and v biases, back to back ((H + 2K) * D), when the model has them.
+        public let bqkv: Int?
     }
 
     public func layer(_ l: Int) -> LayerOffsets {
         func o(_ s: String) -> Int { slot("layers.\(l).\(s)")!.offset }
         return LayerOffsets(attnNorm: o("attn_norm"), wq: o("wq"), wk: o("wk"), wv: o("wv"), wo: o("wo"),
-                            ffnNorm: o("ffn_norm"), wGate: o("w_gate"), wUp: o("w_up"), wDown: o("w_down"))
+                            ffnNorm: o("ffn_norm"), wGate: o("w_gate"), wUp: o("w_up"), wDown: o("w_down"),
+                            bqkv: slot("layers.\(l).bq")?.offset)
     }
 
     public var embedOffset: Int { slot("embed")!.offset }
@@ -98,13 +105,13 @@ public final class ModelWeights: @unchecked Sendable {
         return w
     }
 
-    /// Random weights for tests and tiny demo models: normal(0, std) matrices, norm gains near 1.
+    /// Random weights for tests and tiny demo models: normal(0, std) matrices and biases, norm gains near 1.
     public static func random(config: ModelConfig, seed: UInt64, std: Float = 0.08) -> ModelWeights {
         let w = ModelWeights(config: config)
         var rng = SplitMix64(seed: seed)
         for slot in w.layout.slots {
             let v = w.view(slot.name)!
-            let isNorm = slot.shape.count == 1
+            let isNorm = slot.name.hasSuffix("norm")
             for i in 0..<v.count {
                 v[i] = isNorm ? 1 + 0.1 * rng.nextNormal() : std * rng.nextNormal()
             }

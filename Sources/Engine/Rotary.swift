@@ -10,12 +10,20 @@ public struct RotaryTable: Sendable {
     let cos: [Float] // (positions, D/2)
     let sin: [Float] // (positions, D/2)
 
-    public init(headDim: Int, positions: Int, theta: Float) {
+    public init(config c: ModelConfig) {
+        self.init(headDim: c.headDim, positions: c.contextLength, theta: c.ropeTheta, scaling: c.ropeScaling)
+    }
+
+    public init(headDim: Int, positions: Int, theta: Float, scaling: RopeScaling? = nil) {
         let half = headDim / 2
+        let frequencies = (0..<half).map { i in
+            let f = pow(Double(theta), -2 * Double(i) / Double(headDim))
+            return scaling?.frequency(f) ?? f
+        }
         var c = [Float](repeating: 0, count: positions * half), s = c
         for p in 0..<positions {
             for i in 0..<half {
-                let angle = Double(p) * pow(Double(theta), -2 * Double(i) / Double(headDim))
+                let angle = Double(p) * frequencies[i]
                 c[p * half + i] = Float(Glibc.cos(angle))
                 s[p * half + i] = Float(Glibc.sin(angle))
             }
@@ -53,5 +61,37 @@ public struct RotaryTable: Sendable {
                 }
             }
         }
+    }
+}
+
+/// Llama 3's rotary frequencies for long contexts ("rope_type": "llama3"): a frequency whose
+/// wavelength is longer than the original context / `lowFreqFactor` is divided by `factor`, one
+/// whose wavelength is shorter than the original context / `highFreqFactor` is kept, and those
+/// between are blended linearly in original context / wavelength.
+public struct RopeScaling: Equatable, Sendable, Codable {
+    public var factor: Double
+    public var lowFreqFactor: Double
+    public var highFreqFactor: Double
+    public var originalContext: Int
+
+    public init(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalContext: Int) {
+        self.factor = factor; self.lowFreqFactor = lowFreqFactor; self.highFreqFactor = highFreqFactor; self.originalContext = originalContext
+    }
+
+    func validate() throws(EngineError) {
+        for (name, v) in [("factor", factor), ("lowFreqFactor", lowFreqFactor), ("highFreqFactor", highFreqFactor)] where !(v.isFinite && v > 0) {
+            throw .invalidConfig("rope scaling \(name) must be a positive finite number, found \(v)")
+        }
+        if !(lowFreqFactor < highFreqFactor) { throw .invalidConfig("rope scaling lowFreqFactor (\(lowFreqFactor)) must be below highFreqFactor (\(highFreqFactor))") }
+        if originalContext <= 0 { throw .invalidConfig("rope scaling originalContext must be positive, found \(originalContext)") }
+    }
+
+    /// The frequency (radians per position) that replaces `f`.
+    public func frequency(_ f: Double) -> Double {
+        let context = Double(originalContext), wavelength = 2 * Double.pi / f
+        if wavelength < context / highFreqFactor { return f }
+        if wavelength > context / lowFreqFactor { return f / factor }
+        let smooth = (context / wavelength - lowFreqFactor) / (highFreqFactor - lowFreqFactor)
+        return (1 - smooth) * f / factor + smooth * f
     }
 }

@@ -24,8 +24,7 @@ public final class Transformer: @unchecked Sendable {
         self.weights = weights
         self.kernel = kernel
         bf16 = precision == .bf16 ? BFloat16Weights(weights) : nil
-        rotary = RotaryTable(headDim: weights.config.headDim, positions: weights.config.contextLength,
-                             theta: weights.config.ropeTheta)
+        rotary = RotaryTable(config: weights.config)
         layerOffsets = (0..<weights.config.layers).map { weights.layout.layer($0) }
     }
 
@@ -96,6 +95,7 @@ public final class Transformer: @unchecked Sendable {
             RMSNorm.forward(xn, inv: nil, x, w + o.attnNorm, rows: n, n: C, eps: cfg.rmsEps)
             // wq, wk, wv are adjacent in the flat buffer: one product gives all three.
             project(out: qkv, x: xn, m: n, at: o.wq, n: qkvWidth, k: C)
+            if let b = o.bqkv { for r in 0..<n { VectorMath.axpy(1, w + b, qkv + r * qkvWidth, qkvWidth) } }
             for (i, item) in items.enumerated() {
                 for j in 0..<item.tokens.count {
                     let row = qkv + (starts[i] + j) * qkvWidth, pos = item.cache.length + j

@@ -2,7 +2,8 @@ import Engine
 import Foundation
 import Tokenizer
 
-/// Hugging Face model folders: config.json + model.safetensors with the standard Llama names.
+/// Hugging Face model folders: config.json + model.safetensors with the standard Llama names, of
+/// the Llama (rope scaling `llama3` included) and Qwen2 (q, k, v biases) architectures.
 /// Hugging Face stores attn_q/attn_k in the half-split rotary layout the engine uses, so tensors
 /// are copied as they are.
 public enum HFModel {
@@ -16,6 +17,9 @@ public enum HFModel {
                       ("wv", "self_attn.v_proj"), ("wo", "self_attn.o_proj"), ("ffn_norm", "post_attention_layernorm"),
                       ("w_gate", "mlp.gate_proj"), ("w_up", "mlp.up_proj"), ("w_down", "mlp.down_proj")]
                 .map { ("layers.\(l).\($0.0)", p + $0.1 + ".weight") }
+            if config.attentionBias {
+                names += [("bq", "q_proj"), ("bk", "k_proj"), ("bv", "v_proj")].map { ("layers.\(l).\($0.0)", p + "self_attn.\($0.1).bias") }
+            }
         }
         return names
     }
@@ -43,22 +47,49 @@ public enum HFModel {
         func number(_ key: String, in object: [String: Any]? = nil) throws -> Double? {
             try optional(key, in: object, "a number", JSONValue.number)
         }
-        if let type = try optional("model_type", "a string", { $0 as? String }), type != "llama" {
-            throw FormatError("\(url.path): model_type \(shown(type)) is not supported (llama)")
+        let type = try optional("model_type", "a string", { $0 as? String }) ?? "llama"
+        guard ["llama", "qwen2"].contains(type) else {
+            throw FormatError("\(url.path): model_type \(shown(type)) is not supported (llama, qwen2)")
+        }
+        // Llama's attention_bias puts biases on all four projections, Qwen2 has them on q, k, v only.
+        if type == "llama", try optional("attention_bias", "true or false", JSONValue.bool) == true {
+            throw FormatError("\(url.path): attention_bias true (biases on every attention projection) is not supported")
+        }
+        if type == "qwen2", try optional("use_sliding_window", "true or false", JSONValue.bool) == true {
+            throw FormatError("\(url.path): use_sliding_window true is not supported")
         }
         let width = try int("hidden_size"), heads = try int("num_attention_heads")
-        // transformers 5 puts rope_theta under rope_parameters; older configs have it at the top.
+        // transformers 5 puts the rope settings under rope_parameters; older configs have rope_theta
+        // at the top and the scaling under rope_scaling.
         let ropeParameters = try optional("rope_parameters", "an object") { $0 as? [String: Any] }
         let theta = try number("rope_theta") ?? number("rope_theta", in: ropeParameters) ?? 10000
+        let scaling = try ropeScaling(ropeParameters ?? optional("rope_scaling", "an object") { $0 as? [String: Any] }, path: url.path)
         let config = ModelConfig(
             layers: try int("num_hidden_layers"), width: width, heads: heads,
             kvHeads: try optionalInt("num_key_value_heads") ?? heads, headDim: try optionalInt("head_dim") ?? width / max(heads, 1),
             ffnWidth: try int("intermediate_size"), vocab: try int("vocab_size"), ropeTheta: Float(theta),
             rmsEps: Float(try number("rms_norm_eps") ?? 1e-6),
             tiedEmbeddings: try optional("tie_word_embeddings", "true or false", JSONValue.bool) ?? false,
-            contextLength: try optionalInt("max_position_embeddings") ?? 2048)
+            contextLength: try optionalInt("max_position_embeddings") ?? 2048, attentionBias: type == "qwen2", ropeScaling: scaling)
         do { try config.validate() } catch { throw FormatError("\(url.path): \(error)") }
         return config
+    }
+
+    /// The rope scaling of a rope_parameters or rope_scaling object: none for the default type,
+    /// Llama 3's, and an error naming any other type.
+    static func ropeScaling(_ p: [String: Any]?, path: String) throws -> RopeScaling? {
+        guard let p else { return nil }
+        let type = (p["rope_type"] ?? p["type"]) as? String ?? "default"
+        if type == "default" { return nil }
+        guard type == "llama3" else { throw FormatError("\(path): rope type \(shown(type)) is not supported (default, llama3)") }
+        func number(_ key: String) throws -> Double {
+            guard let v = p[key].flatMap(JSONValue.number) else { throw FormatError("\(path): llama3 rope scaling needs \"\(key)\" (a number)") }
+            return v
+        }
+        let context = try number("original_max_position_embeddings")
+        guard let original = Int(exactly: context) else { throw FormatError("\(path): original_max_position_embeddings must be an integer") }
+        return RopeScaling(factor: try number("factor"), lowFreqFactor: try number("low_freq_factor"),
+                           highFreqFactor: try number("high_freq_factor"), originalContext: original)
     }
 
     /// config.json and model.safetensors of a folder into engine weights.
@@ -82,13 +113,18 @@ public enum HFModel {
     /// The config.json text for a model.
     public static func configJSON(_ c: ModelConfig, bos: Int32?, eos: Int32?, dtype: SafetensorsFile.StorageType = .f32) -> Data {
         var j: [String: Any] = [
-            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+            "architectures": [c.attentionBias ? "Qwen2ForCausalLM" : "LlamaForCausalLM"], "model_type": c.attentionBias ? "qwen2" : "llama", "hidden_act": "silu",
             "hidden_size": c.width, "intermediate_size": c.ffnWidth, "num_attention_heads": c.heads,
             "num_hidden_layers": c.layers, "num_key_value_heads": c.kvHeads, "head_dim": c.headDim,
             "rms_norm_eps": Double(c.rmsEps), "rope_theta": Double(c.ropeTheta), "tie_word_embeddings": c.tiedEmbeddings,
             "vocab_size": c.vocab, "max_position_embeddings": c.contextLength, "attention_bias": false,
             "mlp_bias": false, "torch_dtype": dtype.torchName, "use_cache": true,
         ]
+        if c.attentionBias { j["attention_bias"] = nil; j["mlp_bias"] = nil; j["use_sliding_window"] = false }
+        if let s = c.ropeScaling {
+            j["rope_scaling"] = ["rope_type": "llama3", "factor": s.factor, "low_freq_factor": s.lowFreqFactor,
+                                 "high_freq_factor": s.highFreqFactor, "original_max_position_embeddings": s.originalContext]
+        }
         if let bos { j["bos_token_id"] = Int(bos) }
         if let eos { j["eos_token_id"] = Int(eos) }
         return try! JSONSerialization.data(withJSONObject: j, options: [.prettyPrinted, .sortedKeys])

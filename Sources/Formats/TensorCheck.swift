@@ -16,10 +16,11 @@ struct TensorCheck {
     /// every expected tensor present with the shape the config implies. `shape`: a file tensor's
     /// shape (outermost first), nil when absent.
     func check(_ config: ModelConfig, tensorNames: [String], shape: (String) -> [Int]?) throws(FormatError) {
-        // 9 tensors per block: a block count beyond the tensors present is refused before a
-        // layout of that many blocks is built.
-        guard config.layers <= tensorNames.count / 9 else {
-            throw FormatError("\(blockKey) is \(config.layers), but the file has only \(tensorNames.count) tensors (9 per block)")
+        // 9 tensors per block (12 with biases): a block count beyond the tensors present is refused
+        // before a layout of that many blocks is built.
+        let perBlock = config.attentionBias ? 12 : 9
+        guard config.layers <= tensorNames.count / perBlock else {
+            throw FormatError("\(blockKey) is \(config.layers), but the file has only \(tensorNames.count) tensors (\(perBlock) per block)")
         }
         for name in tensorNames.sorted() { // sorted: the same tensor is named whatever the file's order
             if let b = block(name), b >= config.layers {

@@ -45,7 +45,7 @@ public final class Backprop {
         try weights.config.validate()
         let c = weights.config
         self.weights = weights
-        rotary = RotaryTable(headDim: c.headDim, positions: c.contextLength, theta: c.ropeTheta)
+        rotary = RotaryTable(config: c)
         attention = CausalAttention(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
         offsets = (0..<c.layers).map { weights.layout.layer($0) }
     }
@@ -128,6 +128,7 @@ public final class Backprop {
         for (t, column) in [(LoRAConfig.Target.q, 0), (.k, H * D), (.v, (H + K) * D)] {
             if let a = lora?.slot(layer: l, t) { lora!.forward(a, out: s.qkv(l) + column, ldOut: W, x: s.xn1, ldIn: C, rows: n) }
         }
+        if let b = o.bqkv { for r in 0..<n { VectorMath.axpy(1, w + b, s.qkv(l) + r * W, W) } }
         for (start, len) in zip(p.starts, p.lengths) {
             for pos in 0..<len { rotary.apply(s.qkv(l) + (start + pos) * W, heads: H + K, pos: pos) }
         }
@@ -182,6 +183,7 @@ public final class Backprop {
         for (start, len) in zip(p.starts, p.lengths) {
             for pos in 0..<len { rotary.apply(s.dQKV + (start + pos) * W, heads: H + K, pos: pos, inverse: true) }
         }
+        if let g, let b = o.bqkv { for r in 0..<n { VectorMath.axpy(1, s.dQKV + r * W, g + b, W) } }
         BLAS.gemm(m: n, n: C, k: W, a: s.dQKV, lda: W, b: w + o.wq, ldb: C, transB: false, c: s.dXn, ldc: C)
         if let g { BLAS.gemm(m: W, n: C, k: n, a: s.dQKV, lda: W, transA: true, b: s.xn1, ldb: C, transB: false, c: g + o.wq, ldc: C, beta: 1) }
         adapter(.q, dOut: s.dQKV, ldOut: W, x: s.xn1, ldIn: C, dX: s.dXn)
